@@ -1,0 +1,49 @@
+"""Shared fixtures. Area fixtures live in tests/<area>/conftest.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Callable
+
+import pytest
+
+_SERVICES: dict[str, tuple[str, int]] = {
+    "mosquitto": ("127.0.0.1", 1883),
+    "postgres": ("127.0.0.1", 5432),
+}
+_BINARIES = {"ffmpeg": "ffmpeg", "nginx": "nginx", "chromium": "chromium", "ffprobe": "ffprobe"}
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+@pytest.fixture
+def require_service() -> Callable[[str], None]:
+    """Call with a service name; skips locally when it is missing, fails loudly under CI."""
+
+    def _require(name: str) -> None:
+        if name in _SERVICES:
+            ok = _port_open(*_SERVICES[name])
+        elif name in _BINARIES:
+            ok = shutil.which(_BINARIES[name]) is not None
+        else:
+            raise ValueError(f"unknown service {name!r}")
+        if ok:
+            return
+        msg = f"required service {name!r} is not available"
+        if in_ci():
+            pytest.fail(msg + " (CI is set: .ci/run must provide it)", pytrace=False)
+        pytest.skip(msg)
+
+    return _require
