@@ -1,0 +1,196 @@
+"""Command line: ``liveorch <command>`` (also ``python -m orchestrator``).
+
+User errors (bad config, unreachable daemon) print one clear line to stderr and exit 2;
+no traceback. Exit codes: 0 ok, 1 runtime failure, 2 usage/config error, 3 not available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator import __version__
+from orchestrator.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _err(msg: str) -> None:
+    print(f"liveorch: {msg}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from orchestrator.settings import load_settings
+
+    return load_settings(args.config, require_file=args.config is not None)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"liveorch {__version__}")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from orchestrator.settings import masked_dump
+
+    settings = _load(args)
+    print(json.dumps(masked_dump(settings), indent=2, sort_keys=False))
+    print(f"liveorch: configuration OK ({len(settings.rooms)} rooms)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator import app
+
+    settings = _load(args)
+    return app.run(settings, config_path=args.config)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from orchestrator import demo
+
+    return asyncio.run(demo.run_demo(duration_s=args.duration, fast=not args.real_time))
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from orchestrator.emulator import cli as emu_cli
+
+    return asyncio.run(emu_cli.run_from_args(args))
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from orchestrator.callbacks import relay
+
+    return asyncio.run(relay.run_from_args(args))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator import status
+
+    return status.run_from_args(args)
+
+
+def cmd_schedule_preview(args: argparse.Namespace) -> int:
+    from orchestrator.schedule import preview
+
+    return preview.run_from_args(args, _load(args))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator import report
+
+    return asyncio.run(report.run_from_args(args, _load(args)))
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="TOML config file (default: config/liveorch.toml if present)",
+    )
+
+
+def _optional(
+    sub: Any,
+    name: str,
+    help_: str,
+    module: str,
+    func: Callable[[argparse.Namespace], int],
+    add_args: str | None = "add_arguments",
+) -> argparse.ArgumentParser:
+    """Register a subcommand whose implementation lives in ``module``.
+
+    Its own arguments come from ``module.add_arguments`` when the module is importable; if the
+    capability is not built (import fails) the command stays listed and says so honestly.
+    """
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
+    try:
+        mod = __import__(module, fromlist=["_"])
+    except ImportError as exc:
+        p.set_defaults(func=_unavailable(name, str(exc)))
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        return p
+    if add_args and hasattr(mod, add_args):
+        getattr(mod, add_args)(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def _unavailable(name: str, why: str) -> Callable[[argparse.Namespace], int]:
+    def _f(args: argparse.Namespace) -> int:
+        _err(f"'{name}' is not available in this build ({why})")
+        return EXIT_UNAVAILABLE
+
+    return _f
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="liveorch",
+        description="Keeps MetaStudio smart-live jobs on air, unattended.",
+    )
+    parser.add_argument("--version", action="version", version=f"liveorch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run the daemon")
+    _add_config(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate the config and print it (secrets masked)")
+    _add_config(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=cmd_version)
+
+    p = sub.add_parser("demo", help="emulator + daemon in one process, with a forced drop")
+    p.add_argument("--duration", type=float, default=90.0, help="seconds to run (default 90)")
+    p.add_argument("--real-time", action="store_true", help="do not accelerate emulator time")
+    p.set_defaults(func=cmd_demo)
+
+    _optional(sub, "emulate", "serve the MetaStudio emulator", "orchestrator.emulator.cli", cmd_emulate)
+    _optional(sub, "relay", "edge receiver: callbacks → MQTT", "orchestrator.callbacks.relay", cmd_relay)
+    p = _optional(sub, "status", "show rooms from a running daemon", "orchestrator.status", cmd_status)
+
+    p = sub.add_parser("schedule", help="schedule tools")
+    ssub = p.add_subparsers(dest="schedule_command", metavar="SUBCOMMAND")
+    ssub.required = True
+    sp = _optional(
+        ssub, "preview", "print the next windows", "orchestrator.schedule.preview", cmd_schedule_preview
+    )
+    _add_config(sp)
+
+    rp = _optional(sub, "report", "SLA report", "orchestrator.report", cmd_report)
+    if "rest" not in {a.dest for a in rp._actions}:
+        _add_config(rp)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except ConfigError as exc:
+        _err(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
