@@ -1,0 +1,420 @@
+"""Starlette front of the emulator: the MetaStudio REST API, IAM token/projects, admin API.
+
+Every response carries ``X-Request-Id``; errors use the documented ``{"error_code",
+"error_msg"}`` body. Requests are handled in the gateway's order: authentication
+(``SDK-HMAC-SHA256`` verified by :func:`orchestrator.metastudio.signer.verify`, or an
+``X-Auth-Token`` issued by ``POST /v3/auth/tokens``) → throttling (429 ``APIGW.0308``) →
+injected faults → the service. ``/_emulator/*`` needs no auth but refuses non-loopback clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orchestrator.emulator.clock import ManualClock
+from orchestrator.emulator.service import EmulatorService, Fault
+from orchestrator.emulator.validation import ApiError, bad_request
+from orchestrator.metastudio.signer import SignatureError, verify
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger(__name__)
+
+_P = "/v1/{project_id}"
+_JOB = _P + "/smart-live-rooms/{room_id}/smart-live-jobs/{job_id}"
+_AUTH_PREFIX = "Incorrect IAM authentication information: "
+
+
+def _error(status: int, code: str, msg: str) -> JSONResponse:
+    return JSONResponse({"error_code": code, "error_msg": msg}, status_code=status)
+
+
+class _RequestIdMiddleware:
+    """Adds ``X-Request-Id`` to every response, including errors and unknown routes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _is_loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    if host in ("localhost", "testclient"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _json(body: bytes) -> Any:
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request("request body is not valid JSON") from exc
+
+
+def create_app(service: EmulatorService) -> Starlette:
+    """Build the ASGI app; its lifespan starts/stops the service's background tasks."""
+
+    def authenticate(request: Request, body: bytes, *, project_scoped: bool = True) -> None:
+        token = request.headers.get("x-auth-token")
+        if token:
+            if not service.token_valid(token):
+                raise ApiError(401, "APIGW.0301", _AUTH_PREFIX + "The token must be updated.")
+            return
+        authorization = request.headers.get("authorization")
+        if not authorization:
+            raise ApiError(401, "APIGW.0301", _AUTH_PREFIX + "no Authorization or X-Auth-Token")
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        try:
+            verify(
+                authorization=authorization,
+                method=request.method,
+                path=raw_path.decode("latin-1"),
+                raw_query=request.scope.get("query_string", b"").decode("latin-1"),
+                headers=dict(request.headers.items()),
+                body=body,
+                secret_for=service.credentials.get,
+                now=datetime.fromtimestamp(service.wallclock(), UTC),
+            )
+        except SignatureError as exc:
+            log.info("emulator_auth_rejected", reason=exc.reason, path=request.url.path)
+            raise ApiError(401, "APIGW.0301", _AUTH_PREFIX + exc.reason) from None
+
+    async def api(
+        request: Request,
+        operation: str,
+        handler: Callable[[Any], Any],
+        *,
+        status: int = 200,
+    ) -> Response:
+        body = await request.body()
+        try:
+            authenticate(request, body)
+            if request.path_params.get("project_id") != service.project_id:
+                raise ApiError(401, "APIGW.0301", _AUTH_PREFIX + "project mismatch")
+            service.record_call(operation)
+            service.check_rate(operation)
+            fault = service.take_fault(operation)
+            if fault is not None:
+                if fault.latency_ms > 0:
+                    await asyncio.sleep(fault.latency_ms / 1000.0)
+                if fault.ghost and operation == "start":
+                    handler(_json(body))
+                    log.info("emulator_ghost_start", room_id=request.path_params.get("room_id"))
+                    await _hold_until_disconnect(request)
+                    return _error(504, "APIGW.0201", "Backend timeout")
+                if fault.status is not None:
+                    raise ApiError(fault.status, fault.error_code, fault.error_msg)
+            result = handler(_json(body))
+        except ApiError as exc:
+            return _error(exc.status, exc.error_code, exc.error_msg)
+        if result is None:
+            return Response(status_code=status, media_type="application/json")
+        return JSONResponse(result, status_code=status)
+
+    def base_url(request: Request) -> str:
+        return str(request.base_url).rstrip("/")
+
+    # ------------------------------------------------------------- MetaStudio API
+
+    async def start(request: Request) -> Response:
+        room_id = request.path_params["room_id"]
+        return await api(
+            request,
+            "start",
+            lambda b: service.start_job(room_id, b, base_url=base_url(request)),
+            status=202,
+        )
+
+    async def list_room_jobs(request: Request) -> Response:
+        room_id = request.path_params["room_id"]
+        return await api(
+            request, "list", lambda _: service.list_jobs(room_id, request.query_params)
+        )
+
+    async def list_tenant_jobs(request: Request) -> Response:
+        return await api(
+            request, "list_tenant", lambda _: service.list_jobs(None, request.query_params)
+        )
+
+    async def show(request: Request) -> Response:
+        p = request.path_params
+        return await api(request, "show", lambda _: service.show_job(p["room_id"], p["job_id"]))
+
+    async def stop(request: Request) -> Response:
+        p = request.path_params
+        return await api(request, "stop", lambda _: service.stop_job(p["room_id"], p["job_id"]))
+
+    async def command(request: Request) -> Response:
+        p = request.path_params
+        return await api(
+            request, "command", lambda b: service.command(p["room_id"], p["job_id"], b)
+        )
+
+    async def insert_commands(request: Request) -> Response:
+        p = request.path_params
+        return await api(
+            request,
+            "insert_commands",
+            lambda _: service.list_insert_commands(p["room_id"], p["job_id"], request.query_params),
+        )
+
+    async def report(request: Request) -> Response:
+        p = request.path_params
+        auth_key = request.query_params.get("auth_key") or request.headers.get("x-mss-auth-key")
+        if auth_key:
+            expires = request.query_params.get("expires_time") or request.headers.get(
+                "x-mss-expires-time", ""
+            )
+            body = await request.body()
+            ok = (
+                expires.isdigit()
+                and int(expires) / 1000.0 > service.now()
+                and service.report_auth_key(p["job_id"], int(expires)) == auth_key
+            )
+            if not ok:
+                return _error(401, "MSS.00000004", "Authentication failed: auth_key")
+            try:
+                service.record_call("report")
+                service.check_rate("report")
+                service.report_events(p["room_id"], p["job_id"], _json(body))
+            except ApiError as exc:
+                return _error(exc.status, exc.error_code, exc.error_msg)
+            return JSONResponse(
+                {"live_event_report_url": service.jobs[p["job_id"]].live_event_report_url}
+            )
+
+        def handle(b: Any) -> dict[str, Any]:
+            service.report_events(p["room_id"], p["job_id"], b)
+            return {"live_event_report_url": service.jobs[p["job_id"]].live_event_report_url}
+
+        return await api(request, "report", handle)
+
+    async def rooms(request: Request) -> Response:
+        if request.method == "POST":
+            return await api(request, "create_room", service.create_room)
+        return await api(request, "list_rooms", lambda _: service.list_rooms(request.query_params))
+
+    async def room(request: Request) -> Response:
+        room_id = request.path_params["room_id"]
+        if request.method == "PUT":
+            return await api(request, "update_room", lambda b: service.update_room(room_id, b))
+        if request.method == "DELETE":
+            return await api(request, "delete_room", lambda _: service.delete_room(room_id))
+        return await api(request, "show_room", lambda _: service.show_room(room_id))
+
+    # ------------------------------------------------------------- IAM
+
+    async def tokens(request: Request) -> Response:
+        try:
+            token, body = service.issue_token(
+                _json(await request.body()), nocatalog=bool(request.query_params.get("nocatalog"))
+            )
+        except ApiError as exc:
+            return _error(exc.status, exc.error_code, exc.error_msg)
+        return JSONResponse(body, status_code=201, headers={"X-Subject-Token": token})
+
+    async def projects(request: Request) -> Response:
+        try:
+            authenticate(request, await request.body())
+        except ApiError as exc:
+            return _error(exc.status, exc.error_code, exc.error_msg)
+        return JSONResponse(service.list_projects(request.query_params.get("name")))
+
+    # ------------------------------------------------------------- admin
+
+    def admin(
+        fn: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            if not _is_loopback(request):
+                return _error(403, "MSS.00000004", "The emulator admin API is loopback-only")
+            try:
+                return await fn(request)
+            except ApiError as exc:
+                return _error(exc.status, exc.error_code, exc.error_msg)
+
+        return wrapped
+
+    async def admin_body(request: Request) -> dict[str, Any]:
+        body = _json(await request.body())
+        if not isinstance(body, dict):
+            raise bad_request("body must be an object")
+        return body
+
+    @admin
+    async def admin_jobs(request: Request) -> Response:
+        return JSONResponse({"jobs": service.admin_jobs()})
+
+    @admin
+    async def admin_rtmp(request: Request) -> Response:
+        body = await admin_body(request)
+        hold = body.get("hold_s")
+        if hold is not None and (isinstance(hold, bool) or not isinstance(hold, int | float)):
+            raise bad_request("hold_s must be a number")
+        service.force_rtmp(
+            request.path_params["job_id"],
+            str(body.get("state")),
+            None if hold is None else float(hold),
+        )
+        return JSONResponse({"job": _admin_job(service, request.path_params["job_id"])})
+
+    @admin
+    async def admin_fail(request: Request) -> Response:
+        service.fail_job(request.path_params["job_id"], "Internal error (injected by emulator)")
+        return JSONResponse({"job": _admin_job(service, request.path_params["job_id"])})
+
+    @admin
+    async def admin_faults(request: Request) -> Response:
+        body = await admin_body(request)
+        try:
+            fault = Fault(
+                operation=str(body.get("operation", "any")),
+                status=None if body.get("status") is None else int(body["status"]),
+                error_code=str(body.get("error_code") or "MSS.00000002"),
+                error_msg=str(body.get("error_msg") or "Internal error (injected by emulator)"),
+                count=int(body.get("count", 1)),
+                latency_ms=float(body.get("latency_ms") or 0),
+                ghost=bool(body.get("ghost", False)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise bad_request("malformed fault") from exc
+        service.add_fault(fault)
+        return JSONResponse({"faults": len(service.faults)})
+
+    @admin
+    async def admin_callbacks(request: Request) -> Response:
+        body = await admin_body(request)
+        knobs = service.callbacks.knobs
+        try:
+            for key in ("drop_rate", "duplicate_rate"):
+                if key in body:
+                    value = float(body[key])
+                    if not 0.0 <= value <= 1.0:
+                        raise bad_request(f"{key} must be within [0, 1]")
+                    setattr(knobs, key, value)
+            if "reorder" in body:
+                knobs.reorder = bool(body["reorder"])
+            if "delay_ms" in body:
+                knobs.delay_ms = max(0.0, float(body["delay_ms"]))
+        except (TypeError, ValueError) as exc:
+            raise bad_request("malformed callback knobs") from exc
+        return JSONResponse(
+            {
+                "drop_rate": knobs.drop_rate,
+                "duplicate_rate": knobs.duplicate_rate,
+                "reorder": knobs.reorder,
+                "delay_ms": knobs.delay_ms,
+            }
+        )
+
+    @admin
+    async def admin_reset(request: Request) -> Response:
+        service.reset()
+        return JSONResponse({"reset": True})
+
+    @admin
+    async def admin_stats(request: Request) -> Response:
+        return JSONResponse(service.admin_stats())
+
+    @admin
+    async def admin_advance(request: Request) -> Response:
+        if not isinstance(service.clock, ManualClock):
+            raise ApiError(409, "MSS.00000003", "the emulator runs on a real clock")
+        body = await admin_body(request)
+        seconds = body.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise bad_request("seconds must be a non-negative number")
+        await service.advance(float(seconds))
+        return JSONResponse({"now": service.now()})
+
+    # ------------------------------------------------------------- errors + wiring
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        if status == 405:
+            return _error(405, "APIGW.0101", "The API does not support this method")
+        return _error(404, "APIGW.0101", "The API does not exist or has not been published")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with service:
+            yield
+
+    routes = [
+        Route(_P + "/smart-live-rooms/{room_id}/smart-live-jobs", start, methods=["POST"]),
+        Route(_P + "/smart-live-rooms/{room_id}/smart-live-jobs", list_room_jobs, methods=["GET"]),
+        Route(_P + "/smart-live-jobs", list_tenant_jobs, methods=["GET"]),
+        Route(_JOB, show, methods=["GET"]),
+        Route(_JOB + "/stop", stop, methods=["POST"]),
+        Route(_JOB + "/command", command, methods=["POST"]),
+        Route(_JOB + "/command/insert-commands", insert_commands, methods=["GET"]),
+        Route(_JOB + "/live-event-report", report, methods=["POST"]),
+        Route(_P + "/smart-live-rooms", rooms, methods=["GET", "POST"]),
+        Route(_P + "/smart-live-rooms/{room_id}", room, methods=["GET", "PUT", "DELETE"]),
+        Route("/v3/auth/tokens", tokens, methods=["POST"]),
+        Route("/v3/projects", projects, methods=["GET"]),
+        Route("/_emulator/jobs", admin_jobs, methods=["GET"]),
+        Route("/_emulator/jobs/{job_id}/rtmp", admin_rtmp, methods=["POST"]),
+        Route("/_emulator/jobs/{job_id}/fail", admin_fail, methods=["POST"]),
+        Route("/_emulator/faults", admin_faults, methods=["POST"]),
+        Route("/_emulator/callbacks", admin_callbacks, methods=["POST"]),
+        Route("/_emulator/reset", admin_reset, methods=["POST"]),
+        Route("/_emulator/stats", admin_stats, methods=["GET"]),
+        Route("/_emulator/clock/advance", admin_advance, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_found},
+    )
+    app.add_middleware(_RequestIdMiddleware)
+    return app
+
+
+def _admin_job(service: EmulatorService, job_id: str) -> dict[str, Any]:
+    for item in service.admin_jobs():
+        if item["job_id"] == job_id:
+            return item
+    raise ApiError(404, "MSS.00000003", f"Smart live job {job_id} does not exist")
+
+
+async def _hold_until_disconnect(request: Request) -> None:
+    """A ghost start: keep the response back until the client gives up (or shutdown)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

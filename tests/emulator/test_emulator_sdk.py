@@ -1,0 +1,111 @@
+"""The stock huaweicloudsdkmetastudio client works unmodified against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from emulator_support import AK, PROJECT, SK
+
+from orchestrator.emulator.service import EmulatorService
+from orchestrator.httpserver import ServedApp
+
+sdk_core = pytest.importorskip("huaweicloudsdkcore")
+from huaweicloudsdkcore.auth.credentials import BasicCredentials  # noqa: E402
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException  # noqa: E402
+from huaweicloudsdkmetastudio.v1 import (  # noqa: E402
+    ControlSmartLiveReq,
+    ExecuteSmartLiveCommandRequest,
+    ListSmartLiveJobsRequest,
+    ListSmartLiveRequest,
+    MetaStudioClient,
+    ShowSmartLiveRequest,
+    StartSmartLiveReq,
+    StartSmartLiveRequest,
+    StopSmartLiveRequest,
+)
+
+
+def _client(base_url: str, project_id: str | None = PROJECT) -> Any:
+    creds = BasicCredentials(AK, SK, project_id)
+    if project_id is None:
+        creds = creds.with_iam_endpoint(base_url)
+    builder = MetaStudioClient.new_builder().with_credentials(creds).with_endpoints([base_url])
+    if project_id is None:
+        from huaweicloudsdkcore.region.region import Region
+
+        builder = builder.with_region(Region("cn-north-4", base_url))
+    return builder.build()
+
+
+def _sdk_flow(base_url: str) -> dict[str, Any]:
+    client = _client(base_url)
+    started = client.start_smart_live(
+        StartSmartLiveRequest(room_id="room-1", body=StartSmartLiveReq())
+    )
+    job_id = started.job_id
+    shown = client.show_smart_live(ShowSmartLiveRequest(room_id="room-1", job_id=job_id))
+    listed = client.list_smart_live(
+        ListSmartLiveRequest(room_id="room-1", state="WAITING,PROCESSING")
+    )
+    tenant = client.list_smart_live_jobs(ListSmartLiveJobsRequest(room_name="shop room", limit=5))
+    cmd = client.execute_smart_live_command(
+        ExecuteSmartLiveCommandRequest(
+            room_id="room-1",
+            job_id=job_id,
+            body=ControlSmartLiveReq(
+                command="REFRESH_OUTPUT_URL",
+                params={"output_urls": ["rtmp://push.example.com/live2"], "stream_keys": ["k2"]},
+            ),
+        )
+    )
+    stopped = client.stop_smart_live(StopSmartLiveRequest(room_id="room-1", job_id=job_id))
+    after = client.show_smart_live(ShowSmartLiveRequest(room_id="room-1", job_id=job_id))
+    try:
+        client.start_smart_live(StartSmartLiveRequest(room_id="nope", body=StartSmartLiveReq()))
+        missing: Any = None
+    except ClientRequestException as exc:
+        missing = exc
+    return {
+        "started": started,
+        "shown": shown,
+        "listed": listed,
+        "tenant": tenant,
+        "cmd": cmd,
+        "stopped": stopped,
+        "after": after,
+        "missing": missing,
+    }
+
+
+async def test_sdk_start_show_list_command_stop(
+    served: ServedApp, service: EmulatorService
+) -> None:
+    r = await asyncio.to_thread(_sdk_flow, served.base_url)
+    assert r["started"].status_code == 202
+    job_id = r["started"].job_id
+    assert r["shown"].state == "WAITING"
+    assert r["shown"].job_id == job_id
+    assert r["listed"].count == 1
+    assert r["listed"].smart_live_jobs[0].job_id == job_id
+    assert r["tenant"].count == 1
+    assert r["cmd"].command == "REFRESH_OUTPUT_URL"
+    assert r["cmd"].result == "SUCCESS"
+    assert r["stopped"].status_code == 200
+    assert r["after"].state == "SUCCEED"
+    assert r["missing"].status_code == 404
+    assert r["missing"].error_code == "MSS.00000003"
+    assert r["missing"].request_id
+    stats = service.admin_stats()
+    assert stats["commands"][0]["params"]["output_urls"] == ["rtmp://push.example.com/live2"]
+
+
+def _sdk_without_project(base_url: str) -> Any:
+    client = _client(base_url, project_id=None)
+    return client.list_smart_live_jobs(ListSmartLiveJobsRequest())
+
+
+async def test_sdk_resolves_project_id_through_v3_projects(served: ServedApp) -> None:
+    resp = await asyncio.to_thread(_sdk_without_project, served.base_url)
+    assert resp.count == 0
