@@ -65,7 +65,9 @@ def test_secrets_dir_and_env_precedence(tmp_path: Path, monkeypatch: pytest.Monk
     (creds / "cloud.sk").write_text("SK-FROM-FILE\n")
     (creds / "room.r1.stream_key").write_text("key-from-file")
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[cloud]\nregion = 'cn-north-4'\n[[rooms]]\nid = 'r1'\noutput_url = 'rtmp://x/l'\n")
+    cfg.write_text(
+        "[cloud]\nregion = 'cn-north-4'\n[[rooms]]\nid = 'r1'\noutput_url = 'rtmp://x/l'\n"
+    )
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     monkeypatch.setenv("LIVEORCH_CLOUD__REGION", "cn-east-3")
     s = load_settings(cfg)
