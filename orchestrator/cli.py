@@ -159,15 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-time", action="store_true", help="do not accelerate emulator time")
     p.set_defaults(func=cmd_demo)
 
-    _optional(sub, "emulate", "serve the MetaStudio emulator", "orchestrator.emulator.cli", cmd_emulate)
-    _optional(sub, "relay", "edge receiver: callbacks → MQTT", "orchestrator.callbacks.relay", cmd_relay)
-    p = _optional(sub, "status", "show rooms from a running daemon", "orchestrator.status", cmd_status)
+    _optional(
+        sub, "emulate", "serve the MetaStudio emulator", "orchestrator.emulator.cli", cmd_emulate
+    )
+    _optional(
+        sub, "relay", "edge receiver: callbacks → MQTT", "orchestrator.callbacks.relay", cmd_relay
+    )
+    _optional(sub, "status", "show rooms from a running daemon", "orchestrator.status", cmd_status)
 
     p = sub.add_parser("schedule", help="schedule tools")
     ssub = p.add_subparsers(dest="schedule_command", metavar="SUBCOMMAND")
     ssub.required = True
     sp = _optional(
-        ssub, "preview", "print the next windows", "orchestrator.schedule.preview", cmd_schedule_preview
+        ssub,
+        "preview",
+        "print the next windows",
+        "orchestrator.schedule.preview",
+        cmd_schedule_preview,
     )
     _add_config(sp)
 

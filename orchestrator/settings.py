@@ -72,7 +72,7 @@ class CloudSettings(_Section):
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
     start_timeout_s: float = 20.0
-    """Read timeout for start calls; a timeout after sending means 'outcome unknown' → list first."""
+    """Read timeout for start calls; a timeout after sending = 'outcome unknown' → list first."""
     rate_start_per_s: float = 4.0
     rate_query_per_s: float = 20.0
     rate_write_per_s: float = 4.0
@@ -384,10 +384,7 @@ def load_settings(
             cloud.setdefault(key, env_vars[env_name])
     where = str(file) if file else "<defaults+env>"
     try:
-        if env:
-            settings = Settings(**data)
-        else:
-            settings = Settings.model_validate(data)
+        settings = Settings(**data) if env else Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(first["loc"])
