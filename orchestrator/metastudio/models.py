@@ -1,0 +1,644 @@
+"""Pydantic models of MetaStudio smart-live requests, responses and callbacks (api doc §3 to §8).
+
+Field names are the API's own. Two policies, on purpose:
+
+* **Requests are strict** (``extra="forbid"``, documented ranges and enums) so a bad request is
+  refused before any network call. Use :func:`build` (or the client, which re-checks) to get an
+  :class:`~orchestrator.errors.InvalidRequest` with a clear, value-free message.
+* **Responses are lenient** (``extra="allow"``, everything optional, unknown enum values kept as
+  plain strings) because the service adds fields and values without notice.
+
+Secrets (stream keys, callback HMAC keys) are :class:`pydantic.SecretStr`: they print as
+``**********`` in reprs, logs and validation errors, and are revealed only by :func:`to_wire`,
+which produces the JSON body actually sent.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    SerializationInfo,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.errors import InvalidRequest
+
+__all__ = [
+    "CallbackEvent",
+    "CleanUpInsertCommand",
+    "CoStreamerConfig",
+    "Command",
+    "CommandResult",
+    "ControlSmartLiveReq",
+    "CreateSmartLiveRoomReq",
+    "CreateSmartLiveRoomResp",
+    "ErrorInfo",
+    "JobState",
+    "LiveEventCallBackConfig",
+    "LiveEventCallback",
+    "LiveEventCallbackInfo",
+    "LiveExitConfig",
+    "LiveJobRunConfig",
+    "LiveRoomInteractionConfig",
+    "LiveWarningInfo",
+    "PlayAudioInfo",
+    "PlayPolicy",
+    "PlayTextInfo",
+    "RTCLiveEventCallBackConfig",
+    "RTCRoomInfoList",
+    "RTCUserInfo",
+    "RefreshOutputUrlConfig",
+    "ReplyCommandFinish",
+    "ReviewConfig",
+    "RtmpState",
+    "RtmpStreamStateChange",
+    "ShootScriptSwitch",
+    "SmartLiveJob",
+    "SmartLiveJobList",
+    "SmartLiveRoom",
+    "SmartLiveRoomBaseInfo",
+    "SmartLiveRoomList",
+    "StartSmartLiveReq",
+    "StartSmartLiveResp",
+    "SubtitleConfig",
+    "TextConfig",
+    "VideoConfig",
+    "VoiceConfig",
+    "build",
+    "describe_errors",
+    "params_model_for",
+    "parse_callback",
+    "to_wire",
+]
+
+_WIRE = "wire"
+
+
+def _serialise_secret(value: SecretStr, info: SerializationInfo) -> str:
+    """Reveal the secret only when dumping the wire body (context ``{"wire": True}``)."""
+    context = info.context
+    if isinstance(context, dict) and context.get(_WIRE):
+        return value.get_secret_value()
+    return str(value)
+
+
+Secret = Annotated[SecretStr, PlainSerializer(_serialise_secret, return_type=str)]
+
+
+# ------------------------------------------------------------------------- enums
+
+
+class JobState(StrEnum):
+    """``SmartLiveJob.state`` (§3.1). There is no CANCELED in the job enum."""
+
+    WAITING = "WAITING"
+    PROCESSING = "PROCESSING"
+    SUCCEED = "SUCCEED"
+    FAILED = "FAILED"
+    BLOCKED = "BLOCKED"
+
+
+class RtmpState(StrEnum):
+    """RTMP link state in ``RTMP_STREAM_STATE_CHANGE`` callbacks (§6.2)."""
+
+    CONNECTING = "CONNECTING"
+    CONNECTED = "CONNECTED"
+    DISCONNECTED = "DISCONNECTED"
+    RECONNECTING = "RECONNECTING"
+    END = "END"
+
+
+class Command(StrEnum):
+    """The ten runtime commands of the latest SDK docstring (§5.1)."""
+
+    INSERT_PLAY_SCRIPT = "INSERT_PLAY_SCRIPT"
+    INSERT_PLAY_AUDIO = "INSERT_PLAY_AUDIO"
+    REWRITE_PLAY_SCRIPT = "REWRITE_PLAY_SCRIPT"
+    REWRITE_INTERACTION_RULES = "REWRITE_INTERACTION_RULES"
+    GET_CURRENT_PLAYING_SCRIPTS = "GET_CURRENT_PLAYING_SCRIPTS"
+    SHOW_LAYER = "SHOW_LAYER"
+    REFRESH_OUTPUT_URL = "REFRESH_OUTPUT_URL"
+    GET_LIVE_JOB_CONFIG_INFO = "GET_LIVE_JOB_CONFIG_INFO"
+    CLEAN_UP_INSERT_COMMAND = "CLEAN_UP_INSERT_COMMAND"
+    RESET_EXIT_CONFIG = "RESET_EXIT_CONFIG"
+
+
+PlayType = Literal["APPEND", "INSERT", "PLAY_NOW"]
+PlayRole = Literal["STREAMER", "CO_STREAMER"]
+CallbackEventType = Literal[
+    "SHOOT_SCRIPT_SWITCH", "RTMP_STREAM_STATE_CHANGE", "REPLY_COMMAND_FINISH"
+]
+
+
+# ------------------------------------------------------------------------- requests
+
+
+class _Request(BaseModel):
+    """Strict base: unknown fields rejected, assignments validated, inputs hidden in errors."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        hide_input_in_errors=True,
+        populate_by_name=True,
+    )
+
+
+class ReviewConfig(_Request):
+    no_need_review: bool | None = None
+
+
+class SubtitleConfig(_Request):
+    """Subtitle placement; live streaming does not support subtitles (kept for completeness)."""
+
+    dx: int | None = None
+    dy: int | None = None
+    h: int | None = None
+    w: int | None = None
+    font_name: str | None = Field(default=None, max_length=64)
+    font_size: int | None = Field(default=None, ge=0, le=120)
+    font_color: str | None = Field(default=None, max_length=7)
+    stroke_color: str | None = Field(default=None, max_length=7)
+    stroke_thickness: float | None = Field(default=None, ge=0, le=50)
+    opacity: float | None = Field(default=None, ge=0, le=1)
+
+
+class VideoConfig(_Request):
+    """Output video. For live: bitrate 1000‥8000 kbps and only 1080x1920 or 1920x1080."""
+
+    clip_mode: Literal["RESIZE", "CROP"] | None = None
+    codec: Literal["H264", "VP8", "QTRLE"] | None = None
+    bitrate: int = Field(ge=1000, le=8000)
+    width: int
+    height: int
+    frame_rate: str | None = None
+    is_subtitle_enable: bool | None = None
+    subtitle_config: SubtitleConfig | None = None
+    dx: int | None = None
+    dy: int | None = None
+    is_enable_super_resolution: bool | None = None
+    is_end_at_first_frame: bool | None = None
+    output_external_url: str | None = None
+    is_vocabulary_config_enable: bool | None = None
+
+    @model_validator(mode="after")
+    def _live_resolution(self) -> VideoConfig:
+        if (self.width, self.height) not in ((1080, 1920), (1920, 1080)):
+            raise ValueError("live video must be 1080x1920 or 1920x1080 (width x height)")
+        return self
+
+
+class LiveExitConfig(_Request):
+    """Exit policy (§4.3): also the params of ``RESET_EXIT_CONFIG`` and of the tenant config."""
+
+    max_live_duration: int | None = Field(default=None, ge=0, le=168)
+    auto_stop_mode: Literal["FORCE_EXIT", "SEGMENT_END", "SCENE_END", "SCRIPT_END"] | None = None
+    max_exception_waiting_duration: int | None = Field(default=None, ge=0, le=60)
+
+
+class PlayPolicy(_Request):
+    repeat_count: int | None = Field(default=None, ge=-1)
+    auto_play_script: bool | None = None
+    play_mode: Literal["TEXT", "AUDIO", "NO_PRESET"] | None = None
+    random_play_mode: Literal["NONE", "SCENE", "SCRIPT_ITEM", "SCENE_AND_SCRIPT_ITEM"] | None = None
+    need_independent_capture_client: bool | None = None
+    live_exit_config: LiveExitConfig | None = None
+    is_rewrite_delay: bool | None = None
+
+
+class LiveEventCallBackConfig(_Request):
+    """Where and how the service posts live events (§6.1). ``key`` is the HMAC secret."""
+
+    live_event_type_callback_url: str | None = Field(default=None, max_length=2048)
+    auth_type: Literal["NONE", "MSS_A", "MSS_A_HEAD", "MEITUAN_DEFAULT"] | None = None
+    key: Secret | None = None
+    callback_event_type: list[CallbackEventType] | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) > 32:
+            raise ValueError("callback key must be at most 32 characters")
+        return value
+
+
+class RTCLiveEventCallBackConfig(_Request):
+    rtc_callback_event_type: list[Literal["LIVE_PROGRESS", "REPLY_COMMAND_FINISH"]] | None = None
+
+
+class VoiceConfig(_Request):
+    """Voice; pitch/volume ranges are not published (unconfirmed), so they are not limited."""
+
+    voice_asset_id: str = Field(min_length=1, max_length=256)
+    speed: int | None = None
+    pitch: int | None = None
+    volume: int | None = None
+
+
+class CoStreamerConfig(_Request):
+    voice_config: VoiceConfig | None = None
+    streamer_action: Literal["SILENCE", "VOLUME_DOWN"] | None = None
+
+
+class LiveJobRunConfig(_Request):
+    allow_resource_type: Literal["PERIOD", "ONDEMAND", "UNLIMITED", "ONE_TIME"] | None = None
+    single_job_in_room: bool | None = None
+
+
+def _one_target(urls: list[str] | None, keys: list[SecretStr] | None) -> None:
+    """The service supports exactly one RTMP target: one URL with one (aligned) stream key."""
+    if urls is None and keys is None:
+        return
+    if urls is None or len(urls) != 1:
+        raise ValueError("exactly one output_url is supported (output_urls must have 1 item)")
+    if keys is None or len(keys) != 1:
+        raise ValueError("exactly one stream_key is supported (stream_keys must have 1 item)")
+    if not urls[0].strip():
+        raise ValueError("output_url must not be empty")
+
+
+class StartSmartLiveReq(_Request):
+    """Start-job body (§4). Every field is optional: the room's defaults apply."""
+
+    video_config: VideoConfig | None = None
+    play_policy: PlayPolicy | None = None
+    output_urls: list[str] | None = None
+    stream_keys: list[Secret] | None = None
+    interaction_callback_url: str | None = Field(default=None, max_length=2048)
+    live_event_callback_config: LiveEventCallBackConfig | None = None
+    rtc_callback_config: RTCLiveEventCallBackConfig | None = None
+    view_mode: Literal["LANDSCAPE", "VERTICAL"] | None = None
+    co_streamer_config: CoStreamerConfig | None = None
+    job_run_config: LiveJobRunConfig | None = None
+
+    @model_validator(mode="after")
+    def _single_target(self) -> StartSmartLiveReq:
+        _one_target(self.output_urls, self.stream_keys)
+        return self
+
+
+class TextConfig(_Request):
+    text: str = Field(min_length=1, max_length=131072)
+
+
+class PlayTextInfo(_Request):
+    """``INSERT_PLAY_SCRIPT`` params (§5.2); the service defaults ``play_type`` to PLAY_NOW."""
+
+    text_config: TextConfig
+    play_type: PlayType | None = None
+    play_role: PlayRole | None = None
+    rule_index: str | None = Field(default=None, max_length=64)
+
+
+class PlayAudioInfo(_Request):
+    """``INSERT_PLAY_AUDIO`` params (§5.2); the service defaults ``play_type`` to APPEND."""
+
+    audio_url: str = Field(min_length=1, max_length=2048)
+    play_type: PlayType | None = None
+    play_role: PlayRole | None = None
+    rule_index: str | None = Field(default=None, max_length=64)
+
+
+class RefreshOutputUrlConfig(_Request):
+    """``REFRESH_OUTPUT_URL`` params. Field names mirror the start body (unconfirmed, §5.3)."""
+
+    output_urls: list[str]
+    stream_keys: list[Secret]
+
+    @model_validator(mode="after")
+    def _single_target(self) -> RefreshOutputUrlConfig:
+        _one_target(self.output_urls, self.stream_keys)
+        return self
+
+
+class CleanUpInsertCommand(_Request):
+    """``CLEAN_UP_INSERT_COMMAND`` params; empty/absent ids = all unplayed (unconfirmed, §5.5)."""
+
+    command_ids: list[str] | None = None
+
+
+_PARAMS_FOR: dict[Command, type[BaseModel]] = {
+    Command.REFRESH_OUTPUT_URL: RefreshOutputUrlConfig,
+    Command.RESET_EXIT_CONFIG: LiveExitConfig,
+    Command.INSERT_PLAY_SCRIPT: PlayTextInfo,
+    Command.INSERT_PLAY_AUDIO: PlayAudioInfo,
+    Command.CLEAN_UP_INSERT_COMMAND: CleanUpInsertCommand,
+}
+
+
+def params_model_for(command: Command) -> type[BaseModel] | None:
+    """The typed params model of a command, or None when its params are untyped/unpublished."""
+    return _PARAMS_FOR.get(command)
+
+
+class ControlSmartLiveReq(_Request):
+    """Command body (§5). ``params`` is checked against the command's typed model when known;
+    REWRITE_* wrapping keys and SHOW_LAYER params are unpublished (unconfirmed), so free-form.
+    """
+
+    command: Command
+    params: dict[str, Any] | SerializeAsAny[BaseModel] | None = None
+    review_config: ReviewConfig | None = None
+
+    @model_validator(mode="after")
+    def _typed_params(self) -> ControlSmartLiveReq:
+        model = _PARAMS_FOR.get(self.command)
+        if model is None or self.params is None:
+            return self
+        if isinstance(self.params, model):
+            return self
+        raw = self.params
+        if isinstance(raw, BaseModel):
+            raw = raw.model_dump(mode="json", exclude_none=True, context={_WIRE: True})
+        object.__setattr__(self, "params", model.model_validate(raw))
+        return self
+
+
+class LiveRoomInteractionConfig(_Request):
+    play_type: PlayType | None = None
+    ignore_current_sentence: bool | None = None
+
+
+class CreateSmartLiveRoomReq(_Request):
+    """Create/update-room body (§8.1). Script, rule and overlay trees are free-form objects here
+    (their schemas are deep and we only pass them through); top-level fields are checked.
+    """
+
+    room_name: str = Field(min_length=1, max_length=256)
+    room_description: str | None = Field(default=None, max_length=1024)
+    room_type: Literal["NORMAL", "TEMP", "TEMPLATE"] | None = None
+    scene_scripts: list[dict[str, Any]] | None = None
+    interaction_config: LiveRoomInteractionConfig | None = None
+    interaction_rules: list[dict[str, Any]] | None = None
+    play_policy: PlayPolicy | None = None
+    video_config: VideoConfig | None = None
+    output_urls: list[str] | None = None
+    stream_keys: list[Secret] | None = None
+    backup_model_asset_ids: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None, max_length=5
+    )
+    live_event_callback_config: dict[str, Any] | None = None
+    rtc_callback_config: RTCLiveEventCallBackConfig | None = None
+    review_config: ReviewConfig | None = None
+    shared_config: dict[str, Any] | None = None
+    view_mode: Literal["LANDSCAPE", "VERTICAL"] | None = None
+    co_streamer_config: CoStreamerConfig | None = None
+    priv_data: str | None = Field(default=None, max_length=8192)
+    relation_live_platform_info: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _single_target(self) -> CreateSmartLiveRoomReq:
+        _one_target(self.output_urls, self.stream_keys)
+        return self
+
+
+# ------------------------------------------------------------------------- responses
+
+
+class _Response(BaseModel):
+    """Lenient base: unknown fields kept. ``request_id`` is the X-Request-Id header (not body)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    request_id: str | None = Field(default=None, exclude=True)
+
+
+class ErrorInfo(_Response):
+    error_code: str | None = None
+    error_msg: str | None = None
+
+
+class RTCUserInfo(_Response):
+    """``signature`` is an RTC auth token: hidden from reprs."""
+
+    user_type: str | None = None
+    user_id: str | None = None
+    signature: Secret | None = None
+    ctime: int | None = None
+
+
+class RTCRoomInfoList(_Response):
+    app_id: str | None = None
+    room_id: str | None = None
+    users: list[RTCUserInfo] | None = None
+
+
+class LiveEventCallbackInfo(_Response):
+    """Callback config as echoed by the service; ``key`` stays secret."""
+
+    live_event_type_callback_url: str | None = None
+    auth_type: str | None = None
+    key: Secret | None = None
+    callback_event_type: list[str] | None = None
+
+
+class LiveWarningInfo(_Response):
+    warning_type: str | None = None
+
+
+class SmartLiveJob(_Response):
+    """A job (§3.2). ``state`` is a :class:`JobState` when known, else the raw string."""
+
+    job_id: str
+    room_id: str | None = None
+    room_name: str | None = None
+    state: JobState | str | None = Field(default=None, union_mode="left_to_right")
+    duration: float | None = None
+    stream_duration: float | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    create_time: str | None = None
+    lastupdate_time: str | None = None
+    error_info: ErrorInfo | None = None
+    rtc_room_info: RTCRoomInfoList | None = None
+    live_event_report_url: str | None = None
+    live_event_callback_config: LiveEventCallbackInfo | None = None
+    rtc_callback_config: dict[str, Any] | None = None
+    block_reason: str | None = None
+    cover_url: str | None = None
+    co_streamer_config: dict[str, Any] | None = None
+    live_job_log: dict[str, Any] | None = None
+    relation_live_platform_info: dict[str, Any] | None = None
+    used_resource_type: str | None = None
+    is_ai_mark_on: bool | None = None
+
+
+class SmartLiveJobList(_Response):
+    count: int = 0
+    smart_live_jobs: list[SmartLiveJob] = Field(default_factory=list)
+
+
+class StartSmartLiveResp(_Response):
+    job_id: str
+    rtc_room_info: RTCRoomInfoList | None = None
+    live_event_report_url: str | None = None
+    live_event_callback_config: LiveEventCallbackInfo | None = None
+    live_warning_info: list[LiveWarningInfo] | None = None
+    limit_duration: int | None = None
+
+
+class CommandResult(_Response):
+    """Command answer; the value set of ``result`` is not documented (unconfirmed)."""
+
+    command_id: str | None = None
+    command: str | None = None
+    result: Any = None
+
+
+class SmartLiveRoomBaseInfo(_Response):
+    room_id: str
+    room_name: str | None = None
+    room_type: str | None = None
+    room_state: str | None = None
+    view_mode: str | None = None
+    last_job_status: str | None = None
+    last_job_start_time: str | None = None
+    last_job_end_time: str | None = None
+    create_time: str | None = None
+    update_time: str | None = None
+    confirm_state: str | None = None
+
+
+class SmartLiveRoomList(_Response):
+    count: int = 0
+    smart_live_rooms: list[SmartLiveRoomBaseInfo] = Field(default_factory=list)
+
+
+class SmartLiveRoom(_Response):
+    """Show-room answer (§8.3): the create fields plus server fields; stream keys stay secret."""
+
+    room_id: str | None = None
+    room_name: str | None = None
+    room_type: str | None = None
+    room_state: str | None = None
+    confirm_state: str | None = None
+    script_version: str | None = None
+    output_urls: list[str] | None = None
+    stream_keys: list[Secret] | None = None
+    live_event_callback_config: LiveEventCallbackInfo | None = None
+    video_config: dict[str, Any] | None = None
+    play_policy: dict[str, Any] | None = None
+    create_time: str | None = None
+    update_time: str | None = None
+    error_info: ErrorInfo | None = None
+
+
+class CreateSmartLiveRoomResp(_Response):
+    room_id: str
+
+
+# ------------------------------------------------------------------------- callbacks
+
+
+class _Event(_Response):
+    room_id: str | None = None
+    job_id: str | None = None
+
+
+class RtmpStreamStateChange(_Event):
+    output_url: str | None = None
+    stream_key: Secret | None = None
+    state: RtmpState | str | None = Field(default=None, union_mode="left_to_right")
+
+
+class ShootScriptSwitch(_Event):
+    """Paragraph switch; product/live-id key names inside ``message`` are unconfirmed."""
+
+    scene_script_name: str | None = None
+    shoot_script_sequence_no: str | None = None
+    shoot_script_title: str | None = None
+
+    @field_validator("shoot_script_sequence_no", mode="before")
+    @classmethod
+    def _as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+
+class ReplyCommandFinish(_Event):
+    reply_id: str | None = None
+
+
+CallbackEvent = RtmpStreamStateChange | ShootScriptSwitch | ReplyCommandFinish
+
+_EVENT_MODELS: dict[str, type[_Event]] = {
+    "RTMP_STREAM_STATE_CHANGE": RtmpStreamStateChange,
+    "SHOOT_SCRIPT_SWITCH": ShootScriptSwitch,
+    "REPLY_COMMAND_FINISH": ReplyCommandFinish,
+}
+
+
+class LiveEventCallback(BaseModel):
+    """Callback body (§6.2): ``message`` is a JSON string, decoded into ``event``.
+
+    Known event types become typed models; unknown types keep the decoded object as a dict.
+    """
+
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
+
+    event_type: str
+    message: str = Field(repr=False)
+    event: CallbackEvent | dict[str, Any] | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _decode_message(self) -> LiveEventCallback:
+        try:
+            decoded = json.loads(self.message)
+        except ValueError:
+            raise ValueError("message is not a JSON-encoded string") from None
+        if not isinstance(decoded, dict):
+            raise ValueError("message must encode a JSON object")
+        model = _EVENT_MODELS.get(self.event_type)
+        object.__setattr__(
+            self, "event", model.model_validate(decoded) if model is not None else decoded
+        )
+        return self
+
+
+# ------------------------------------------------------------------------- helpers
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """A clear, value-free summary of a validation error (inputs may hold secrets)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(body)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def build(model: type[M], data: Any) -> M:
+    """Validate ``data`` (a mapping or a model instance) into ``model`` or raise InvalidRequest."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json", exclude_none=True, context={_WIRE: True})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            f"invalid {model.__name__}: {describe_errors(exc)}", operation=None
+        ) from exc
+
+
+def to_wire(model: BaseModel) -> dict[str, Any]:
+    """The JSON body to send: unset fields dropped, secrets revealed (only here)."""
+    return model.model_dump(mode="json", exclude_none=True, context={_WIRE: True})
+
+
+def parse_callback(body: bytes | str) -> LiveEventCallback:
+    """Parse a callback body; raises InvalidRequest with a value-free message when malformed."""
+    try:
+        return LiveEventCallback.model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidRequest(f"invalid callback: {describe_errors(exc)}") from exc
