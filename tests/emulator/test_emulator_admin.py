@@ -1,0 +1,93 @@
+"""The /_emulator admin API: jobs, fail, faults (status, latency, ghost), reset, clock."""
+
+from __future__ import annotations
+
+import httpx
+from emulator_support import PROJECT, SdkSigner, jobs_path
+
+from orchestrator.emulator.service import EmulatorService
+from orchestrator.httpserver import ServedApp
+
+
+async def test_admin_jobs_and_fail(client: httpx.AsyncClient, admin: httpx.AsyncClient) -> None:
+    job_id = (await client.post(jobs_path(), json={})).json()["job_id"]
+    jobs = (await admin.get("/jobs")).json()["jobs"]
+    assert jobs == [
+        {
+            "room_id": "room-1",
+            "job_id": job_id,
+            "state": "WAITING",
+            "rtmp_state": None,
+            "output_url": "rtmp://push.example.com/live",
+            "stream_key": "key-room-1",
+            "created_at": jobs[0]["created_at"],
+        }
+    ]
+    resp = await admin.post(f"/jobs/{job_id}/fail")
+    assert resp.json()["job"]["state"] == "FAILED"
+    shown = (await client.get(f"{jobs_path()}/{job_id}")).json()
+    assert shown["state"] == "FAILED"
+    assert shown["error_info"]["error_code"] == "MSS.00000002"
+    assert (await admin.post("/jobs/none/fail")).status_code == 404
+
+
+async def test_faults_fail_next_n_calls(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    resp = await admin.post(
+        "/faults",
+        json={"operation": "list", "status": 500, "error_code": "MSS.00000002", "count": 2},
+    )
+    assert resp.status_code == 200
+    url = f"/v1/{PROJECT}/smart-live-jobs"
+    first, second, third = [await client.get(url) for _ in range(3)]
+    assert (first.status_code, second.status_code, third.status_code) == (500, 500, 200)
+    assert first.json()["error_code"] == "MSS.00000002"
+    await admin.post("/faults", json={"operation": "any", "latency_ms": 5, "count": 1})
+    assert (await client.get(url)).status_code == 200
+    assert (await admin.post("/faults", json={"operation": "dance"})).status_code == 400
+    stats = (await admin.get("/stats")).json()
+    assert stats["calls"]["list_tenant"] == 4
+
+
+async def test_ghost_start_creates_job_but_never_answers(
+    served: ServedApp, admin: httpx.AsyncClient, service: EmulatorService
+) -> None:
+    await admin.post("/faults", json={"operation": "start", "ghost": True, "count": 1})
+    async with httpx.AsyncClient(base_url=served.base_url, auth=SdkSigner(), timeout=0.5) as c:
+        try:
+            await c.post(jobs_path(), json={})
+            timed_out = False
+        except httpx.ReadTimeout:
+            timed_out = True
+        assert timed_out
+        listed = await c.get(jobs_path(), params={"state": "WAITING"})
+    assert listed.json()["count"] == 1
+    assert service.starts == 1
+
+
+async def test_reset_and_clock_advance(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient, service: EmulatorService
+) -> None:
+    job_id = (await client.post(jobs_path(), json={})).json()["job_id"]
+    resp = await admin.post("/clock/advance", json={"seconds": 2})
+    assert resp.status_code == 200
+    assert service.jobs[job_id].rtmp_state == "CONNECTED"
+    assert (await admin.post("/clock/advance", json={"seconds": -1})).status_code == 400
+    assert (await admin.post("/reset")).json() == {"reset": True}
+    assert (await admin.get("/jobs")).json() == {"jobs": []}
+    assert (await admin.get("/stats")).json()["starts"] == 0
+    assert "room-1" in service.rooms
+
+
+async def test_rtmp_force_validation(client: httpx.AsyncClient, admin: httpx.AsyncClient) -> None:
+    job_id = (await client.post(jobs_path(), json={})).json()["job_id"]
+    # WAITING: no link yet
+    assert (
+        await admin.post(f"/jobs/{job_id}/rtmp", json={"state": "CONNECTED"})
+    ).status_code == 400
+    await admin.post("/clock/advance", json={"seconds": 2})
+    assert (await admin.post(f"/jobs/{job_id}/rtmp", json={"state": "WEIRD"})).status_code == 400
+    resp = await admin.post(f"/jobs/{job_id}/rtmp", json={"state": "END"})
+    assert resp.json()["job"]["state"] == "FAILED"
+    assert resp.json()["job"]["rtmp_state"] == "END"
