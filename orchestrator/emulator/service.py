@@ -244,6 +244,8 @@ class EmulatorService:
         self.starts = 0
         self._buckets: dict[str, _Bucket] = {}
         self._started = False
+        # observers of every RTMP state change (job, new state): CLI output, tests, media
+        self.rtmp_listeners: list[Callable[[Job, str], None]] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -746,6 +748,8 @@ class EmulatorService:
         job.rtmp_state = state
         self._touch(job)
         log.info("emulator_rtmp_state", job_id=job.job_id, state=state)
+        for listener in list(self.rtmp_listeners):
+            listener(job, state)
         self._emit(
             job,
             "RTMP_STREAM_STATE_CHANGE",

@@ -1,0 +1,134 @@
+"""``liveorch emulate``: serve the MetaStudio emulator until SIGINT/SIGTERM.
+
+Prints the base URL and the credentials to use (the AK/SK are the emulator's own, printed on
+purpose: they unlock nothing but this local process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import signal
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from orchestrator.emulator.app import create_app
+from orchestrator.emulator.service import EmulatorService
+from orchestrator.errors import ConfigError
+from orchestrator.httpserver import serve
+
+__all__ = ["add_arguments", "load_rooms_file", "run_from_args"]
+
+log = structlog.get_logger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8600, help="port (default 8600; 0 = any)")
+    parser.add_argument("--project-id", default=None, help="project id (default: random hex)")
+    parser.add_argument("--region", default="cn-north-4", help="region name for IAM answers")
+    parser.add_argument("--ak", default=None, help="access key accepted (default: generated)")
+    parser.add_argument("--sk", default=None, help="secret key accepted (default: generated)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for ids and randomness")
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="simulated delays run this much faster"
+    )
+    parser.add_argument("--rooms-file", type=Path, default=None, help="JSON or TOML rooms file")
+    parser.add_argument(
+        "--room", action="append", default=[], metavar="ID", help="seed a room (repeatable)"
+    )
+    parser.add_argument(
+        "--push-ffmpeg", action="store_true", help="push a real test stream with ffmpeg"
+    )
+    parser.add_argument(
+        "--callback-uri-mode",
+        choices=("path", "full"),
+        default="path",
+        help="URI used in the MSS_A/MSS_A_HEAD signature (default: path)",
+    )
+
+
+def load_rooms_file(path: Path) -> list[dict[str, Any]]:
+    """``{"rooms": [{"room_id": ..., "room_name": ..., <CreateSmartLiveRoomReq fields>}]}``."""
+    try:
+        raw = path.read_bytes()
+        data: Any = (
+            tomllib.loads(raw.decode("utf-8")) if path.suffix == ".toml" else json.loads(raw)
+        )
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read rooms file ({type(exc).__name__})", where=str(path)
+        ) from exc
+    rooms = data.get("rooms") if isinstance(data, dict) else data
+    if not isinstance(rooms, list) or not all(isinstance(r, dict) for r in rooms):
+        raise ConfigError("expected a list of room objects under 'rooms'", where=str(path))
+    return rooms
+
+
+def build_service(args: argparse.Namespace) -> EmulatorService:
+    ak = args.ak or "EMU" + secrets.token_hex(8).upper()
+    sk = args.sk or secrets.token_hex(20)
+    media = None
+    if args.push_ffmpeg:
+        from orchestrator.emulator.media import FfmpegPusher
+
+        media = FfmpegPusher()
+    service = EmulatorService(
+        args.project_id or secrets.token_hex(16),
+        {ak: sk},
+        seed=args.seed,
+        time_scale=args.time_scale,
+        region=args.region,
+        callback_uri_mode=args.callback_uri_mode,
+        media=media,
+    )
+    if args.rooms_file is not None:
+        for room in load_rooms_file(args.rooms_file):
+            body = {k: v for k, v in room.items() if k != "room_id"}
+            service.add_room(room.get("room_id"), body)
+    for room_id in args.room:
+        service.add_room(room_id)
+    return service
+
+
+async def run_from_args(args: argparse.Namespace) -> int:
+    try:
+        service = build_service(args)
+    except ConfigError as exc:
+        print(f"liveorch emulate: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with serve(create_app(service), host=args.host, port=args.port) as served:
+            ak, sk = next(iter(service.credentials.items()))
+            print(
+                json.dumps(
+                    {
+                        "base_url": served.base_url,
+                        "project_id": service.project_id,
+                        "region": service.region,
+                        "ak": ak,
+                        "sk": sk,
+                        "rooms": sorted(service.rooms),
+                        "admin": served.base_url + "/_emulator",
+                    }
+                ),
+                flush=True,
+            )
+            await stop.wait()
+    except ConfigError as exc:
+        print(f"liveorch emulate: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
