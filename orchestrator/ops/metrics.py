@@ -1,0 +1,209 @@
+"""Prometheus metrics, behind methods named for what happened.
+
+Callers say ``metrics.transition("LIVE", "DEGRADED")`` or ``metrics.api_call("start_job",
+"200", 0.31)``; they never touch a prometheus_client object, so the metric names, labels and
+buckets live in one place and can change without touching the room workers or the client.
+
+Each :class:`Metrics` owns its own :class:`~prometheus_client.CollectorRegistry` (never the
+process-global one): several instances (tests, an embedded emulator) never collide, and
+``/metrics`` shows exactly our series.
+
+Label values must stay low-cardinality: operations, HTTP/error codes, state names and room
+ids. Room ids appear only on the SLA series (one pair per room, removed by
+:meth:`Metrics.forget_room`). Nothing secret is ever a label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from collections.abc import Iterable
+from importlib import metadata
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from orchestrator.rooms.model import RoomState
+
+__all__ = ["Metrics"]
+
+# Recovery (drop → LIVE again) takes from a second (service reconnected by itself) to the
+# 5-minute restart backoff cap and beyond; past 10 minutes only "+Inf" matters.
+RECOVERY_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600)
+# MetaStudio calls: tens of ms on a good day, the start call's 20 s read timeout at worst.
+API_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30)
+# Callback lag (event time → received): seconds normally, minutes when a relay queued them.
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+
+_PREFIX = "liveorch"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("liveorch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Metrics:
+    """All of the daemon's metrics. Thread-safe (prometheus_client locks); cheap to call."""
+
+    def __init__(self, *, version: str | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        p = _PREFIX
+        self._rooms = Gauge(f"{p}_rooms", "Rooms by observed state.", ["state"], registry=r)
+        self._alerts = Gauge(f"{p}_rooms_alerting", "Rooms with an active alert.", registry=r)
+        self._transitions = Counter(
+            f"{p}_transitions", "Room state transitions.", ["from_state", "to_state"], registry=r
+        )
+        self._recoveries = Counter(
+            f"{p}_recoveries",
+            "Recovery attempts by ladder rung (refresh/restart) and outcome.",
+            ["rung", "outcome"],
+            registry=r,
+        )
+        self._recovery_seconds = Histogram(
+            f"{p}_recovery_duration_seconds",
+            "Time from a link drop to LIVE again, by the rung that recovered it.",
+            ["rung"],
+            buckets=RECOVERY_BUCKETS,
+            registry=r,
+        )
+        self._api_calls = Counter(
+            f"{p}_api_calls",
+            "MetaStudio API calls by operation and result code (HTTP status or error code).",
+            ["operation", "code"],
+            registry=r,
+        )
+        self._api_seconds = Histogram(
+            f"{p}_api_call_duration_seconds",
+            "MetaStudio API call latency.",
+            ["operation"],
+            buckets=API_BUCKETS,
+            registry=r,
+        )
+        self._callbacks = Counter(
+            f"{p}_callbacks",
+            "Live-event callbacks received, by event type and result.",
+            ["type", "result"],
+            registry=r,
+        )
+        self._callback_lag = Histogram(
+            f"{p}_callback_lag_seconds",
+            "Delay between a callback's event time and its receipt.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self._rate_wait = Counter(
+            f"{p}_rate_limit_wait_seconds",
+            "Seconds spent waiting for the client-side rate limiter, by API group.",
+            ["group"],
+            registry=r,
+        )
+        self._sla_live = Counter(
+            f"{p}_sla_live_seconds",
+            "Seconds a room was LIVE while scheduled.",
+            ["room"],
+            registry=r,
+        )
+        self._sla_scheduled = Counter(
+            f"{p}_sla_scheduled_seconds",
+            "Seconds a room was scheduled to be live.",
+            ["room"],
+            registry=r,
+        )
+        self._mqtt = Gauge(f"{p}_mqtt_connected", "1 while the MQTT link is connected.", registry=r)
+        build = Gauge(
+            f"{p}_build_info",
+            "Build information (value is always 1).",
+            ["version", "python"],
+            registry=r,
+        )
+        build.labels(version or _version(), platform.python_version()).set(1)
+        for state in RoomState:
+            self._rooms.labels(state.value).set(0)
+
+    # --- rooms ---------------------------------------------------------------------------
+
+    def rooms(self, states: Iterable[str], *, alerting: int | None = None) -> None:
+        """Set the per-state room counts from the current states (one entry per room).
+
+        Every known state is written (zero when absent) so a state that emptied drops to 0
+        instead of keeping its last value.
+        """
+        counts = {state.value: 0 for state in RoomState}
+        for state in states:
+            key = str(state)
+            counts[key] = counts.get(key, 0) + 1
+        for key, n in counts.items():
+            self._rooms.labels(key).set(n)
+        if alerting is not None:
+            self._alerts.set(alerting)
+
+    def transition(self, from_: str, to: str) -> None:
+        """A room moved from one state to another."""
+        self._transitions.labels(str(from_), str(to)).inc()
+
+    # --- recovery ------------------------------------------------------------------------
+
+    def recovery(self, rung: str, outcome: str, seconds: float | None = None) -> None:
+        """A recovery rung (``refresh``/``restart``) ended with ``outcome`` (``ok``/``failed``…).
+
+        ``seconds`` (drop → LIVE) is recorded only for a successful recovery.
+        """
+        self._recoveries.labels(rung, outcome).inc()
+        if seconds is not None:
+            self._recovery_seconds.labels(rung).observe(max(0.0, seconds))
+
+    # --- cloud API -----------------------------------------------------------------------
+
+    def api_call(self, op: str, code: str | int, seconds: float) -> None:
+        """One MetaStudio call finished with ``code`` (HTTP status, error code or ``timeout``)."""
+        self._api_calls.labels(op, str(code)).inc()
+        self._api_seconds.labels(op).observe(max(0.0, seconds))
+
+    def rate_limit_wait(self, group: str, seconds: float) -> None:
+        """The client waited ``seconds`` for a token of API group ``group`` (start/query/write)."""
+        if seconds > 0:
+            self._rate_wait.labels(group).inc(seconds)
+
+    # --- callbacks -----------------------------------------------------------------------
+
+    def callback(self, type_: str, result: str, lag_s: float | None = None) -> None:
+        """A callback of event ``type_`` was ``accepted``/``duplicate``/``unauthorized``/…."""
+        self._callbacks.labels(type_, result).inc()
+        if lag_s is not None:
+            self._callback_lag.observe(max(0.0, lag_s))
+
+    # --- SLA -----------------------------------------------------------------------------
+
+    def sla(self, room_id: str, *, live_s: float = 0.0, scheduled_s: float = 0.0) -> None:
+        """Add accounted seconds for ``room_id`` (same numbers as ``Store.add_sla``)."""
+        if live_s > 0:
+            self._sla_live.labels(room_id).inc(live_s)
+        if scheduled_s > 0:
+            self._sla_scheduled.labels(room_id).inc(scheduled_s)
+
+    def forget_room(self, room_id: str) -> None:
+        """Drop a removed room's per-room series (after a reload removed it)."""
+        for counter in (self._sla_live, self._sla_scheduled):
+            with contextlib.suppress(KeyError):  # never had a sample: nothing to drop
+                counter.remove(room_id)
+
+    # --- MQTT ----------------------------------------------------------------------------
+
+    def mqtt_connected(self, connected: bool) -> None:
+        self._mqtt.set(1 if connected else 0)
+
+    # --- exposition ----------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition and its Content-Type, for ``/metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,91 @@
+"""Metrics: own registry, names, labels, exposition."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator.ops.metrics import Metrics
+from orchestrator.rooms.model import RoomState
+
+
+def _samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body, _ = m.render()
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_instances_do_not_collide() -> None:
+    a, b = Metrics(version="1"), Metrics(version="2")
+    a.transition("IDLE", "STARTING")
+    assert (
+        _samples(a)[
+            ("liveorch_transitions_total", (("from_state", "IDLE"), ("to_state", "STARTING")))
+        ]
+        == 1
+    )
+    assert not any(k[0] == "liveorch_transitions_total" for k in _samples(b))
+
+
+def test_rooms_by_state_resets_emptied_states() -> None:
+    m = Metrics()
+    m.rooms(["LIVE", "LIVE", RoomState.DEGRADED], alerting=1)
+    s = _samples(m)
+    assert s[("liveorch_rooms", (("state", "LIVE"),))] == 2
+    assert s[("liveorch_rooms", (("state", "DEGRADED"),))] == 1
+    assert s[("liveorch_rooms_alerting", ())] == 1
+    m.rooms(["LIVE"])
+    s = _samples(m)
+    assert s[("liveorch_rooms", (("state", "DEGRADED"),))] == 0
+    assert s[("liveorch_rooms", (("state", "IDLE"),))] == 0
+
+
+def test_recovery_api_callback_rate_sla_mqtt_build() -> None:
+    m = Metrics(version="9.9")
+    m.recovery("refresh", "ok", 12.0)
+    m.recovery("restart", "failed")
+    m.api_call("start_job", 200, 0.3)
+    m.api_call("start_job", "APIGW.0308", 0.1)
+    m.callback("RTMP_STATE", "accepted", lag_s=1.5)
+    m.rate_limit_wait("start", 0.25)
+    m.rate_limit_wait("start", 0.0)
+    m.sla("room-1", live_s=50, scheduled_s=60)
+    m.mqtt_connected(True)
+    s = _samples(m)
+    assert s[("liveorch_recoveries_total", (("outcome", "ok"), ("rung", "refresh")))] == 1
+    assert s[("liveorch_recoveries_total", (("outcome", "failed"), ("rung", "restart")))] == 1
+    assert s[("liveorch_recovery_duration_seconds_count", (("rung", "refresh"),))] == 1
+    assert (
+        s[("liveorch_recovery_duration_seconds_bucket", (("le", "15.0"), ("rung", "refresh")))] == 1
+    )
+    assert (
+        s[("liveorch_recovery_duration_seconds_bucket", (("le", "10.0"), ("rung", "refresh")))] == 0
+    )
+    assert (
+        "liveorch_recovery_duration_seconds_bucket",
+        (("le", "600.0"), ("rung", "refresh")),
+    ) in s
+    assert s[("liveorch_api_calls_total", (("code", "200"), ("operation", "start_job")))] == 1
+    assert (
+        s[("liveorch_api_calls_total", (("code", "APIGW.0308"), ("operation", "start_job")))] == 1
+    )
+    assert s[("liveorch_api_call_duration_seconds_count", (("operation", "start_job"),))] == 2
+    assert s[("liveorch_callbacks_total", (("result", "accepted"), ("type", "RTMP_STATE")))] == 1
+    assert s[("liveorch_callback_lag_seconds_sum", ())] == 1.5
+    assert s[("liveorch_rate_limit_wait_seconds_total", (("group", "start"),))] == 0.25
+    assert s[("liveorch_sla_live_seconds_total", (("room", "room-1"),))] == 50
+    assert s[("liveorch_sla_scheduled_seconds_total", (("room", "room-1"),))] == 60
+    assert s[("liveorch_mqtt_connected", ())] == 1
+    build = [k for k in s if k[0] == "liveorch_build_info"]
+    assert build and ("version", "9.9") in build[0][1]
+    m.forget_room("room-1")
+    m.forget_room("never-seen")
+    assert not any(k[0].startswith("liveorch_sla_") for k in _samples(m))
+
+
+def test_render_content_type() -> None:
+    body, ctype = Metrics().render()
+    assert ctype.startswith("text/plain")
+    assert b"# TYPE liveorch_rooms gauge" in body
