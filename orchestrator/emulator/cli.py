@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import secrets
 import signal
 import sys
@@ -72,15 +73,22 @@ def load_rooms_file(path: Path) -> list[dict[str, Any]]:
 
 
 def build_service(args: argparse.Namespace) -> EmulatorService:
-    ak = args.ak or "EMU" + secrets.token_hex(8).upper()
-    sk = args.sk or secrets.token_hex(20)
+    # seeded runs get reproducible defaults too; unseeded ones get fresh secrets
+    rng = random.Random(args.seed) if args.seed is not None else None
+
+    def token_hex(n: int) -> str:
+        return f"{rng.getrandbits(n * 8):0{n * 2}x}" if rng else secrets.token_hex(n)
+
+    ak = args.ak or "EMU" + token_hex(8).upper()
+    sk = args.sk or token_hex(20)
+    project_id = args.project_id or token_hex(16)
     media = None
     if args.push_ffmpeg:
         from orchestrator.emulator.media import FfmpegPusher
 
         media = FfmpegPusher()
     service = EmulatorService(
-        args.project_id or secrets.token_hex(16),
+        project_id,
         {ak: sk},
         seed=args.seed,
         time_scale=args.time_scale,
