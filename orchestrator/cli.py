@@ -60,15 +60,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(demo.run_demo(duration_s=args.duration, fast=not args.real_time))
 
 
+def _console_logs() -> None:
+    from orchestrator import logging as olog
+
+    olog.configure("info", "auto")
+
+
 def cmd_emulate(args: argparse.Namespace) -> int:
     from orchestrator.emulator import cli as emu_cli
 
+    _console_logs()
     return asyncio.run(emu_cli.run_from_args(args))
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
     from orchestrator.callbacks import relay
 
+    _console_logs()
     return asyncio.run(relay.run_from_args(args))
 
 

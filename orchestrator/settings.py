@@ -71,8 +71,8 @@ class CloudSettings(_Section):
     """Optional X-App-UserId header."""
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
-    start_timeout_s: float = 20.0
-    """Read timeout for start calls; a timeout after sending = 'outcome unknown' → list first."""
+    """A call whose answer does not come in time fails; for a start this means 'outcome
+    unknown', and the room lists its jobs before trying again (never a blind retry)."""
     rate_start_per_s: float = 4.0
     rate_query_per_s: float = 20.0
     rate_write_per_s: float = 4.0
