@@ -328,7 +328,12 @@ class SqlStore:
             return
         connect_args: dict[str, Any] = {}
         if self._is_sqlite:
-            self._prepare_sqlite_file()
+            try:
+                self._prepare_sqlite_file()
+            except OSError as e:
+                raise StoreError(
+                    f"cannot create the SQLite store {self._url.database}: {e.strerror or e}"
+                ) from e
             connect_args["timeout"] = _BUSY_TIMEOUT_MS / 1000
         else:
             settings = {
@@ -375,7 +380,7 @@ class SqlStore:
             missing.append(parent)
             parent = parent.parent
         for directory in reversed(missing):
-            directory.mkdir(mode=0o700)
+            directory.mkdir(mode=0o700, exist_ok=True)
             os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)

@@ -1,0 +1,65 @@
+"""Error translation at the store boundary: driver errors become StoreError, chained."""
+
+from __future__ import annotations
+
+import socket
+
+import asyncpg
+import pytest
+from _storekit import PG_DSN, StoreTarget
+
+from orchestrator.store import SqlStore, StoreError, StoreUnavailable
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port  # nothing listens once the socket is closed
+
+
+async def test_unreachable_postgres_is_temporary_and_chained() -> None:
+    store = SqlStore(f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/test")
+    with pytest.raises(StoreUnavailable, match="temporary") as info:
+        await store.open()
+    assert isinstance(info.value, StoreError)
+    assert info.value.temporary is True
+    assert info.value.__cause__ is not None
+    await store.close()
+
+
+async def test_unreadable_sqlite_path_is_a_permanent_store_error() -> None:
+    store = SqlStore("sqlite+aiosqlite:////proc/nonexistent-dir/x.db")
+    with pytest.raises(StoreError) as info:
+        await store.open()
+    assert not isinstance(info.value, StoreUnavailable)
+
+
+def test_unsupported_backend_is_refused() -> None:
+    with pytest.raises(StoreError, match="unsupported"):
+        SqlStore("mysql+aiomysql://x@localhost/db")
+
+
+async def test_use_before_open_is_a_store_error() -> None:
+    store = SqlStore("sqlite+aiosqlite:///:memory:")
+    with pytest.raises(StoreError, match="not open"):
+        await store.load_rooms()
+
+
+@pytest.mark.external_service
+async def test_killed_postgres_connections_are_replaced(pg_target: StoreTarget) -> None:
+    target = pg_target
+    store = await target.make()
+    await store.save_room("r1", {"v": 1})
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = $1",
+            f"liveorch:{target.schema}",
+        )
+    finally:
+        await conn.close()
+    assert killed >= 1
+    # pool_pre_ping notices the dead connection and reconnects instead of failing the call
+    assert await store.load_rooms() == {"r1": {"v": 1}}
