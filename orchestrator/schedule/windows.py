@@ -651,7 +651,9 @@ class RoomSchedule:
         step = self._step()
         cuts: set[datetime] = set()
         t = s + max(0, (lo - s) // step) * step
-        while e is None or t < e:  # up to the first cut at/after hi: ends must not depend on hi
+        # daily restarts already keep segments <= 25 h; step cuts would only add restarts
+        daily_enough = self.daily_restart is not None and self.rollover_before_h >= 26
+        while not daily_enough and (e is None or t < e):  # up to the first cut >= hi
             cuts.add(t)
             if t >= hi:
                 break
