@@ -132,31 +132,48 @@ _ARCH = {
 
 _CHILD = textwrap.dedent(
     r"""
-    import ctypes, mmap, struct, sys
+    import ctypes, mmap, os, struct, sys
     AUDIT_ARCH, NR_MMAP, NR_MPROTECT, NR_PKEY_MPROTECT, NR_SHMAT = ARCH
+    ALLOWED = ALLOWED_SYSCALLS  # None: every syscall; else the SystemCallFilter= allow-list
     # Same rules as systemd's MemoryDenyWriteExecute=: mmap with W|X, mprotect/pkey_mprotect
-    # with X, shmat with SHM_EXEC fail with EPERM.
+    # with X, shmat with SHM_EXEC fail with EPERM. Then (optionally) an allow-list of syscall
+    # numbers with EPERM for the rest, like SystemCallFilter= + SystemCallErrorNumber=EPERM.
     LD_W_ABS, JEQ, JSET, RET, AND_K = 0x20, 0x15, 0x45, 0x06, 0x54
     ALLOW, EPERM = 0x7FFF0000, 0x00050000 | 1
-    def ins(code, jt, jf, k): return struct.pack("HBBI", code, jt, jf, k)
+    NR, ARG2 = 0, 32  # offsets in struct seccomp_data (little-endian low word of args[2])
+    def ins(code, jt=0, jf=0, k=0): return struct.pack("HBBI", code, jt, jf, k)
     prog = [
-        ins(LD_W_ABS, 0, 0, 4), ins(JEQ, 1, 0, AUDIT_ARCH), ins(RET, 0, 0, ALLOW),
-        ins(LD_W_ABS, 0, 0, 0),
-        ins(JEQ, 0, 4, NR_MMAP),
-        ins(LD_W_ABS, 0, 0, 32), ins(AND_K, 0, 0, 6), ins(JEQ, 0, 1, 6), ins(RET, 0, 0, EPERM),
-        ins(RET, 0, 0, ALLOW),
-        ins(JEQ, 1, 0, NR_MPROTECT), ins(JEQ, 0, 3, NR_PKEY_MPROTECT),
-        ins(LD_W_ABS, 0, 0, 32), ins(JSET, 0, 1, 4), ins(RET, 0, 0, EPERM),
-        ins(JEQ, 0, 3, NR_SHMAT),
-        ins(LD_W_ABS, 0, 0, 32), ins(JSET, 0, 1, 0o100000), ins(RET, 0, 0, EPERM),
-        ins(RET, 0, 0, ALLOW),
+        ins(LD_W_ABS, k=4), ins(JEQ, 1, 0, AUDIT_ARCH), ins(RET, k=ALLOW),
+        ins(LD_W_ABS, k=NR),
+        # mmap(PROT_WRITE|PROT_EXEC)
+        ins(JEQ, 0, 5, NR_MMAP),
+        ins(LD_W_ABS, k=ARG2), ins(AND_K, k=6), ins(JEQ, 0, 1, 6), ins(RET, k=EPERM),
+        ins(LD_W_ABS, k=NR),
+        # mprotect/pkey_mprotect(PROT_EXEC)
+        ins(JEQ, 1, 0, NR_MPROTECT), ins(JEQ, 0, 4, NR_PKEY_MPROTECT),
+        ins(LD_W_ABS, k=ARG2), ins(JSET, 0, 1, 4), ins(RET, k=EPERM), ins(LD_W_ABS, k=NR),
+        # shmat(SHM_EXEC)
+        ins(JEQ, 0, 4, NR_SHMAT),
+        ins(LD_W_ABS, k=ARG2), ins(JSET, 0, 1, 0o100000), ins(RET, k=EPERM),
+        ins(LD_W_ABS, k=NR),
     ]
+    if ALLOWED is None:
+        prog.append(ins(RET, k=ALLOW))
+    else:
+        for nr in ALLOWED:
+            prog += [ins(JEQ, 0, 1, nr), ins(RET, k=ALLOW)]
+        prog.append(ins(RET, k=EPERM))
     raw = b"".join(prog)
     buf = ctypes.create_string_buffer(raw)
     class Fprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
     fprog = Fprog(len(prog), ctypes.addressof(buf))
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    page = libc.mmap(None, 4096, 3, 0x22, -1, 0)  # RW, MAP_PRIVATE|MAP_ANONYMOUS, before filter
     assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
     # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
     assert libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0, ctypes.get_errno()
@@ -165,7 +182,13 @@ _CHILD = textwrap.dedent(
     try:
         mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
     except PermissionError:
-        print("WX_REFUSED")
+        if libc.mprotect(page, 4096, 5) == -1 and ctypes.get_errno() == 1:  # R|X later: EPERM
+            print("WX_REFUSED")
+    if ALLOWED is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, 1)  # @resources: denied by the unit
+        except PermissionError:
+            print("FILTER_ACTIVE")
 
     # the daemon's stack: imports, TLS, SQLite, HTTP server + client, metrics
     import asyncio, ssl, hashlib, json, pkgutil, importlib
@@ -211,11 +234,56 @@ _CHILD = textwrap.dedent(
 )
 
 
-def test_python_stack_runs_under_memory_deny_write_execute() -> None:
+def _syscalls(tool: str, group: str, seen: set[str] | None = None) -> set[str]:
+    """Expand a systemd syscall group recursively into syscall names."""
+    seen = set() if seen is None else seen
+    out = subprocess.run(
+        [tool, "syscall-filter", "--no-pager", group],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    names: set[str] = set()
+    for line in out.splitlines()[1:]:
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        if item.startswith("@"):
+            if item not in seen:
+                seen.add(item)
+                names |= _syscalls(tool, item, seen)
+        else:
+            names.add(item)
+    return names
+
+
+def _allowed_syscall_numbers() -> list[int]:
+    """Numbers of the syscalls the unit's SystemCallFilter= lines allow (x86_64 only)."""
+    header = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+    if platform.machine() != "x86_64" or not header.is_file():
+        pytest.skip("syscall numbers need x86_64 kernel headers (linux-libc-dev)")
+    tool = _tool("systemd-analyze")
+    numbers = dict(re.findall(r"#define __NR_(\w+) (\d+)", header.read_text()))
+    allowed: set[str] = set()
+    for value in _unit_settings()["SystemCallFilter"]:
+        deny = value.startswith("~")
+        names: set[str] = set()
+        for item in value.lstrip("~").split():
+            names |= _syscalls(tool, item) if item.startswith("@") else {item}
+        allowed = allowed - names if deny else allowed | names
+    return sorted(int(numbers[n]) for n in allowed if n in numbers)
+
+
+@pytest.mark.parametrize("syscall_filter", [False, True], ids=["mdwe", "mdwe+syscallfilter"])
+def test_python_stack_runs_under_the_units_seccomp_rules(syscall_filter: bool) -> None:
     arch = _ARCH.get(platform.machine())
     if arch is None or sys.byteorder != "little":
         pytest.skip(f"no seccomp emulation for {platform.machine()}")
-    code = _CHILD.replace("ARCH = ARCH", "").replace("= ARCH\n", f"= {arch}\n", 1)
+    allowed = _allowed_syscall_numbers() if syscall_filter else None
+    code = _CHILD.replace("= ARCH\n", f"= {arch}\n", 1).replace(
+        "= ALLOWED_SYSCALLS ", f"= {allowed!r} ", 1
+    )
     proc = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", code],
         capture_output=True,
@@ -225,5 +293,7 @@ def test_python_stack_runs_under_memory_deny_write_execute() -> None:
         cwd=ROOT,
     )
     assert "WX_REFUSED" in proc.stdout, proc.stdout + proc.stderr
+    if syscall_filter:
+        assert "FILTER_ACTIVE" in proc.stdout, proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stderr
     assert "STACK_OK" in proc.stdout
