@@ -1,0 +1,632 @@
+"""The MQTT bridge: keeps a broker connection, publishes room state/events, serves commands.
+
+Shape of the loop (one ``run()`` task, supervised by the app's TaskGroup)::
+
+    connect (LWT offline) ─► birth: online + info ─► subscribe ─► republish all room states
+         ▲                                                │
+         │ jittered capped backoff              receiver ◄┴► sender   (first failure ends both)
+         └──────────── MqttError ◄──────────────────┘
+
+Publishing never blocks a room: :meth:`MqttBridge.publish_state` and
+:meth:`MqttBridge.publish_event` only put data in bounded in-memory outboxes (latest state per
+room wins; oldest event dropped and counted) that the sender drains while connected. If state
+updates had to be dropped, every room is republished from Control afterwards, so the retained
+view converges.
+
+Commands: each incoming command goes to a *lane* (its room, or the bridge); a lane runs its
+commands strictly in order, lanes run in parallel up to ``max_concurrency``, and at most
+``max_pending`` commands wait in total (beyond that the receiver stops reading: backpressure
+onto the broker instead of unbounded memory). Replies go through an outbox too, so a reply
+computed during a reconnect is still delivered.
+
+Retained commands are ignored with the warning ``mqtt_retained_command_ignored`` and answered
+with an error reply (code ``retained_ignored``) so the sender learns why nothing happened; the
+reply is repeated whenever the broker redelivers the retained message (on each reconnect) —
+clear it with an empty retained publish. Only replies of commands that reached Control are
+stored for idempotency; a refused command (bad payload, expired, forbidden…) can be corrected
+and re-sent with the same id. Read-only commands (``get``, ``list_rooms``) are never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiomqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from orchestrator.control import CommandError, Control
+from orchestrator.mqtt.commands import (
+    Command,
+    CommandRejected,
+    check_acl,
+    check_fresh,
+    error_reply,
+    ok_reply,
+    parse_command,
+    peek_id,
+    redact,
+)
+from orchestrator.mqtt.link import Backoff, make_client, tls_context
+from orchestrator.mqtt.topics import (
+    OFFLINE,
+    ONLINE,
+    CommandTarget,
+    TopicError,
+    Topics,
+    is_valid_room_id,
+    validate_publish_topic,
+)
+from orchestrator.settings import MqttSettings
+from orchestrator.store.base import StoreError
+
+__all__ = ["BridgeStats", "MqttBridge", "RelayHandler", "ReplyStore"]
+
+log = structlog.get_logger(__name__)
+
+RelayHandler = Callable[[bytes, Properties | None], Awaitable[None]]
+"""Receives one relayed callback envelope (raw payload + v5 properties)."""
+
+_PUBLISH_BATCH = 64
+_GOODBYE_TIMEOUT_S = 2.0
+
+
+class ReplyStore(Protocol):
+    """The part of :class:`orchestrator.store.base.Store` the bridge needs (idempotency)."""
+
+    async def get_reply(self, command_id: str) -> Mapping[str, Any] | None: ...
+    async def put_reply(self, command_id: str, reply: Mapping[str, Any], at: datetime) -> bool: ...
+
+
+@dataclass(slots=True)
+class BridgeStats:
+    """Counters for /metrics and /readyz (read them; the bridge writes them)."""
+
+    connected: bool = False
+    connects: int = 0
+    connection_losses: int = 0
+    commands_received: int = 0
+    commands_rejected: int = 0
+    commands_replayed: int = 0
+    retained_ignored: int = 0
+    relay_received: int = 0
+    relay_failed: int = 0
+    states_dropped: int = 0
+    events_dropped: int = 0
+    replies_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Out:
+    topic: str
+    payload: bytes
+    retain: bool = False
+    properties: Properties | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    lane: str
+    topic: str
+    payload: bytes
+    target: CommandTarget | None  # None = relayed callback
+    reply_topic: str  # "" for relayed callbacks (no reply)
+    correlation: bytes | None
+    properties: Properties | None
+
+
+def _dumps(obj: Any) -> bytes:
+    def default(o: object) -> str:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        return str(o)
+
+    return json.dumps(obj, default=default, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _payload(msg: aiomqtt.Message) -> bytes:
+    p = msg.payload
+    if isinstance(p, bytes | bytearray):
+        return bytes(p)
+    return b"" if p is None else str(p).encode()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MqttBridge:
+    """Connects the daemon's :class:`Control` surface and room snapshots to an MQTT broker."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        control: Control,
+        store: ReplyStore,
+        *,
+        version: str,
+        clock: Callable[[], datetime] = _utcnow,
+        on_relayed_callback: RelayHandler | None = None,
+        max_concurrency: int = 16,
+        max_pending: int = 1000,
+        reply_limit: int = 1000,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics.for_prefix(settings.prefix)
+        if settings.consume_relay:
+            validate_publish_topic(settings.callbacks_topic)
+            if on_relayed_callback is None:
+                raise ValueError("consume_relay needs an on_relayed_callback handler")
+        self._control = control
+        self._store = store
+        self._version = version
+        self._clock = clock
+        self._on_relayed = on_relayed_callback
+        self._v5 = settings.protocol == "5"
+        self._backoff = backoff or Backoff(cap_s=settings.reconnect_max_s)
+        self.stats = BridgeStats()
+        # outboxes (bounded; filled synchronously by rooms, drained by the sender)
+        self._states: dict[str, bytes] = {}
+        self._events: deque[_Out] = deque()
+        self._replies: deque[_Out] = deque()
+        self._reply_limit = reply_limit
+        self._resync = False
+        self._info_dirty = False
+        self._wake = asyncio.Event()
+        self._connected = asyncio.Event()
+        # command lanes
+        self._lanes: dict[str, deque[_Job]] = {}
+        self._lane_tasks: dict[str, asyncio.Task[None]] = {}
+        self._exec = asyncio.Semaphore(max_concurrency)
+        self._pending = asyncio.Semaphore(max_pending)
+        self._inflight: dict[str, asyncio.Future[Mapping[str, Any]]] = {}
+        self._tls = tls_context(settings)
+
+    # ------------------------------------------------------------------ outward API (sync)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        """Return once the bridge is connected, subscribed and has sent its birth message."""
+        await self._connected.wait()
+
+    def pending_states(self) -> int:
+        return len(self._states)
+
+    def pending_events(self) -> int:
+        return len(self._events)
+
+    def publish_state(self, snapshot: Mapping[str, Any]) -> None:
+        """Queue a room's retained state (JSON snapshot with ``room_id``). Never blocks.
+
+        Latest per room wins; at most ``queue_limit`` rooms wait. A room beyond that is
+        dropped (counted) and every room is republished from Control once the backlog drains.
+        """
+        room_id = snapshot.get("room_id")
+        if not isinstance(room_id, str) or not is_valid_room_id(room_id):
+            log.warning("mqtt_state_invalid_room", room_id=str(room_id)[:128])
+            return
+        if room_id not in self._states and len(self._states) >= self.settings.queue_limit:
+            self.stats.states_dropped += 1
+            self._resync = True
+            return
+        self._states[room_id] = _dumps(redact(dict(snapshot)))
+        self._wake.set()
+
+    def publish_event(self, room_id: str, event: Mapping[str, Any]) -> None:
+        """Queue a non-retained room event. Never blocks; drops (and counts) the oldest."""
+        if not is_valid_room_id(room_id):
+            log.warning("mqtt_event_invalid_room", room_id=room_id[:128])
+            return
+        if len(self._events) >= self.settings.queue_limit:
+            self._events.popleft()
+            self.stats.events_dropped += 1
+        self._events.append(_Out(self.topics.room_events(room_id), _dumps(redact(dict(event)))))
+        self._wake.set()
+
+    def republish_all(self) -> None:
+        """Ask the sender to republish every room's state from Control (e.g. after a reload)."""
+        self._resync = True
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the connection loop
+
+    async def run(self) -> None:
+        """Stay connected until cancelled; on cancellation say ``offline`` and disconnect."""
+        try:
+            while True:
+                try:
+                    await self._connection()
+                except aiomqtt.MqttError as exc:
+                    if self._connected.is_set():
+                        self.stats.connection_losses += 1
+                    log.warning("mqtt_connection_lost", error=str(exc)[:200])
+                finally:
+                    self._connected.clear()
+                    self.stats.connected = False
+                delay = self._backoff.next_delay()
+                log.info("mqtt_reconnect_scheduled", delay_s=round(delay, 3))
+                await asyncio.sleep(delay)
+        finally:
+            await self._cancel_lanes()
+
+    async def _connection(self) -> None:
+        client = make_client(self.settings, self.topics, tls=self._tls)
+        async with client:
+            try:
+                await self._birth(client)
+                self._backoff.reset()
+                self.stats.connects += 1
+                self.stats.connected = True
+                self._connected.set()
+                log.info(
+                    "mqtt_connected",
+                    host=self.settings.host,
+                    port=self.settings.port,
+                    client_id=self.settings.client_id,
+                )
+                await self._serve(client)
+            except asyncio.CancelledError:
+                await self._goodbye(client)
+                raise
+
+    async def _birth(self, client: aiomqtt.Client) -> None:
+        await client.publish(self.topics.bridge_state, ONLINE, qos=1, retain=True)
+        await self._publish_info(client)
+        sub: dict[str, Any] = {"qos": 1}
+        if self._v5:
+            # retainAsPublished: a live retained publish keeps its flag, so it is ignored too.
+            sub = {"options": SubscribeOptions(qos=1, retainAsPublished=True)}
+        for topic in self.topics.command_filters():
+            await client.subscribe(topic, **sub)
+        if self.settings.consume_relay:
+            await client.subscribe(self.settings.callbacks_topic, qos=1)
+        self._resync = True  # the broker may have lost (or never had) our retained states
+
+    async def _publish_info(self, client: aiomqtt.Client) -> None:
+        await client.publish(self.topics.bridge_info, _dumps(self._info()), qos=1, retain=True)
+
+    def _info(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "version": self._version,
+            "rooms": sorted(self._control.room_ids()),
+            "config": {
+                "prefix": s.prefix,
+                "client_id": s.client_id,
+                "protocol": s.protocol,
+                "tls": s.tls,
+                "authenticated": s.username is not None,
+                "keepalive_s": s.keepalive_s,
+                "queue_limit": s.queue_limit,
+                "command_max_age_s": s.command_max_age_s,
+                "acl_clients": sorted(s.acl),
+                "consume_relay": s.consume_relay,
+            },
+        }
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        """Clean shutdown: a graceful DISCONNECT suppresses the LWT, so say offline ourselves."""
+        try:
+            async with asyncio.timeout(_GOODBYE_TIMEOUT_S):
+                await client.publish(self.topics.bridge_state, OFFLINE, qos=1, retain=True)
+            log.info("mqtt_offline_published")
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning("mqtt_offline_publish_failed", error=str(exc)[:200])
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Run receiver and sender until the first of them fails; then stop the other."""
+        tasks = {
+            asyncio.create_task(self._receiver(client), name="mqtt-receiver"),
+            asyncio.create_task(self._sender(client), name="mqtt-sender"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        for t in done:
+            t.result()  # re-raise MqttError (or a bug) from whichever task ended first
+
+    # ------------------------------------------------------------------ sender
+
+    async def _sender(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._wake.clear()
+            if self._info_dirty:
+                self._info_dirty = False
+                await self._publish_info(client)
+            await self._drain(client)
+            if not (self._replies or self._states or self._events or self._resync):
+                await self._wake.wait()
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        while self._replies or self._states or self._events or self._resync:
+            if self._replies:
+                await self._send_batch(client, self._take(self._replies), self._replies)
+            elif self._states:
+                await self._send_batch(client, self._take_states(), None)
+            elif self._events:
+                await self._send_batch(client, self._take(self._events), self._events)
+            else:
+                self._resync = False
+                await self._resync_all(client)
+
+    @staticmethod
+    def _take(q: deque[_Out]) -> list[_Out]:
+        return [q.popleft() for _ in range(min(_PUBLISH_BATCH, len(q)))]
+
+    def _take_states(self) -> list[_Out]:
+        batch: list[_Out] = []
+        for room_id in list(self._states)[:_PUBLISH_BATCH]:
+            payload = self._states.pop(room_id)
+            batch.append(_Out(self.topics.room_state(room_id), payload, retain=True))
+        return batch
+
+    async def _send_batch(
+        self, client: aiomqtt.Client, batch: list[_Out], requeue: deque[_Out] | None
+    ) -> None:
+        results = await asyncio.gather(
+            *(
+                client.publish(m.topic, m.payload, qos=1, retain=m.retain, properties=m.properties)
+                for m in batch
+            ),
+            return_exceptions=True,
+        )
+        failed = [m for m, r in zip(batch, results, strict=True) if isinstance(r, BaseException)]
+        if not failed:
+            return
+        if requeue is not None:  # replies/events go back in front, in order
+            requeue.extendleft(reversed(failed))
+        else:  # states: the full republish after reconnect covers them
+            self._resync = True
+        first = next(r for r in results if isinstance(r, BaseException))
+        if isinstance(first, aiomqtt.MqttError):
+            raise first
+        raise aiomqtt.MqttError(f"publish failed: {type(first).__name__}") from first
+
+    async def _resync_all(self, client: aiomqtt.Client) -> None:
+        """Republish every room's retained state from Control (the current truth)."""
+        room_ids = list(self._control.room_ids())
+        for i in range(0, len(room_ids), _PUBLISH_BATCH):
+            batch: list[_Out] = []
+            for room_id in room_ids[i : i + _PUBLISH_BATCH]:
+                self._states.pop(room_id, None)  # superseded by the fresh snapshot
+                try:
+                    snap = self._control.room_state(room_id)
+                except CommandError:
+                    continue  # removed by a reload in the meantime
+                batch.append(
+                    _Out(self.topics.room_state(room_id), _dumps(redact(dict(snap))), retain=True)
+                )
+            await self._send_batch(client, batch, None)
+        log.info("mqtt_states_republished", rooms=len(room_ids))
+
+    def _queue_reply(self, out: _Out) -> None:
+        if len(self._replies) >= self._reply_limit:
+            self._replies.popleft()
+            self.stats.replies_dropped += 1
+        self._replies.append(out)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ receiver
+
+    async def _receiver(self, client: aiomqtt.Client) -> None:
+        async for msg in client.messages:
+            topic = msg.topic.value
+            if self.settings.consume_relay and topic == self.settings.callbacks_topic:
+                self.stats.relay_received += 1
+                await self._pending.acquire()
+                self._enqueue(_Job("relay", topic, _payload(msg), None, "", None, msg.properties))
+                continue
+            await self._on_command_message(msg)
+
+    async def _on_command_message(self, msg: aiomqtt.Message) -> None:
+        topic = msg.topic.value
+        payload = _payload(msg)
+        try:
+            target = self.topics.parse_command_topic(topic)
+        except TopicError as exc:
+            log.warning("mqtt_command_topic_refused", topic=topic[:256], reason=str(exc))
+            return
+        self.stats.commands_received += 1
+        reply_topic, correlation = self._reply_route(topic, msg.properties)
+        if msg.retain:
+            self.stats.retained_ignored += 1
+            cid = peek_id(payload)
+            log.warning("mqtt_retained_command_ignored", topic=topic, command_id=cid)
+            self._reply(
+                reply_topic,
+                correlation,
+                error_reply(
+                    cid,
+                    "retained_ignored",
+                    "retained commands are ignored; publish commands without the retain flag",
+                ),
+            )
+            return
+        await self._pending.acquire()
+        self._enqueue(
+            _Job(target.lane, topic, payload, target, reply_topic, correlation, msg.properties)
+        )
+
+    def _reply_route(self, topic: str, props: Properties | None) -> tuple[str, bytes | None]:
+        """v5 response topic + correlation data when given, else ``{command topic}/reply``."""
+        response = getattr(props, "ResponseTopic", None) if props is not None else None
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        if isinstance(response, str):
+            try:
+                return validate_publish_topic(response), correlation
+            except TopicError:
+                log.warning("mqtt_response_topic_invalid", topic=topic)
+        return Topics.default_reply(topic), correlation
+
+    def _reply(self, topic: str, correlation: bytes | None, reply: Mapping[str, Any]) -> None:
+        props: Properties | None = None
+        if self._v5:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ContentType = "application/json"
+            if correlation is not None:
+                props.CorrelationData = correlation
+        self._queue_reply(_Out(topic, _dumps(reply), properties=props))
+
+    # ------------------------------------------------------------------ lanes
+
+    def _enqueue(self, job: _Job) -> None:
+        """Append to the job's lane; start the lane worker if idle. Caller holds a pending slot."""
+        lane = self._lanes.get(job.lane)
+        if lane is None:
+            lane = self._lanes[job.lane] = deque()
+        lane.append(job)
+        if job.lane not in self._lane_tasks:
+            self._lane_tasks[job.lane] = asyncio.create_task(
+                self._lane_worker(job.lane, lane), name=f"mqtt-lane:{job.lane}"
+            )
+
+    async def _lane_worker(self, name: str, lane: deque[_Job]) -> None:
+        try:
+            while lane:
+                job = lane.popleft()
+                try:
+                    async with self._exec:
+                        if job.target is None:
+                            await self._handle_relay(job)
+                        else:
+                            await self._handle_command(job, job.target)
+                finally:
+                    self._pending.release()
+        finally:
+            # No await between the emptiness check and here: nothing can slip in.
+            self._lanes.pop(name, None)
+            self._lane_tasks.pop(name, None)
+
+    async def _cancel_lanes(self) -> None:
+        tasks = list(self._lane_tasks.values())
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    async def _handle_relay(self, job: _Job) -> None:
+        if self._on_relayed is None:  # guarded in __init__
+            return
+        try:
+            await self._on_relayed(job.payload, job.properties)
+        except Exception as exc:  # the handler is foreign code; one bad envelope must not kill us
+            self.stats.relay_failed += 1
+            log.error("mqtt_relay_handler_failed", error_type=type(exc).__name__, exc_info=exc)
+
+    async def _handle_command(self, job: _Job, target: CommandTarget) -> None:
+        reply = await self._evaluate(job, target)
+        self._reply(job.reply_topic, job.correlation, reply)
+
+    async def _evaluate(self, job: _Job, target: CommandTarget) -> Mapping[str, Any]:
+        try:
+            cmd = parse_command(job.payload, target)
+            check_acl(cmd, self.settings.acl)
+            if cmd.room_id is not None and cmd.room_id not in set(self._control.room_ids()):
+                raise CommandRejected(
+                    "unknown_room", f"no room {cmd.room_id!r} is configured", command_id=cmd.id
+                )
+        except CommandRejected as exc:
+            return self._rejected(exc, exc.command_id or peek_id(job.payload), target)
+        if cmd.read_only:
+            return await self._act(cmd)
+        existing = self._inflight.get(cmd.id)
+        if existing is not None:  # the same id is being executed in another lane right now
+            self.stats.commands_replayed += 1
+            try:
+                return await asyncio.shield(existing)
+            except asyncio.CancelledError:
+                if not existing.cancelled():
+                    raise  # we are being cancelled ourselves
+                return error_reply(cmd.id, "internal", "interrupted by shutdown; resend the id")
+        fut: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
+        self._inflight[cmd.id] = fut
+        try:
+            reply = await self._idempotent(cmd)
+            fut.set_result(reply)
+            return reply
+        except BaseException:
+            fut.cancel()  # only cancellation gets here: _idempotent answers every error
+            raise
+        finally:
+            del self._inflight[cmd.id]
+
+    async def _idempotent(self, cmd: Command) -> Mapping[str, Any]:
+        try:
+            stored = await self._store.get_reply(cmd.id)
+        except StoreError as exc:
+            log.error("mqtt_command_store_failed", **cmd.log_fields(), error=str(exc)[:200])
+            return error_reply(cmd.id, "internal", "command store unavailable; nothing was done")
+        if stored is not None:
+            self.stats.commands_replayed += 1
+            log.info("mqtt_command_replayed", **cmd.log_fields())
+            return stored
+        try:
+            check_fresh(cmd, now=self._clock(), max_age_s=self.settings.command_max_age_s)
+        except CommandRejected as exc:
+            return self._rejected(exc, cmd.id, CommandTarget(cmd.room_id))
+        reply: Mapping[str, Any] = await self._act(cmd)
+        try:
+            if not await self._store.put_reply(cmd.id, reply, self._clock()):
+                stored = await self._store.get_reply(cmd.id)
+                reply = stored if stored is not None else reply
+        except StoreError as exc:
+            log.error("mqtt_command_store_failed", **cmd.log_fields(), error=str(exc)[:200])
+        return reply
+
+    def _rejected(
+        self, exc: CommandRejected, command_id: str | None, target: CommandTarget
+    ) -> dict[str, Any]:
+        self.stats.commands_rejected += 1
+        log.warning(
+            "mqtt_command_rejected",
+            command_id=command_id,
+            room_id=target.room_id,
+            code=exc.code,
+            field=exc.field,
+        )
+        return error_reply(command_id, exc.code, exc.message, field=exc.field)
+
+    async def _act(self, cmd: Command) -> dict[str, Any]:
+        log.info("mqtt_command_started", **cmd.log_fields())
+        try:
+            data = await cmd.apply(self._control)
+        except CommandError as exc:
+            log.warning("mqtt_command_failed", **cmd.log_fields(), code=exc.code)
+            return error_reply(cmd.id, exc.code, exc.message)
+        except Exception as exc:  # a bug below Control: answer, log with traceback, keep serving
+            log.error(
+                "mqtt_command_crashed",
+                **cmd.log_fields(),
+                error_type=type(exc).__name__,
+                exc_info=exc,
+            )
+            return error_reply(cmd.id, "internal", "internal error; see the daemon log")
+        log.info("mqtt_command_done", **cmd.log_fields())
+        if cmd.action == "reload":
+            self._after_reload()
+        return ok_reply(cmd.id, data)
+
+    def _after_reload(self) -> None:
+        """Rooms may have changed: refresh bridge/info and every retained state."""
+        self._resync = True
+        self._info_dirty = True
+        self._wake.set()

@@ -1,0 +1,106 @@
+"""The broker connection: client construction (birth/LWT, session, TLS) and reconnect backoff.
+
+aiomqtt 2.x has no automatic reconnect and an ``aiomqtt.Client`` is not safely re-enterable
+after a lost connection, so the bridge builds a fresh client per attempt with
+:func:`make_client` and waits :class:`Backoff` delays between attempts: exponential, capped at
+``reconnect_max_s``, with "equal jitter" (half fixed, half random) so a fleet of daemons does
+not reconnect in lockstep after a broker restart, and reset after every successful connect.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+from dataclasses import dataclass, field
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from orchestrator.mqtt.topics import OFFLINE, Topics
+from orchestrator.settings import MqttSettings
+
+__all__ = ["RELAY_SESSION_EXPIRY_S", "Backoff", "make_client", "tls_context"]
+
+RELAY_SESSION_EXPIRY_S = 7 * 24 * 3600
+"""v5 session expiry when consuming the relay: the broker keeps our subscription and queued
+QoS 1 callbacks this long while the daemon is down (mosquitto may cap it)."""
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Capped exponential backoff with equal jitter; :meth:`reset` after a success."""
+
+    cap_s: float
+    base_s: float = 0.5
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        """Delay before the next attempt: in [d/2, d] where d = min(cap, base * 2**attempt)."""
+        d = min(self.cap_s, self.base_s * (2.0 ** min(self.attempt, 32)))
+        self.attempt += 1
+        return d / 2 + self.rng.uniform(0, d / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """Verifying TLS context (system CAs, or ``ca_file``) when ``tls`` is on."""
+    if not settings.tls:
+        return None
+    return ssl.create_default_context(cafile=settings.ca_file)
+
+
+def make_client(
+    settings: MqttSettings,
+    topics: Topics,
+    *,
+    tls: ssl.SSLContext | None = None,
+    timeout_s: float = 10.0,
+) -> aiomqtt.Client:
+    """A new, unconnected client with our LWT (``bridge/state`` = offline, retained, QoS 1).
+
+    The session is persistent only when the relay is consumed (queued callbacks must survive
+    our downtime); command topics are never worth replaying from a stale session.
+    Must be called inside a running event loop (aiomqtt binds it at construction).
+    """
+    v5 = settings.protocol == "5"
+    persistent = settings.consume_relay
+    will = aiomqtt.Will(topic=topics.bridge_state, payload=OFFLINE, qos=1, retain=True)
+    password = settings.password.get_secret_value() if settings.password else None
+    if v5:
+        props: Properties | None = None
+        if persistent:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = RELAY_SESSION_EXPIRY_S
+        return aiomqtt.Client(
+            settings.host,
+            settings.port,
+            identifier=settings.client_id,
+            username=settings.username,
+            password=password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=will,
+            clean_start=not persistent,
+            properties=props,
+            keepalive=settings.keepalive_s,
+            timeout=timeout_s,
+            tls_context=tls,
+        )
+    return aiomqtt.Client(
+        settings.host,
+        settings.port,
+        identifier=settings.client_id,
+        username=settings.username,
+        password=password,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        will=will,
+        clean_session=not persistent,
+        clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
+        keepalive=settings.keepalive_s,
+        timeout=timeout_s,
+        tls_context=tls,
+    )

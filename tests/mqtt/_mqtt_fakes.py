@@ -1,0 +1,119 @@
+"""Test doubles for the bridge's own seams: a recording Control and an in-memory reply store.
+
+Also used by the runnable ``_mqtt_bridge_proc.py`` (LWT test and the docs examples).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from orchestrator.control import CommandError
+
+
+@dataclass
+class Call:
+    method: str
+    room_id: str | None
+    kwargs: dict[str, Any]
+
+
+@dataclass
+class RecordingControl:
+    """Implements the Control protocol; records every call; can be told to fail or block."""
+
+    rooms: list[str] = field(default_factory=lambda: ["room-a", "room-b"])
+    calls: list[Call] = field(default_factory=list)
+    fail: dict[str, CommandError | Exception] = field(default_factory=dict)
+    """method name -> exception to raise."""
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    """room id -> event the call waits for (to make a command slow)."""
+    called: asyncio.Event = field(default_factory=asyncio.Event)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def room_ids(self) -> Sequence[str]:
+        return list(self.rooms)
+
+    def room_state(self, room_id: str) -> Mapping[str, Any]:
+        if room_id not in self.rooms:
+            raise CommandError("unknown_room", f"no room {room_id!r}")
+        return self.states.get(room_id, {"room_id": room_id, "state": "IDLE", "order": "OFF"})
+
+    async def _record(self, method: str, room_id: str | None, **kw: Any) -> Mapping[str, Any]:
+        self.calls.append(Call(method, room_id, kw))
+        self.called.set()
+        gate = self.gates.get(room_id or "")
+        if gate is not None:
+            await gate.wait()
+        exc = self.fail.get(method)
+        if exc is not None:
+            raise exc
+        return {"accepted": True, "method": method}
+
+    def methods(self) -> list[str]:
+        return [c.method for c in self.calls]
+
+    async def start(self, room_id: str, *, until: datetime | None, cause: str) -> Mapping[str, Any]:
+        return await self._record("start", room_id, until=until, cause=cause)
+
+    async def stop(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        return await self._record("stop", room_id, cause=cause)
+
+    async def restart(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        return await self._record("restart", room_id, cause=cause)
+
+    async def refresh_output(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        return await self._record("refresh_output", room_id, cause=cause)
+
+    async def set_output(
+        self, room_id: str, *, url: str, stream_key: str, cause: str
+    ) -> Mapping[str, Any]:
+        return await self._record(
+            "set_output", room_id, url=url, stream_key=stream_key, cause=cause
+        )
+
+    async def reset(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        return await self._record("reset", room_id, cause=cause)
+
+    async def insert_script(
+        self, room_id: str, *, text: str, play_type: str, cause: str
+    ) -> Mapping[str, Any]:
+        return await self._record(
+            "insert_script", room_id, text=text, play_type=play_type, cause=cause
+        )
+
+    async def pause_schedule(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        return await self._record("pause_schedule", room_id, cause=cause)
+
+    async def resume_schedule(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        return await self._record("resume_schedule", room_id, cause=cause)
+
+    async def add_window(
+        self, room_id: str, *, start: datetime, end: datetime, cause: str
+    ) -> Mapping[str, Any]:
+        return await self._record("add_window", room_id, start=start, end=end, cause=cause)
+
+    async def skip_next_window(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        return await self._record("skip_next_window", room_id, cause=cause)
+
+    async def reload(self, *, cause: str) -> Mapping[str, Any]:
+        return await self._record("reload", None, cause=cause)
+
+
+@dataclass
+class MemoryReplyStore:
+    """get_reply/put_reply of the Store protocol, in memory (first reply per id wins)."""
+
+    replies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    async def get_reply(self, command_id: str) -> Mapping[str, Any] | None:
+        return self.replies.get(command_id)
+
+    async def put_reply(self, command_id: str, reply: Mapping[str, Any], at: datetime) -> bool:
+        if command_id in self.replies:
+            return False
+        self.replies[command_id] = dict(reply)
+        return True
