@@ -55,7 +55,7 @@ def _format(fields: Mapping[str, object]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def notify(env: Mapping[str, str] | None = None, **fields: object) -> bool:
+def notify(env: Mapping[str, str] | None = None, /, **fields: object) -> bool:
     """Send ``KEY=value`` fields (keys upper-cased: ``notify(status="x")`` → ``STATUS=x``).
 
     Returns True when the datagram was handed to the socket, False when there is no

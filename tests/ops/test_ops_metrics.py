@@ -89,3 +89,12 @@ def test_render_content_type() -> None:
     body, ctype = Metrics().render()
     assert ctype.startswith("text/plain")
     assert b"# TYPE liveorch_rooms gauge" in body
+
+
+def test_public_names_exist() -> None:
+    import importlib
+
+    for name in ("http", "metrics", "status_page", "systemd"):
+        mod = importlib.import_module(f"orchestrator.ops.{name}")
+        for attr in mod.__all__:
+            assert hasattr(mod, attr), f"{name}.{attr}"
