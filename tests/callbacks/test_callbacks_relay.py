@@ -1,0 +1,200 @@
+"""relay → mosquitto → consumer → the same verify/parse/inbox path as a direct callback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiomqtt
+import httpx
+import pytest
+from callbacks_harness import PATH, T0, Harness, rtmp_body
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from orchestrator.callbacks.relay import (
+    Relay,
+    build_envelope,
+    decode_envelope,
+    handle_relayed,
+    relay_hook,
+)
+from orchestrator.httpserver import serve
+from orchestrator.rooms.model import RtmpStateReported
+
+T = int(T0.timestamp())
+
+
+@contextlib.asynccontextmanager
+async def running_relay(topic: str, port: int = 1883) -> AsyncIterator[tuple[Relay, str]]:
+    relay = Relay(mqtt_port=port, topic=topic, path=PATH, clock=lambda: T0, publish_timeout_s=3)
+    task = asyncio.create_task(relay.run(), name="test-relay")
+    try:
+        async with serve(relay.app) as served:
+            yield relay, f"{served.base_url}{PATH}"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def consumer(client_id: str, *, clean: bool) -> aiomqtt.Client:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 300
+    return aiomqtt.Client(
+        "127.0.0.1",
+        1883,
+        identifier=client_id,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=clean,
+        properties=props,
+    )
+
+
+async def consume(client: aiomqtt.Client, hook: Callable[[bytes, Any], Any], n: int) -> None:
+    got = 0
+    async for message in client.messages:
+        assert isinstance(message.payload, bytes)
+        await hook(message.payload, message.properties)
+        got += 1
+        if got >= n:
+            return
+
+
+async def post_signed(h: Harness, url: str, state: str, hw_time: int) -> httpx.Response:
+    query, headers = h.sign(hw_time=hw_time)
+    return await h.client.post(
+        url + (f"?{query}" if query else ""),
+        content=rtmp_body(state),
+        headers={"content-type": "application/json", **headers},
+    )
+
+
+@pytest.mark.parametrize("auth_type", ["MSS_A", "MSS_A_HEAD"])
+async def test_relay_to_consumer_same_path(
+    make_harness: Any, require_service: Callable[[str], None], auth_type: str
+) -> None:
+    require_service("mosquitto")
+    h: Harness = await make_harness(auth_type=auth_type)
+    topic = f"test/liveorch/{uuid.uuid4().hex}/callbacks/in"
+    async with consumer(f"c-{uuid.uuid4().hex[:12]}", clean=True) as c:
+        await c.subscribe(topic, qos=1)
+        async with running_relay(topic) as (relay, url):
+            await asyncio.wait_for(relay.connected.wait(), 3)
+            r = await post_signed(h, url, "CONNECTED", T)
+            assert (r.status_code, r.json()) == (200, {"status": "ok"})
+            await asyncio.wait_for(consume(c, relay_hook(h.intake), 1), 3)
+    posted = await h.sink.posted.wait_for(1)
+    assert isinstance(posted[0][1], RtmpStateReported) and posted[0][1].at == T0
+    await h.intake.drain()
+    assert await h.store.inbox_pending() == []
+
+
+async def test_consumer_down_while_relay_publishes(
+    make_harness: Any, require_service: Callable[[str], None]
+) -> None:
+    require_service("mosquitto")
+    h: Harness = await make_harness()
+    topic = f"test/liveorch/{uuid.uuid4().hex}/callbacks/in"
+    cid = f"c-{uuid.uuid4().hex[:12]}"
+    async with consumer(cid, clean=True) as c:  # create the persistent session once
+        await c.subscribe(topic, qos=1)
+    async with running_relay(topic) as (relay, url):
+        await asyncio.wait_for(relay.connected.wait(), 3)
+        for i, state in enumerate(["DISCONNECTED", "CONNECTED"]):
+            r = await post_signed(h, url, state, T + i)
+            assert r.status_code == 200  # acked by the broker while nobody consumes
+    assert h.sink.posted.items == []
+    async with consumer(cid, clean=False) as c:  # same id, session resumed, no resubscribe
+        await asyncio.wait_for(consume(c, relay_hook(h.intake), 2), 5)
+    await h.sink.posted.wait_for(2)
+    assert [s for _, s, _ in h.rtmp_posts()] == ["DISCONNECTED", "CONNECTED"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_relay_answers_503_without_broker(make_harness: Any) -> None:
+    h: Harness = await make_harness()
+    async with running_relay("t/none", port=_free_port()) as (_relay, url):
+        r = await post_signed(h, url, "CONNECTED", T)
+    assert r.status_code == 503
+
+
+async def test_relay_bounds_body_size(make_harness: Any) -> None:
+    h: Harness = await make_harness()
+    async with running_relay("t/none", port=_free_port()) as (_relay, url):
+        r = await h.client.post(url, content=b"x" * 70_000)
+    assert r.status_code == 413
+
+
+def _envelope(h: Harness, *, state: str = "CONNECTED", hw_time: int = T, **over: Any) -> bytes:
+    query, headers = h.sign(hw_time=hw_time)
+    fields: dict[str, Any] = {
+        "method": "POST",
+        "path": PATH,
+        "query": query,
+        "headers": {"content-type": "application/json", **headers},
+        "body": rtmp_body(state),
+        "received_at": T0,
+    }
+    fields.update(over)
+    return build_envelope(**fields)
+
+
+async def test_envelope_roundtrip(make_harness: Any) -> None:
+    h: Harness = await make_harness(auth_type="MSS_A")
+    raw = decode_envelope(_envelope(h))
+    assert raw.path == PATH and raw.body == rtmp_body("CONNECTED") and raw.received_at == T0
+    assert "hwSecret=" in raw.raw_query
+
+
+@pytest.mark.parametrize("auth_type", ["MSS_A", "MSS_A_HEAD"])
+async def test_tampered_envelope_refused(make_harness: Any, auth_type: str) -> None:
+    h: Harness = await make_harness(auth_type=auth_type)
+    good = json.loads(_envelope(h))
+    tampered = []
+    t1 = dict(good, path="/callbacks/elsewhere")
+    tampered.append(t1)
+    if auth_type == "MSS_A":
+        tampered.append(dict(good, query=good["query"].replace(format(T, "x"), format(T + 1, "x"))))
+    else:
+        hdr = dict(good["headers"], **{"x-hw-mss-time": format(T + 1, "x")})
+        tampered.append(dict(good, headers=hdr))
+        tampered.append(dict(good, headers={"content-type": "application/json"}))
+    tampered.append(dict(good, received_at="2026-02-01T00:00:00+00:00"))  # stale capture
+    for doc in tampered:
+        res = await handle_relayed(json.dumps(doc).encode(), None, intake=h.intake)
+        assert res.status == 401
+    for bad in (
+        b"nope",
+        json.dumps(dict(good, v=2)).encode(),
+        json.dumps(dict(good, body_b64="!!")).encode(),
+        json.dumps(dict(good, received_at="yesterday")).encode(),
+    ):
+        res = await handle_relayed(bad, None, intake=h.intake)
+        assert res.status == 400
+    await h.intake.drain()
+    assert await h.store.inbox_pending() == []
+    assert h.sink.posted.items == []
+    res = await handle_relayed(json.dumps(good).encode(), None, intake=h.intake)
+    assert res.status == 200
+    assert len(h.sink.posted.items) == 1
+
+
+async def test_relayed_body_change_is_not_detected(make_harness: Any) -> None:
+    """Like a direct callback, the body is outside the signature (hence: re-read the job)."""
+    h: Harness = await make_harness()
+    doc = json.loads(_envelope(h))
+    doc["body_b64"] = base64.b64encode(rtmp_body("END")).decode()
+    res = await handle_relayed(json.dumps(doc).encode(), None, intake=h.intake)
+    assert res.status == 200
