@@ -13,7 +13,15 @@ _SERVICES: dict[str, tuple[str, int]] = {
     "mosquitto": ("127.0.0.1", 1883),
     "postgres": ("127.0.0.1", 5432),
 }
-_BINARIES = {"ffmpeg": "ffmpeg", "nginx": "nginx", "chromium": "chromium", "ffprobe": "ffprobe"}
+_BINARIES = {
+    "ffmpeg": "ffmpeg",
+    "ffprobe": "ffprobe",
+    "nginx": "nginx",
+    "chromium": "chromium",
+    "systemd-analyze": "systemd-analyze",
+    "systemd-sysusers": "systemd-sysusers",
+    "systemd-tmpfiles": "systemd-tmpfiles",
+}
 
 
 def _port_open(host: str, port: int) -> bool:
