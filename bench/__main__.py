@@ -1,15 +1,18 @@
 """``python -m bench <name> [--quick] [bench options]``: run one benchmark.
 
 Benches are modules ``bench/<name>.py`` exposing either ``run(quick: bool) -> int`` (ours) or
-``main(argv: list[str]) -> int`` (whatever another owner chose; the remaining arguments are
-passed through unchanged). Modules that are not there yet are simply not offered.
+``main(argv)``/``main()`` (sync or async: whatever another owner chose; the remaining arguments
+are passed through unchanged, ``--quick`` only if the module mentions it). Modules that are
+not there yet are simply not offered.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Sequence
 
@@ -32,8 +35,17 @@ def run_one(name: str, quick: bool, rest: Sequence[str]) -> int:
         return int(run(quick))
     main = getattr(module, "main", None)
     if callable(main):
-        argv = list(rest) + (["--quick"] if quick else [])
-        return int(main(argv))
+        # other owners' benches: pass --quick only to those that know it
+        knows_quick = "--quick" in inspect.getsource(module)
+        argv = list(rest) + (["--quick"] if quick and knows_quick else [])
+        if inspect.signature(main).parameters:
+            result = main(argv)
+        else:  # a script-style main() that reads sys.argv itself
+            sys.argv = [f"bench/{name}.py", *argv]
+            result = main()
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
     print(f"bench {name}: module has neither run(quick) nor main(argv)", file=sys.stderr)
     return 2
 
