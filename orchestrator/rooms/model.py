@@ -7,10 +7,11 @@ queue through :class:`RoomSink`; they never touch a room's state directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class RoomState(StrEnum):
@@ -36,9 +37,15 @@ class Order(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """Base of all events. ``cause`` is a short human/audit string (e.g. "mqtt:cmd-42")."""
+    """Base of all events. ``cause`` is a short human/audit string (e.g. "mqtt:cmd-42").
+
+    ``jitter`` is a number in [0, 1) that the driver draws from its seeded source when the event
+    enters the room; any backoff the machine computes for this event uses it, so ``step`` stays
+    free of randomness. Adapters leave the default (0.5 = no jitter).
+    """
 
     cause: str = ""
+    jitter: float = 0.5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +97,210 @@ class OutputChanged(Event):
     """The RTMP target was replaced (key rotation); apply with REFRESH_OUTPUT_URL when live."""
 
 
+# --- events the room machine and its driver define ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resumed(Event):
+    """A worker (re)attached to the room (startup, reload, crash recovery): reconcile first.
+
+    Whatever was in flight is forgotten; the room goes to UNKNOWN and lists its jobs.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedJob:
+    """One job as a list or show call returned it. ``rtmp_state`` only when the source knows."""
+
+    job_id: str
+    state: str
+    rtmp_state: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpResult(Event):
+    """Base of results of actions the room asked for. ``seq`` is the action's ``seq``.
+
+    A result whose ``seq`` is not the room's current ``op_seq`` is stale (the room moved on)
+    and is ignored. ``seq=None`` marks an unsolicited observation (poller, startup adoption).
+    """
+
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobsListed(OpResult):
+    """The room's WAITING/PROCESSING jobs, as listed by MetaStudio."""
+
+    jobs: tuple[ObservedJob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStarted(OpResult):
+    """The start call answered with a job id."""
+
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStartFailed(OpResult):
+    """The start call failed.
+
+    ``outcome_unknown``: the request may have reached the service (timeout, ghost, 409): list
+    before anything else. ``temporary``: retry after backoff (``retry_after`` honoured).
+    Neither: permanent (bad request, auth, unknown room) — quarantine with the reason.
+    """
+
+    error: str
+    temporary: bool = False
+    outcome_unknown: bool = False
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobObserved(OpResult):
+    """MetaStudio's view of a job. ``state`` None: not found / no longer WAITING or PROCESSING.
+
+    ``job_id`` None (poller): the room has no running job at all.
+    """
+
+    job_id: str | None
+    state: str | None
+    rtmp_state: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStopped(OpResult):
+    """The stop call succeeded (or the job was already gone)."""
+
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopFailed(OpResult):
+    """The stop call failed. Temporary: retry the stop after a backoff."""
+
+    job_id: str
+    error: str
+    temporary: bool = True
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryFailed(OpResult):
+    """A ListJobs/ShowJob call failed."""
+
+    op: str  # "list" | "show"
+    error: str
+    temporary: bool = True
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandSucceeded(OpResult):
+    """A runtime command (REFRESH_OUTPUT_URL, RESET_EXIT_CONFIG) was accepted."""
+
+    command: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandFailed(OpResult):
+    """A runtime command failed."""
+
+    command: str
+    error: str
+    temporary: bool = True
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(Event):
+    """The room's timer ``seq`` is due. Any other ``seq`` than the room's ``timer_seq`` is stale."""
+
+    seq: int
+
+
+# --- actions: what the driver must do ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Base of all actions."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListJobs(Action):
+    """List the room's WAITING/PROCESSING jobs → JobsListed | QueryFailed(op="list")."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShowJob(Action):
+    """Re-read one job → JobObserved | QueryFailed(op="show") (404 → JobObserved(state=None))."""
+
+    seq: int
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartJob(Action):
+    """Record the start intent (room, window_key, attempt), then start → JobStarted|JobStartFailed.
+
+    If the intent already exists the driver must not call start: it answers
+    JobStartFailed(outcome_unknown=True) so the room lists first.
+    """
+
+    seq: int
+    window_key: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopJob(Action):
+    """Stop a job → JobStopped | StopFailed. ``seq`` 0: fire and forget (stray jobs)."""
+
+    seq: int
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshOutput(Action):
+    """REFRESH_OUTPUT_URL with output ``output_index`` (0 = primary, 1.. = backups)."""
+
+    seq: int
+    job_id: str
+    output_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResetExitConfig(Action):
+    """RESET_EXIT_CONFIG max_exception_waiting_duration = ``minutes``."""
+
+    seq: int
+    job_id: str
+    minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer(Action):
+    """Deliver TimerFired(seq) at ``at``; replaces the room's previous timer."""
+
+    seq: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RaiseAlert(Action):
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearAlert(Action):
+    kind: str
+
+
 class RoomSink(Protocol):
     """Where adapters deliver events. ``post`` never blocks; False means the room is unknown."""
 
@@ -110,3 +321,146 @@ class Snapshot:
     last_error: str | None
     alert: str | None
     extra: dict[str, object] = field(default_factory=dict)
+
+
+# --- the room ------------------------------------------------------------------------------------
+
+
+class Op(StrEnum):
+    """The one call a room waits for (at most one at a time, matched by ``op_seq``)."""
+
+    LIST = "LIST"
+    START = "START"
+    STOP = "STOP"
+    SHOW = "SHOW"
+    REFRESH = "REFRESH"
+    RESET_EXIT = "RESET_EXIT"
+
+
+class Wait(StrEnum):
+    """What the room's single timer (``timer_seq``) stands for."""
+
+    START_CONFIRM = "START_CONFIRM"  # STARTING: PROCESSING + CONNECTED due
+    STALE = "STALE"  # LIVE: re-read the job if nothing confirmed it
+    GRACE = "GRACE"  # DEGRADED: the service's own reconnect
+    REFRESH_CONFIRM = "REFRESH_CONFIRM"  # REFRESHING: a refresh should have reconnected
+    REFRESH_BACKOFF = "REFRESH_BACKOFF"  # REFRESHING: before the next refresh
+    RETRY = "RETRY"  # BACKOFF/UNKNOWN/RESTARTING/STOPPING: before the next attempt
+
+
+_TIMES: tuple[str, ...] = (
+    "deadline", "window_start", "since", "next_retry_at", "last_observed_at", "rtmp_at",
+    "drop_since",
+)  # fmt: skip
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Room:
+    """Everything the machine knows about one room. Frozen: ``step`` returns a new one."""
+
+    room_id: str
+    state: RoomState = RoomState.UNKNOWN
+    since: datetime | None = None
+    # desired state
+    order: Order = Order.OFF
+    deadline: datetime | None = None
+    window_id: str | None = None
+    window_start: datetime | None = None
+    # observed
+    job_id: str | None = None
+    job_state: str | None = None
+    rtmp_state: str | None = None
+    rtmp_at: datetime | None = None
+    last_observed_at: datetime | None = None
+    retired: tuple[str, ...] = ()  # jobs we stopped; never adopted again
+    # the call in flight and the timer
+    op: Op | None = None
+    op_seq: int = 0
+    wait: Wait | None = None
+    timer_seq: int = 0
+    seq: int = 0  # last sequence number handed out (ops and timers share it)
+    # ladder counters
+    attempt: int = 0  # start attempts in this window (start-intent key)
+    retries: int = 0  # consecutive failed attempts since the last LIVE (backoff exponent)
+    restart_failures: tuple[datetime, ...] = ()  # job failures within quarantine_window_s
+    output_index: int = 0
+    refresh_try: int = 0  # tries on the current output
+    widened: bool = False  # RESET_EXIT_CONFIG applied to the current job
+    drop_since: datetime | None = None
+    next_retry_at: datetime | None = None
+    last_error: str | None = None
+    alert: str | None = None
+
+    @property
+    def window_key(self) -> str:
+        """Idempotency key of the current window (with ``attempt``): id@start."""
+        start = _iso(self.window_start) or "-"
+        return f"{self.window_id or 'manual'}@{start}"
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            room_id=self.room_id,
+            state=self.state,
+            order=self.order,
+            job_id=self.job_id,
+            since=self.since,
+            attempt=self.attempt,
+            next_retry_at=self.next_retry_at,
+            last_error=self.last_error,
+            alert=self.alert,
+            extra={
+                "deadline": _iso(self.deadline),
+                "window_key": self.window_key if self.order is Order.ON else None,
+                "job_state": self.job_state,
+                "rtmp_state": self.rtmp_state,
+                "retries": self.retries,
+                "restart_failures": len(self.restart_failures),
+                "output_index": self.output_index,
+                "refresh_try": self.refresh_try,
+                "last_observed_at": _iso(self.last_observed_at),
+            },
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able dict for ``Store.save_room``."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif f.name == "restart_failures":
+                value = [t.isoformat() for t in value]
+            elif f.name == "retired":
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Room:
+        """Inverse of :meth:`to_json`; unknown keys are ignored, missing ones take defaults."""
+        known = {f.name for f in fields(cls)}
+        kw: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        for name in _TIMES:
+            if name in kw:
+                kw[name] = _dt(kw[name])
+        if "state" in kw:
+            kw["state"] = RoomState(kw["state"])
+        if "order" in kw:
+            kw["order"] = Order(kw["order"])
+        if kw.get("op") is not None:
+            kw["op"] = Op(kw["op"])
+        if kw.get("wait") is not None:
+            kw["wait"] = Wait(kw["wait"])
+        kw["restart_failures"] = tuple(
+            t for t in (_dt(v) for v in kw.get("restart_failures", ())) if t is not None
+        )
+        kw["retired"] = tuple(kw.get("retired", ()))
+        return cls(**kw)

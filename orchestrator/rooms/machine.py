@@ -1,0 +1,764 @@
+"""The room lifecycle as a pure transition table: ``step(room, event, now, policy)``.
+
+No I/O, no clock reads, no randomness: ``now`` is an argument and jitter rides on the event.
+The driver (``rooms.supervisor``) carries out the returned actions and feeds their results back.
+
+How to read it:
+
+* :data:`TABLE` maps ``(state, event type)`` to a :class:`Rule`: a small handler plus the set
+  of states it may lead to. Pairs that are not in the table are ignored (no change, no action).
+  :func:`mermaid` draws the diagram in ``docs/state-machine.md`` from the same table, and a test
+  checks every handler only ever lands in its declared states.
+* :func:`step` first applies four uniform filters, so handlers never repeat them:
+
+  1. a QUARANTINED room only takes ``Reset`` and order changes (it never acts on its own);
+  2. a result (``OpResult``) whose ``seq`` is not the room's ``op_seq`` is stale and dropped;
+     a matching one clears the room's in-flight call;
+  3. a ``TimerFired`` whose ``seq`` is not the room's ``timer_seq`` is stale and dropped;
+  4. callbacks are hints: an ``RtmpStateReported`` for another job, or older than what the room
+     already observed, is dropped; a fresh one, and a ``JobObserved`` of the room's job, are
+     recorded before the handler runs.
+
+Safety rules the table keeps (and the hypothesis tests check): a ``StartJob`` is only emitted
+in answer to the room's *own* ``ListJobs`` that showed no WAITING/PROCESSING job, with no start
+in flight; a start with an unknown outcome is followed by a list, never a blind retry; jobs we
+stopped are never adopted again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from orchestrator.rooms.model import (
+    Action,
+    ClearAlert,
+    CommandFailed,
+    CommandSucceeded,
+    Event,
+    JobObserved,
+    JobsListed,
+    JobStarted,
+    JobStartFailed,
+    JobStopped,
+    ListJobs,
+    ObservedJob,
+    Op,
+    OpResult,
+    Order,
+    OrderChanged,
+    OutputChanged,
+    Poked,
+    QueryFailed,
+    RaiseAlert,
+    RefreshOutput,
+    Reset,
+    ResetExitConfig,
+    Resumed,
+    Room,
+    RoomState,
+    RtmpStateReported,
+    SetTimer,
+    ShowJob,
+    StartJob,
+    StopFailed,
+    StopJob,
+    TimerFired,
+    Wait,
+    WindowClosed,
+    WindowOpened,
+)
+from orchestrator.rooms.policy import Policy
+
+__all__ = ["ACTIVE_JOB_STATES", "TABLE", "Rule", "mermaid", "step"]
+
+S = RoomState
+Result = tuple[Room, list[Action]]
+Handler = Callable[[Room, Event, datetime, Policy], Result]
+
+ACTIVE_JOB_STATES = frozenset({"WAITING", "PROCESSING"})
+_DOWN = frozenset({"DISCONNECTED", "RECONNECTING"})
+ALERT_QUARANTINED = "quarantined"
+ALERT_STRAY = "stray_jobs"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A handler and the states it may lead to (staying put is always allowed)."""
+
+    handler: Handler
+    targets: frozenset[RoomState]
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _go(room: Room, state: RoomState, **changes: object) -> Room:
+    return replace(room, state=state, **changes)  # type: ignore[arg-type]
+
+
+def _with_op(room: Room, op: Op) -> tuple[Room, int]:
+    seq = room.seq + 1
+    return replace(room, seq=seq, op=op, op_seq=seq), seq
+
+
+def _with_timer(room: Room, wait: Wait, at: datetime) -> Result:
+    seq = room.seq + 1
+    return replace(room, seq=seq, wait=wait, timer_seq=seq), [SetTimer(seq, at)]
+
+
+def _in(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)
+
+
+def _list(room: Room) -> Result:
+    """Ask for the room's running jobs (unless a call is already in flight)."""
+    if room.op is not None:
+        return room, []
+    room, seq = _with_op(room, Op.LIST)
+    return room, [ListJobs(seq)]
+
+
+def _show(room: Room) -> Result:
+    job_id = room.job_id
+    if room.op is not None or job_id is None:
+        return room, []
+    room, seq = _with_op(room, Op.SHOW)
+    return room, [ShowJob(seq, job_id)]
+
+
+def _stop(room: Room) -> Result:
+    """Stop the room's job (replacing any call in flight); with no job id, list instead."""
+    job_id = room.job_id
+    if job_id is None:
+        return _list(replace(room, op=None))
+    room, seq = _with_op(room, Op.STOP)
+    return room, [StopJob(seq, job_id)]
+
+
+def _start(room: Room) -> Result:
+    attempt = room.attempt + 1
+    room, seq = _with_op(replace(room, attempt=attempt), Op.START)
+    room = _go(room, S.STARTING, wait=None, next_retry_at=None, job_id=None, job_state=None)
+    return replace(room, rtmp_state=None, rtmp_at=None), [StartJob(seq, room.window_key, attempt)]
+
+
+def _job_alive(room: Room) -> bool:
+    """Might the room's job still be pushing? (Unknown state counts as alive.)"""
+    if room.job_id is None:
+        return False
+    return room.job_state is None or room.job_state in ACTIVE_JOB_STATES
+
+
+def _active(room: Room, jobs: Iterable[ObservedJob]) -> list[ObservedJob]:
+    """Running jobs we may adopt: never one we stopped; ours first, PROCESSING before WAITING."""
+    found = [j for j in jobs if j.state in ACTIVE_JOB_STATES and j.job_id not in room.retired]
+    return sorted(found, key=lambda j: (j.job_id != room.job_id, j.state != "PROCESSING"))
+
+
+def _retire(room: Room) -> Room:
+    retired = room.retired
+    if room.job_id is not None and room.job_id not in retired:
+        retired = (*retired, room.job_id)[-8:]
+    return replace(room, retired=retired, job_id=None, job_state=None, rtmp_state=None)
+
+
+def _error(room: Room, message: str) -> Room:
+    return replace(room, last_error=message)
+
+
+# ----------------------------------------------------------------------------- ladder steps
+
+
+def _enter_live(room: Room, now: datetime, p: Policy) -> Result:
+    room = _go(
+        room, S.LIVE, retries=0, restart_failures=(), output_index=0, refresh_try=0,
+        drop_since=None, next_retry_at=None, last_error=None,
+    )  # fmt: skip
+    return _with_timer(room, Wait.STALE, _in(room.last_observed_at or now, p.stale_after_s))
+
+
+def _adopt(room: Room, jobs: list[ObservedJob], now: datetime, p: Policy) -> Result:
+    """Attach to a running job instead of starting one (never a duplicate push)."""
+    job, strays = jobs[0], jobs[1:]
+    if room.op is Op.LIST:
+        room = replace(room, op=None)  # adopted from another listing: ours is moot
+    if job.job_id != room.job_id:
+        room = replace(room, job_id=job.job_id, widened=False, rtmp_state=None, rtmp_at=None)
+    room = replace(room, job_state=job.state, rtmp_state=job.rtmp_state or room.rtmp_state)
+    actions: list[Action] = []
+    if strays:
+        ids = ", ".join(j.job_id for j in strays)
+        if p.stray_jobs == "stop":
+            actions += [StopJob(0, j.job_id) for j in strays]
+            room = _error(room, f"stopped stray job(s) {ids}")
+        else:
+            actions.append(RaiseAlert(ALERT_STRAY, f"extra running job(s) in room: {ids}"))
+    if job.state == "PROCESSING" and room.rtmp_state in (None, "CONNECTED"):
+        # A PROCESSING job with no contrary link report is on air: the list API carries no RTMP
+        # state, and waiting for a CONNECTED callback that already happened would restart a
+        # healthy stream after start_confirm_s.
+        room, more = _enter_live(room, now, p)
+    else:
+        room = _go(room, S.STARTING)
+        room, more = _with_timer(room, Wait.START_CONFIRM, _in(now, p.start_confirm_s))
+    return room, actions + more
+
+
+def _to_backoff(
+    room: Room, now: datetime, p: Policy, u: float, *, retry_after: float | None = None
+) -> Result:
+    """Wait before the next list-and-start; the countdown is visible as ``next_retry_at``."""
+    retries = room.retries + 1
+    at = _in(now, p.restart_delay(retries, u, retry_after))
+    room = _go(_retire(room), S.BACKOFF, retries=retries, next_retry_at=at, op=None)
+    return _with_timer(room, Wait.RETRY, at)
+
+
+def _quarantine(room: Room, reason: str) -> Result:
+    actions: list[Action] = []
+    if _job_alive(room) and room.job_id is not None:
+        actions.append(StopJob(0, room.job_id))  # last act: do not leave a broken job pushing
+    room = _go(
+        room, S.QUARANTINED, op=None, wait=None, next_retry_at=None, last_error=reason,
+        alert=ALERT_QUARANTINED,
+    )  # fmt: skip
+    return room, [*actions, RaiseAlert(ALERT_QUARANTINED, reason)]
+
+
+def _restart(room: Room, now: datetime, p: Policy, u: float, reason: str) -> Result:
+    """The job failed or the ladder is exhausted: stop it, back off, then list-and-start."""
+    horizon = now - timedelta(seconds=p.quarantine_window_s)
+    failures = (*(t for t in room.restart_failures if t > horizon), now)
+    room = replace(room, restart_failures=failures, last_error=reason, drop_since=None)
+    if len(failures) >= p.quarantine_after:
+        return _quarantine(
+            room,
+            f"{reason}; {len(failures)} failed restarts within {p.quarantine_window_s:g}s",
+        )
+    if _job_alive(room):
+        room = _go(room, S.RESTARTING, wait=None, retries=room.retries + 1)
+        return _stop(replace(room, op=None))
+    return _to_backoff(room, now, p, u)
+
+
+def _after_restart_stop(room: Room, now: datetime, p: Policy, u: float) -> Result:
+    """The broken job is stopped: wait the restart backoff (retries already counted)."""
+    at = _in(now, p.restart_delay(room.retries, u))
+    room = _go(_retire(room), S.BACKOFF, next_retry_at=at)
+    return _with_timer(room, Wait.RETRY, at)
+
+
+def _refresh_now(room: Room) -> Result:
+    job_id = room.job_id
+    if job_id is None:  # nothing to repair; list and let the answer decide
+        return _list(_go(room, S.UNKNOWN, op=None, wait=None))
+    room, seq = _with_op(_go(room, S.REFRESHING, wait=None), Op.REFRESH)
+    return room, [RefreshOutput(seq, job_id, room.output_index)]
+
+
+def _refresh_failed(room: Room, now: datetime, p: Policy, u: float, why: str) -> Result:
+    failed_try = room.refresh_try
+    index, tries = room.output_index, room.refresh_try + 1
+    if tries >= p.refresh_tries:
+        index, tries = index + 1, 0
+    if index >= p.outputs:
+        return _restart(room, now, p, u, f"refresh ladder exhausted ({why})")
+    room = replace(room, output_index=index, refresh_try=tries, last_error=why)
+    return _with_timer(room, Wait.REFRESH_BACKOFF, _in(now, p.refresh_delay(failed_try, u)))
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def _order(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    if isinstance(ev, OrderChanged) and ev.order is Order.OFF:
+        return _want_off(room)
+    if isinstance(ev, WindowOpened):
+        window_id, start, deadline = ev.window_id, ev.window_start, ev.deadline
+    else:
+        assert isinstance(ev, OrderChanged)
+        same = room.order is Order.ON and room.window_id == "manual"
+        window_id = "manual"
+        start = ev.window_start or (room.window_start if same else None) or now
+        deadline = ev.deadline
+    room = _want_on(room, window_id, start, deadline)
+    if room.state is S.IDLE:
+        return _list(_go(room, S.STARTING, last_error=None))
+    if room.state is S.UNKNOWN:
+        return _list(room)
+    return room, []
+
+
+def _want_on(room: Room, window_id: str, start: datetime, deadline: datetime | None) -> Room:
+    new_window = (window_id, start) != (room.window_id, room.window_start)
+    return replace(
+        room, order=Order.ON, window_id=window_id, window_start=start, deadline=deadline,
+        attempt=0 if new_window else room.attempt,
+    )  # fmt: skip
+
+
+def _want_off(room: Room) -> Result:
+    room = replace(room, order=Order.OFF, deadline=None)
+    if room.state in (S.IDLE, S.UNKNOWN, S.QUARANTINED):
+        return room, []
+    if room.state is S.BACKOFF:
+        return _go(room, S.IDLE, wait=None, next_retry_at=None), []
+    room = _go(room, S.STOPPING, wait=None, next_retry_at=None)
+    if room.op in (Op.START, Op.LIST, Op.STOP):
+        return room, []  # its answer arrives in STOPPING and is handled there
+    if room.job_id is not None:
+        return _stop(replace(room, op=None))
+    return _go(room, S.IDLE, op=None), []
+
+
+def _window_closed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, WindowClosed)
+    if room.order is not Order.ON or ev.window_id != room.window_id:
+        return room, []  # another window (or a manual order): not ours to end
+    return _want_off(room)
+
+
+def _reset(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    actions: list[Action] = [ClearAlert(room.alert)] if room.alert else []
+    room = replace(
+        room, retries=0, restart_failures=(), output_index=0, refresh_try=0, last_error=None,
+        alert=None, next_retry_at=None,
+    )  # fmt: skip
+    if room.state is not S.QUARANTINED:
+        return room, actions
+    room, more = _list(_go(room, S.UNKNOWN, op=None, wait=None))
+    return room, actions + more
+
+
+def _resumed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    return _list(_go(room, S.UNKNOWN, op=None, wait=None, next_retry_at=None))
+
+
+def _reconcile_listed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, JobsListed)
+    active = _active(room, ev.jobs)
+    if room.order is Order.ON:
+        if active:
+            return _adopt(room, active, now, p)
+        if ev.seq is None:
+            return _list(room)  # an unsolicited listing may adopt, never start
+        return _start(room)
+    ours = [j for j in active if j.job_id == room.job_id]
+    if ours:
+        return _stop(_go(room, S.STOPPING))
+    return _go(room, S.IDLE, job_id=None, job_state=None, rtmp_state=None), []
+
+
+def _poke_list(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    return _list(room)
+
+
+def _poke_show(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    return _show(room)
+
+
+def _list_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """A failed read: retry a list after backoff; a permanent one quarantines."""
+    assert isinstance(ev, QueryFailed)
+    if ev.op != "list":
+        return room, []  # a failed show changes nothing; the watchdog asks again
+    if not ev.temporary:
+        return _quarantine(room, f"cannot list jobs: {ev.error}")
+    if room.state in (S.UNKNOWN, S.STOPPING):  # keep trying to learn what runs
+        retries = room.retries + 1
+        at = _in(now, p.restart_delay(retries, ev.jitter, ev.retry_after))
+        room = replace(room, retries=retries, next_retry_at=at, last_error=ev.error)
+        return _with_timer(room, Wait.RETRY, at)
+    return _to_backoff(_error(room, ev.error), now, p, ev.jitter, retry_after=ev.retry_after)
+
+
+def _retry_list(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    return _list(replace(room, wait=None, next_retry_at=None))
+
+
+# --- STARTING
+
+
+def _starting_listed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, JobsListed)
+    if ev.seq is None:
+        return room, []  # our own list or start is in flight; it decides
+    active = _active(room, ev.jobs)
+    if room.order is Order.OFF:  # defensive: OFF normally moves STARTING to STOPPING
+        return _stopping_listed(_go(room, S.STOPPING), ev, now, p)
+    if active:
+        return _adopt(room, active, now, p)
+    return _start(room)
+
+
+def _job_started(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, JobStarted)
+    room = replace(room, job_id=ev.job_id, job_state="WAITING", widened=False, last_error=None)
+    return _with_timer(room, Wait.START_CONFIRM, _in(now, p.start_confirm_s))
+
+
+def _start_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, JobStartFailed)
+    room = _error(room, ev.error)
+    if ev.outcome_unknown:
+        return _list(room)  # a job may exist: look before anything else
+    if ev.temporary:
+        return _to_backoff(room, now, p, ev.jitter, retry_after=ev.retry_after)
+    return _quarantine(room, f"start refused: {ev.error}")
+
+
+def _starting_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, JobObserved)
+    if ev.job_id is None or ev.job_id != room.job_id:
+        return room, []
+    if ev.state not in ACTIVE_JOB_STATES:
+        return _restart(room, now, p, ev.jitter, f"job {ev.state or 'gone'} while starting")
+    if ev.state == "PROCESSING" and room.rtmp_state in (None, "CONNECTED"):
+        return _enter_live(room, now, p)
+    return room, []
+
+
+def _starting_rtmp(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, RtmpStateReported)
+    if ev.rtmp_state == "CONNECTED":
+        return _enter_live(replace(room, job_state="PROCESSING"), now, p)
+    if ev.rtmp_state == "END":
+        return _restart(room, now, p, ev.jitter, "RTMP END while starting")
+    return room, []
+
+
+def _starting_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    return _restart(room, now, p, ev.jitter, f"not live within {p.start_confirm_s:g}s")
+
+
+# --- LIVE / DEGRADED / REFRESHING
+
+
+def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """JobObserved of the room's job while on air or repairing."""
+    assert isinstance(ev, JobObserved)
+    if ev.job_id is None or ev.job_id != room.job_id:
+        return room, []
+    if ev.state not in ACTIVE_JOB_STATES:
+        return _restart(room, now, p, ev.jitter, f"job {ev.state or 'gone'}")
+    if ev.rtmp_state == "END":
+        return _restart(room, now, p, ev.jitter, "RTMP END")
+    if room.state is S.LIVE:
+        if ev.rtmp_state in _DOWN:
+            return _degrade(room, now, p)
+        return _with_timer(room, Wait.STALE, _in(now, p.stale_after_s))
+    if ev.rtmp_state == "CONNECTED":
+        return _enter_live(room, now, p)
+    return room, []
+
+
+def _degrade(room: Room, now: datetime, p: Policy) -> Result:
+    room = _go(room, S.DEGRADED, drop_since=now, output_index=0, refresh_try=0)
+    return _with_timer(room, Wait.GRACE, _in(now, p.grace_s))
+
+
+def _health_rtmp(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, RtmpStateReported)
+    if ev.rtmp_state == "END":
+        return _restart(room, now, p, ev.jitter, "RTMP END (the service gave up the link)")
+    if room.state is S.LIVE:
+        return _degrade(room, now, p) if ev.rtmp_state in _DOWN else (room, [])
+    if ev.rtmp_state == "CONNECTED":
+        return _enter_live(room, now, p)
+    return room, []
+
+
+def _live_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """Stale watchdog: nothing confirmed the job for stale_after_s — re-read it."""
+    room, actions = _show(room)
+    room, more = _with_timer(room, Wait.STALE, _in(now, p.stale_after_s))
+    return room, actions + more
+
+
+def _live_output_changed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    job_id = room.job_id
+    if room.op is not None or job_id is None:
+        return room, []
+    room, seq = _with_op(replace(room, output_index=0), Op.REFRESH)
+    return room, [RefreshOutput(seq, job_id, 0)]
+
+
+def _live_command(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    if isinstance(ev, CommandFailed):
+        return _error(room, f"{ev.command} failed: {ev.error}"), []
+    return room, []
+
+
+def _grace_over(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """Still down after the grace: widen the exit timeout once per job, then refresh."""
+    room = replace(room, output_index=0, refresh_try=0, wait=None)
+    job_id = room.job_id
+    if p.widen_exit_minutes > 0 and not room.widened and job_id is not None:
+        room, seq = _with_op(_go(room, S.REFRESHING), Op.RESET_EXIT)
+        return room, [ResetExitConfig(seq, job_id, p.widen_exit_minutes)]
+    return _refresh_now(room)
+
+
+def _refreshing_command(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, CommandSucceeded | CommandFailed)
+    if ev.command == "RESET_EXIT_CONFIG":
+        if isinstance(ev, CommandFailed):
+            room = _error(room, f"RESET_EXIT_CONFIG failed: {ev.error}")
+        return _refresh_now(replace(room, widened=isinstance(ev, CommandSucceeded)))
+    if isinstance(ev, CommandFailed):
+        return _refresh_failed(room, now, p, ev.jitter, f"REFRESH_OUTPUT_URL failed: {ev.error}")
+    return _with_timer(room, Wait.REFRESH_CONFIRM, _in(now, p.refresh_confirm_s))
+
+
+def _refreshing_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    if room.wait is Wait.REFRESH_BACKOFF:
+        return _refresh_now(room)
+    why = f"no CONNECTED within {p.refresh_confirm_s:g}s of refresh"
+    return _refresh_failed(room, now, p, ev.jitter, why)
+
+
+# --- RESTARTING / BACKOFF / STOPPING
+
+
+def _restart_stopped(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    return _after_restart_stop(room, now, p, ev.jitter)
+
+
+def _stop_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, StopFailed)
+    room = _error(room, f"stop failed: {ev.error}")
+    if not ev.temporary:
+        if room.state is S.RESTARTING:
+            return _quarantine(room, f"cannot stop broken job: {ev.error}")
+        return _stopped(room, ev, now, p)
+    delay = p.restart_delay(1, ev.jitter, ev.retry_after)
+    return _with_timer(room, Wait.RETRY, _in(now, delay))
+
+
+def _retry_stop(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    room = replace(room, wait=None)
+    if room.job_id is None:
+        return _list(room)
+    return _stop(replace(room, op=None))
+
+
+def _backoff_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    room = replace(room, wait=None, next_retry_at=None)
+    if room.order is Order.OFF:
+        return _go(room, S.IDLE), []
+    return _list(_go(room, S.STARTING))
+
+
+def _backoff_listed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, JobsListed)
+    active = _active(room, ev.jobs)
+    if active and room.order is Order.ON:
+        return _adopt(replace(room, next_retry_at=None), active, now, p)
+    return room, []  # nothing runs: the backoff stands
+
+
+def _stopping_listed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, JobsListed)
+    if room.op is not None:
+        return room, []
+    active = _active(room, ev.jobs)
+    if not active:
+        return _stopped(room, ev, now, p)
+    room = replace(room, job_id=active[0].job_id, job_state=active[0].state)
+    room, actions = _stop(room)
+    return room, actions + [StopJob(0, j.job_id) for j in active[1:]]
+
+
+def _stopping_started(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, JobStarted)
+    return _stop(replace(room, job_id=ev.job_id, job_state="WAITING"))
+
+
+def _stopping_start_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, JobStartFailed)
+    if ev.outcome_unknown:
+        return _list(room)
+    return _stopped(room, ev, now, p)
+
+
+def _stopped(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """The job is gone: rest, or start again if the order came back ON meanwhile."""
+    room = _go(_retire(room), S.IDLE, op=None, wait=None, next_retry_at=None)
+    if room.order is Order.ON:
+        return _list(_go(room, S.STARTING))
+    return room, []
+
+
+def _stopping_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, JobObserved)
+    if ev.job_id is None or ev.job_id != room.job_id or ev.state in ACTIVE_JOB_STATES:
+        return room, []
+    return _stopped(room, ev, now, p)
+
+
+def _ignore(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    return room, []
+
+
+# ----------------------------------------------------------------------------- the table
+
+_ALL = tuple(RoomState)
+_RESTART = frozenset({S.RESTARTING, S.BACKOFF, S.QUARANTINED})
+_ADOPT = frozenset({S.LIVE, S.STARTING})
+_ON = {  # where an order ON leads from each state
+    S.IDLE: {S.STARTING},
+}
+_OFF = {  # where an order OFF / window end leads from each state
+    S.STARTING: {S.STOPPING, S.IDLE},
+    S.LIVE: {S.STOPPING},
+    S.DEGRADED: {S.STOPPING},
+    S.REFRESHING: {S.STOPPING},
+    S.RESTARTING: {S.STOPPING},
+    S.STOPPING: {S.IDLE},
+    S.BACKOFF: {S.IDLE},
+}
+
+
+def _rule(handler: Handler, *targets: RoomState | Iterable[RoomState]) -> Rule:
+    flat: set[RoomState] = set()
+    for t in targets:
+        flat |= {t} if isinstance(t, RoomState) else set(t)
+    return Rule(handler, frozenset(flat))
+
+
+TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
+    # --- everywhere: desired state, operator reset, driver re-attach
+    **{(s, OrderChanged): _rule(_order, _ON.get(s, ()), _OFF.get(s, ())) for s in _ALL},
+    **{(s, WindowOpened): _rule(_order, _ON.get(s, ())) for s in _ALL},
+    **{(s, WindowClosed): _rule(_window_closed, _OFF.get(s, ())) for s in _ALL},
+    **{(s, Reset): _rule(_reset, S.UNKNOWN if s is S.QUARANTINED else ()) for s in _ALL},
+    **{(s, Resumed): _rule(_resumed, S.UNKNOWN) for s in _ALL if s is not S.QUARANTINED},
+    # --- UNKNOWN: reconcile before anything else
+    (S.UNKNOWN, JobsListed): _rule(_reconcile_listed, _ADOPT, S.STARTING, S.STOPPING, S.IDLE),
+    (S.UNKNOWN, JobObserved): _rule(_poke_list),
+    (S.UNKNOWN, Poked): _rule(_poke_list),
+    (S.UNKNOWN, QueryFailed): _rule(_list_failed, S.QUARANTINED),
+    (S.UNKNOWN, TimerFired): _rule(_retry_list),
+    # --- STARTING: list-and-adopt, start, wait for PROCESSING + CONNECTED
+    (S.STARTING, JobsListed): _rule(_starting_listed, _ADOPT, S.STOPPING, S.IDLE),
+    (S.STARTING, JobStarted): _rule(_job_started),
+    (S.STARTING, JobStartFailed): _rule(_start_failed, S.BACKOFF, S.QUARANTINED),
+    (S.STARTING, JobObserved): _rule(_starting_observed, S.LIVE, _RESTART),
+    (S.STARTING, RtmpStateReported): _rule(_starting_rtmp, S.LIVE, _RESTART),
+    (S.STARTING, TimerFired): _rule(_starting_timer, _RESTART),
+    (S.STARTING, QueryFailed): _rule(_list_failed, S.BACKOFF, S.QUARANTINED),
+    (S.STARTING, Poked): _rule(_poke_show),
+    # --- LIVE: watch; a drop degrades, a dead job restarts
+    (S.LIVE, RtmpStateReported): _rule(_health_rtmp, S.DEGRADED, _RESTART),
+    (S.LIVE, JobObserved): _rule(_health_observed, S.DEGRADED, _RESTART),
+    (S.LIVE, TimerFired): _rule(_live_timer),
+    (S.LIVE, Poked): _rule(_poke_show),
+    (S.LIVE, OutputChanged): _rule(_live_output_changed),
+    (S.LIVE, CommandSucceeded): _rule(_live_command),
+    (S.LIVE, CommandFailed): _rule(_live_command),
+    # --- DEGRADED: the service's own reconnect gets a grace period
+    (S.DEGRADED, RtmpStateReported): _rule(_health_rtmp, S.LIVE, _RESTART),
+    (S.DEGRADED, JobObserved): _rule(_health_observed, S.LIVE, _RESTART),
+    (S.DEGRADED, TimerFired): _rule(_grace_over, S.REFRESHING),
+    (S.DEGRADED, Poked): _rule(_poke_show),
+    # --- REFRESHING: widen the exit timeout, then REFRESH_OUTPUT_URL over every output
+    (S.REFRESHING, CommandSucceeded): _rule(_refreshing_command),
+    (S.REFRESHING, CommandFailed): _rule(_refreshing_command, _RESTART),
+    (S.REFRESHING, TimerFired): _rule(_refreshing_timer, _RESTART),
+    (S.REFRESHING, RtmpStateReported): _rule(_health_rtmp, S.LIVE, _RESTART),
+    (S.REFRESHING, JobObserved): _rule(_health_observed, S.LIVE, _RESTART),
+    (S.REFRESHING, Poked): _rule(_poke_show),
+    # --- RESTARTING: the broken job is being stopped
+    (S.RESTARTING, JobStopped): _rule(_restart_stopped, S.BACKOFF),
+    (S.RESTARTING, StopFailed): _rule(_stop_failed, S.QUARANTINED),
+    (S.RESTARTING, TimerFired): _rule(_retry_stop),
+    # --- BACKOFF: countdown to the next list-and-start
+    (S.BACKOFF, TimerFired): _rule(_backoff_timer, S.STARTING, S.IDLE),
+    (S.BACKOFF, JobsListed): _rule(_backoff_listed, _ADOPT),
+    (S.BACKOFF, Poked): _rule(_poke_list),
+    # --- STOPPING: order OFF; make sure nothing of ours keeps pushing
+    (S.STOPPING, JobsListed): _rule(_stopping_listed, S.IDLE, S.STARTING),
+    (S.STOPPING, JobStarted): _rule(_stopping_started),
+    (S.STOPPING, JobStartFailed): _rule(_stopping_start_failed, S.IDLE, S.STARTING),
+    (S.STOPPING, JobStopped): _rule(_stopped, S.IDLE, S.STARTING),
+    (S.STOPPING, StopFailed): _rule(_stop_failed, S.IDLE, S.STARTING),
+    (S.STOPPING, TimerFired): _rule(_retry_stop),
+    (S.STOPPING, JobObserved): _rule(_stopping_observed, S.IDLE, S.STARTING),
+    (S.STOPPING, QueryFailed): _rule(_list_failed, S.QUARANTINED),
+    (S.STOPPING, Poked): _rule(_poke_show),
+    # IDLE and QUARANTINED take nothing but the rows at the top.
+}
+
+
+# ----------------------------------------------------------------------------- step
+
+
+_ANSWERS: dict[type[Event], frozenset[Op]] = {  # which call each result can answer
+    JobsListed: frozenset({Op.LIST}),
+    JobStarted: frozenset({Op.START}),
+    JobStartFailed: frozenset({Op.START}),
+    JobStopped: frozenset({Op.STOP}),
+    StopFailed: frozenset({Op.STOP}),
+    JobObserved: frozenset({Op.SHOW}),
+    QueryFailed: frozenset({Op.LIST, Op.SHOW}),
+    CommandSucceeded: frozenset({Op.REFRESH, Op.RESET_EXIT}),
+    CommandFailed: frozenset({Op.REFRESH, Op.RESET_EXIT}),
+}
+
+
+def _fresh_callback(room: Room, ev: RtmpStateReported) -> bool:
+    """A callback counts only for the room's current job and only if not older than we know."""
+    if room.job_id is None or ev.job_id != room.job_id:
+        return False
+    newest = max((t for t in (room.last_observed_at, room.rtmp_at) if t is not None), default=None)
+    return newest is None or ev.at >= newest
+
+
+def step(room: Room, event: Event, now: datetime, policy: Policy) -> Result:
+    """Apply ``event`` to ``room`` at ``now``: the new room and the actions to carry out."""
+    if room.state is S.QUARANTINED and not isinstance(
+        event, Reset | OrderChanged | WindowOpened | WindowClosed
+    ):
+        return room, []  # never act on a quarantined room without a Reset
+    if isinstance(event, OpResult) and event.seq is not None:
+        if room.op not in _ANSWERS.get(type(event), ()) or event.seq != room.op_seq:
+            return room, []  # answer to a call the room no longer waits for
+        room = replace(room, op=None)
+    if isinstance(event, TimerFired) and (room.wait is None or event.seq != room.timer_seq):
+        return room, []
+    if isinstance(event, RtmpStateReported):
+        if not _fresh_callback(room, event):
+            return room, []
+        room = replace(room, rtmp_state=event.rtmp_state, rtmp_at=event.at)
+    if isinstance(event, JobObserved) and event.job_id is not None and event.job_id == room.job_id:
+        room = replace(room, job_state=event.state, last_observed_at=now)
+        if event.rtmp_state is not None:
+            room = replace(room, rtmp_state=event.rtmp_state, rtmp_at=now)
+    rule = TABLE.get((room.state, type(event)))
+    if rule is None:
+        return room, []
+    before = room.state
+    room, actions = rule.handler(room, event, now, policy)
+    if room.state is not before:
+        room = replace(room, since=now)
+    return room, actions
+
+
+# ----------------------------------------------------------------------------- diagram
+
+
+def mermaid() -> str:
+    """The state diagram drawn from :data:`TABLE` (docs/state-machine.md embeds this output)."""
+    edges: dict[tuple[RoomState, RoomState], list[str]] = {}
+    for (source, event), rule in TABLE.items():
+        for target in rule.targets:
+            if target is not source:
+                edges.setdefault((source, target), []).append(event.__name__)
+    order = {s: i for i, s in enumerate(RoomState)}
+    lines = ["stateDiagram-v2", "    [*] --> UNKNOWN"]
+    for source, target in sorted(edges, key=lambda e: (order[e[0]], order[e[1]])):
+        names = ", ".join(sorted(set(edges[(source, target)])))
+        lines.append(f"    {source.value} --> {target.value}: {names}")
+    return "\n".join(lines) + "\n"

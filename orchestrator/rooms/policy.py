@@ -1,0 +1,104 @@
+"""Recovery ladder parameters and backoff arithmetic (pure: no clock, no randomness).
+
+Jitter is an *input*: every function takes ``u`` in [0, 1) that the driver drew from its seeded
+source and carried in on the event (``Event.jitter``). ``u = 0.5`` means no jitter, so tests and
+documentation can compute exact numbers, and ``u → 1`` gives the worst case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from orchestrator.settings import RecoverySettings
+
+__all__ = ["Policy"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """The numbers of one room's recovery ladder (see ``RecoverySettings`` for each default)."""
+
+    grace_s: float = 10.0
+    widen_exit_minutes: int = 10
+    refresh_tries: int = 3
+    refresh_backoff_s: float = 2.0
+    refresh_backoff_factor: float = 1.5
+    refresh_confirm_s: float = 10.0
+    jitter: float = 0.2
+    restart_backoff_s: float = 5.0
+    restart_backoff_max_s: float = 300.0
+    quarantine_after: int = 5
+    quarantine_window_s: float = 1800.0
+    start_confirm_s: float = 120.0
+    stop_confirm_s: float = 60.0
+    stale_after_s: float = 90.0
+    stray_jobs: Literal["stop", "alert"] = "stop"
+    outputs: int = 1
+    """How many RTMP targets the room has: the primary plus its backups."""
+
+    @classmethod
+    def from_settings(cls, s: RecoverySettings, *, outputs: int = 1) -> Policy:
+        return cls(
+            grace_s=s.grace_s,
+            widen_exit_minutes=s.widen_exit_minutes,
+            refresh_tries=max(1, s.refresh_tries),
+            refresh_backoff_s=s.refresh_backoff_s,
+            refresh_backoff_factor=s.refresh_backoff_factor,
+            refresh_confirm_s=s.refresh_confirm_s,
+            jitter=s.jitter,
+            restart_backoff_s=s.restart_backoff_s,
+            restart_backoff_max_s=s.restart_backoff_max_s,
+            quarantine_after=max(1, s.quarantine_after),
+            quarantine_window_s=s.quarantine_window_s,
+            start_confirm_s=s.start_confirm_s,
+            stop_confirm_s=s.stop_confirm_s,
+            stale_after_s=s.stale_after_s,
+            stray_jobs=s.stray_jobs,
+            outputs=max(1, outputs),
+        )
+
+    # ------------------------------------------------------------------ backoff
+
+    def jittered(self, delay: float, u: float) -> float:
+        """``delay`` scaled by a factor in [1 - jitter, 1 + jitter) chosen by ``u`` in [0, 1)."""
+        u = min(max(u, 0.0), 1.0)
+        return max(0.0, delay * (1.0 + self.jitter * (2.0 * u - 1.0)))
+
+    def refresh_delay(self, failed_try: int, u: float) -> float:
+        """Wait after the ``failed_try``-th (0-based) failed refresh of one output URL."""
+        return self.jittered(self.refresh_backoff_s * self.refresh_backoff_factor**failed_try, u)
+
+    def restart_delay(self, retries: int, u: float, retry_after: float | None = None) -> float:
+        """Wait before attempt number ``retries`` (1-based) after a failure: exponential, capped.
+
+        A service ``Retry-After`` hint is a floor; the cap still bounds our own growth.
+        """
+        exponent = max(0, retries - 1)
+        base = self.restart_backoff_s * 2.0 ** min(exponent, 30)
+        delay = min(self.restart_backoff_max_s, self.jittered(base, u))
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    @property
+    def refresh_attempts(self) -> int:
+        """Total REFRESH_OUTPUT_URL attempts of one ladder: tries * outputs."""
+        return self.refresh_tries * self.outputs
+
+    def ladder_worst_case_s(self, call_s: float = 0.0) -> float:
+        """Longest time from a reported drop until the broken job's stop is sent.
+
+        Grace, an optional RESET_EXIT_CONFIG, every refresh waiting its full confirmation time,
+        every backoff at maximum jitter; each API call may take ``call_s`` (its timeout).
+        """
+        total = self.grace_s
+        if self.widen_exit_minutes > 0:
+            total += call_s
+        for output in range(self.outputs):
+            for n in range(self.refresh_tries):
+                total += call_s + self.refresh_confirm_s
+                last = output == self.outputs - 1 and n == self.refresh_tries - 1
+                if not last:
+                    total += self.refresh_delay(n, 1.0)
+        return total + call_s  # the stop call

@@ -1,0 +1,355 @@
+"""Scenario tests of the recovery ladder with explicit times (no jitter: u = 0.5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from orchestrator.rooms.machine import step
+from orchestrator.rooms.model import (
+    Action,
+    ClearAlert,
+    CommandFailed,
+    CommandSucceeded,
+    Event,
+    JobObserved,
+    JobsListed,
+    JobStarted,
+    JobStartFailed,
+    JobStopped,
+    ListJobs,
+    ObservedJob,
+    Order,
+    OrderChanged,
+    Poked,
+    RaiseAlert,
+    RefreshOutput,
+    Reset,
+    ResetExitConfig,
+    Room,
+    RoomState,
+    RtmpStateReported,
+    SetTimer,
+    ShowJob,
+    StartJob,
+    StopJob,
+    TimerFired,
+    WindowClosed,
+    WindowOpened,
+)
+from orchestrator.rooms.policy import Policy
+
+T0 = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)
+S = RoomState
+
+
+@dataclass
+class Sim:
+    """Feeds events at explicit times and remembers the last action of each kind."""
+
+    policy: Policy = field(default_factory=Policy)
+    room: Room = field(default_factory=lambda: Room(room_id="r1", state=RoomState.IDLE))
+    now: datetime = T0
+    actions: list[Action] = field(default_factory=list)
+
+    def at(self, seconds: float) -> Sim:
+        self.now = T0 + timedelta(seconds=seconds)
+        return self
+
+    def feed(self, ev: Event) -> list[Action]:
+        self.room, self.actions = step(self.room, ev, self.now, self.policy)
+        return self.actions
+
+    def one(self, kind: type[Action]) -> Action:
+        found = [a for a in self.actions if isinstance(a, kind)]
+        assert len(found) == 1, (kind, self.actions)
+        return found[0]
+
+    def timer(self) -> SetTimer:
+        t = self.one(SetTimer)
+        assert isinstance(t, SetTimer)
+        return t
+
+    def fire(self) -> list[Action]:
+        """Advance to the room's pending timer and fire it."""
+        t = self.timer()
+        self.now = t.at
+        return self.feed(TimerFired(seq=t.seq))
+
+    def rtmp(self, state: str) -> list[Action]:
+        assert self.room.job_id is not None
+        return self.feed(RtmpStateReported(job_id=self.room.job_id, rtmp_state=state, at=self.now))
+
+    def go_live(self, job: str = "job-1") -> None:
+        self.feed(WindowOpened(window_id="w", window_start=self.now, deadline=None))
+        lst = self.one(ListJobs)
+        assert isinstance(lst, ListJobs)
+        self.feed(JobsListed(seq=lst.seq, jobs=()))
+        start = self.one(StartJob)
+        assert isinstance(start, StartJob)
+        self.feed(JobStarted(seq=start.seq, job_id=job))
+        assert self.room.state is S.STARTING
+        self.rtmp("CONNECTED")
+        assert self.room.state is S.LIVE
+
+
+def test_order_on_lists_before_starting_and_adopts_a_running_job() -> None:
+    sim = Sim()
+    sim.feed(OrderChanged(order=Order.ON))
+    assert sim.room.state is S.STARTING
+    lst = sim.one(ListJobs)
+    assert isinstance(lst, ListJobs)
+    sim.feed(JobsListed(seq=lst.seq, jobs=(ObservedJob("old", "PROCESSING"),)))
+    assert sim.room.state is S.LIVE
+    assert sim.room.job_id == "old"
+    assert not [a for a in sim.actions if isinstance(a, StartJob)]
+
+
+def test_start_intent_key_is_window_and_attempt() -> None:
+    sim = Sim()
+    sim.feed(WindowOpened(window_id="evening", window_start=T0, deadline=None))
+    sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+    start = sim.one(StartJob)
+    assert isinstance(start, StartJob)
+    assert start.window_key == f"evening@{T0.isoformat()}"
+    assert start.attempt == 1
+
+
+def test_drop_recovered_during_grace_goes_back_live_without_commands() -> None:
+    sim = Sim()
+    sim.go_live()
+    sim.at(100).rtmp("DISCONNECTED")
+    assert sim.room.state is S.DEGRADED
+    assert sim.timer().at == sim.now + timedelta(seconds=10)
+    sim.at(105).rtmp("CONNECTED")
+    assert sim.room.state is S.LIVE
+    assert not [a for a in sim.actions if isinstance(a, RefreshOutput | StopJob)]
+
+
+def test_ladder_widen_then_refresh_current_then_backup_then_restart() -> None:
+    sim = Sim(policy=Policy(outputs=2, refresh_tries=2))
+    sim.go_live()
+    sim.at(100).rtmp("DISCONNECTED")
+    sim.fire()  # grace over at 110
+    assert sim.now == T0 + timedelta(seconds=110)
+    assert sim.room.state is S.REFRESHING
+    widen = sim.one(ResetExitConfig)
+    assert isinstance(widen, ResetExitConfig) and widen.minutes == 10
+    sim.feed(CommandSucceeded(seq=widen.seq, command="RESET_EXIT_CONFIG"))
+    indexes = []
+    for _ in range(4):
+        ref = sim.one(RefreshOutput)
+        assert isinstance(ref, RefreshOutput)
+        indexes.append(ref.output_index)
+        sim.feed(CommandSucceeded(seq=ref.seq, command="REFRESH_OUTPUT_URL"))
+        assert sim.timer().at == sim.now + timedelta(seconds=10)  # refresh_confirm_s
+        sim.fire()  # no CONNECTED in time
+        if sim.room.state is S.REFRESHING:
+            sim.fire()  # backoff before the next refresh
+    assert indexes == [0, 0, 1, 1]
+    assert sim.room.state is S.RESTARTING
+    stop = sim.one(StopJob)
+    assert isinstance(stop, StopJob) and stop.job_id == "job-1"
+    sim.feed(JobStopped(seq=stop.seq, job_id="job-1"))
+    assert sim.room.state is S.BACKOFF
+    assert sim.room.next_retry_at == sim.now + timedelta(seconds=5)
+    sim.fire()
+    assert sim.room.state is S.STARTING
+    lst = sim.one(ListJobs)
+    # the stopped job still shows PROCESSING for a moment: it must not be adopted
+    sim.feed(JobsListed(seq=lst.seq, jobs=(ObservedJob("job-1", "PROCESSING"),)))  # type: ignore[attr-defined]
+    start = sim.one(StartJob)
+    assert isinstance(start, StartJob) and start.attempt == 2
+
+
+def test_refresh_backoff_grows_by_factor() -> None:
+    sim = Sim(policy=Policy(widen_exit_minutes=0, refresh_tries=3))
+    sim.go_live()
+    sim.at(0).rtmp("RECONNECTING")
+    sim.fire()
+    delays = []
+    for _ in range(2):
+        ref = sim.one(RefreshOutput)
+        sim.feed(CommandFailed(seq=ref.seq, command="REFRESH_OUTPUT_URL", error="500"))  # type: ignore[attr-defined]
+        delays.append((sim.timer().at - sim.now).total_seconds())
+        sim.fire()
+    assert delays == [2.0, 3.0]
+
+
+def test_connected_during_refresh_confirm_goes_live_and_resets_ladder() -> None:
+    sim = Sim()
+    sim.go_live()
+    sim.at(10).rtmp("DISCONNECTED")
+    sim.fire()
+    sim.feed(CommandFailed(seq=sim.room.op_seq, command="RESET_EXIT_CONFIG", error="x"))
+    ref = sim.one(RefreshOutput)
+    sim.feed(CommandSucceeded(seq=ref.seq, command="REFRESH_OUTPUT_URL"))  # type: ignore[attr-defined]
+    sim.at(25).rtmp("CONNECTED")
+    assert sim.room.state is S.LIVE
+    assert (sim.room.output_index, sim.room.refresh_try, sim.room.retries) == (0, 0, 0)
+
+
+def test_job_failed_restarts_without_a_stop_and_with_backoff() -> None:
+    sim = Sim()
+    sim.go_live()
+    sim.at(50).feed(JobObserved(job_id="job-1", state="FAILED"))
+    assert sim.room.state is S.BACKOFF
+    assert not [a for a in sim.actions if isinstance(a, StopJob)]
+    assert sim.timer().at == sim.now + timedelta(seconds=5)
+
+
+def test_rtmp_end_restarts_with_stop() -> None:
+    sim = Sim()
+    sim.go_live()
+    sim.at(50).rtmp("END")
+    assert sim.room.state is S.RESTARTING
+    assert isinstance(sim.one(StopJob), StopJob)
+
+
+def test_restart_backoff_doubles_and_quarantine_after_k_failures() -> None:
+    sim = Sim(policy=Policy(quarantine_after=3))
+    sim.go_live()
+    delays = []
+    for i in range(3):
+        sim.feed(JobObserved(job_id=sim.room.job_id, state="FAILED"))
+        if sim.room.state is S.QUARANTINED:
+            break
+        delays.append((sim.timer().at - sim.now).total_seconds())
+        sim.fire()
+        sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+        start = sim.one(StartJob)
+        sim.feed(JobStarted(seq=start.seq, job_id=f"job-{i + 2}"))  # type: ignore[attr-defined]
+    assert delays == [5.0, 10.0]
+    assert sim.room.state is S.QUARANTINED
+    alert = sim.one(RaiseAlert)
+    assert isinstance(alert, RaiseAlert) and alert.kind == "quarantined"
+    assert "3 failed restarts" in (sim.room.last_error or "")
+    # a quarantined room does nothing until Reset
+    assert sim.feed(Poked()) == []
+    assert sim.feed(TimerFired(seq=sim.room.timer_seq)) == []
+    sim.feed(Reset(cause="mqtt:reset"))
+    assert sim.room.state is S.UNKNOWN
+    assert isinstance(sim.one(ClearAlert), ClearAlert)
+    assert isinstance(sim.one(ListJobs), ListJobs)
+    assert sim.room.restart_failures == ()
+
+
+def test_failures_outside_the_window_do_not_count() -> None:
+    sim = Sim(policy=Policy(quarantine_after=2, quarantine_window_s=60))
+    sim.go_live()
+    sim.at(0).feed(JobObserved(job_id="job-1", state="FAILED"))
+    sim.fire()
+    sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+    sim.feed(JobStarted(seq=sim.room.op_seq, job_id="job-2"))
+    sim.at(200).feed(JobObserved(job_id="job-2", state="FAILED"))
+    assert sim.room.state is S.BACKOFF
+
+
+def test_permanent_start_error_quarantines_at_once() -> None:
+    sim = Sim()
+    sim.feed(OrderChanged(order=Order.ON))
+    sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+    sim.feed(JobStartFailed(seq=sim.room.op_seq, error="MSS.00000003 Invalid parameter"))
+    assert sim.room.state is S.QUARANTINED
+    assert "MSS.00000003" in (sim.room.last_error or "")
+
+
+def test_unknown_start_outcome_lists_then_adopts_the_ghost() -> None:
+    sim = Sim()
+    sim.feed(OrderChanged(order=Order.ON))
+    sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+    sim.feed(JobStartFailed(seq=sim.room.op_seq, error="timeout", temporary=True,
+                            outcome_unknown=True))  # fmt: skip
+    lst = sim.one(ListJobs)
+    assert not [a for a in sim.actions if isinstance(a, StartJob)]
+    sim.feed(JobsListed(seq=lst.seq, jobs=(ObservedJob("ghost", "WAITING"),)))  # type: ignore[attr-defined]
+    assert sim.room.state is S.STARTING
+    assert sim.room.job_id == "ghost"
+    assert not [a for a in sim.actions if isinstance(a, StartJob)]
+
+
+def test_temporary_start_error_backs_off_honouring_retry_after() -> None:
+    sim = Sim()
+    sim.feed(OrderChanged(order=Order.ON))
+    sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+    sim.feed(JobStartFailed(seq=sim.room.op_seq, error="429", temporary=True, retry_after=42))
+    assert sim.room.state is S.BACKOFF
+    assert sim.room.next_retry_at == sim.now + timedelta(seconds=42)
+    sim.fire()
+    assert isinstance(sim.one(ListJobs), ListJobs)  # list again before the next start
+
+
+def test_start_not_confirmed_in_time_restarts() -> None:
+    sim = Sim()
+    sim.feed(OrderChanged(order=Order.ON))
+    sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+    sim.feed(JobStarted(seq=sim.room.op_seq, job_id="slow"))
+    assert sim.timer().at == sim.now + timedelta(seconds=120)
+    sim.fire()
+    assert sim.room.state is S.RESTARTING
+
+
+def test_stale_watchdog_reads_the_job() -> None:
+    sim = Sim()
+    sim.go_live()
+    assert sim.timer().at == sim.now + timedelta(seconds=90)
+    sim.fire()
+    show = sim.one(ShowJob)
+    assert isinstance(show, ShowJob) and show.job_id == "job-1"
+    sim.feed(JobObserved(seq=show.seq, job_id="job-1", state="PROCESSING"))
+    assert sim.room.state is S.LIVE
+    assert sim.room.last_observed_at == sim.now
+
+
+def test_poked_shows_known_job_and_lists_otherwise() -> None:
+    sim = Sim()
+    sim.go_live()
+    sim.feed(Poked())
+    assert isinstance(sim.one(ShowJob), ShowJob)
+    sim2 = Sim(room=Room(room_id="r1"))
+    sim2.feed(Poked())
+    assert isinstance(sim2.one(ListJobs), ListJobs)
+
+
+def test_window_closed_stops_and_goes_idle() -> None:
+    sim = Sim()
+    sim.go_live()
+    sim.feed(WindowClosed(window_id="other"))
+    assert sim.room.state is S.LIVE
+    sim.feed(WindowClosed(window_id="w"))
+    assert sim.room.state is S.STOPPING
+    stop = sim.one(StopJob)
+    sim.feed(JobStopped(seq=stop.seq, job_id="job-1"))  # type: ignore[attr-defined]
+    assert sim.room.state is S.IDLE
+    assert sim.room.job_id is None
+
+
+def test_order_off_during_start_stops_the_job_once_it_exists() -> None:
+    sim = Sim()
+    sim.feed(OrderChanged(order=Order.ON))
+    sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+    start = sim.one(StartJob)
+    sim.feed(OrderChanged(order=Order.OFF))
+    assert sim.room.state is S.STOPPING
+    assert sim.actions == []
+    sim.feed(JobStarted(seq=start.seq, job_id="late"))  # type: ignore[attr-defined]
+    stop = sim.one(StopJob)
+    assert isinstance(stop, StopJob) and stop.job_id == "late"
+
+
+def test_startup_reconcile_adopts_or_starts() -> None:
+    sim = Sim(room=Room(room_id="r1", order=Order.ON, job_id="j", window_id="w", window_start=T0))
+    sim.feed(JobsListed(jobs=(ObservedJob("j", "PROCESSING"),)))  # unsolicited (startup)
+    assert sim.room.state is S.LIVE
+    idle = Sim(room=Room(room_id="r1", order=Order.ON))
+    idle.feed(JobsListed(jobs=()))
+    assert idle.room.state is S.UNKNOWN
+    assert isinstance(idle.one(ListJobs), ListJobs)  # never start on someone else's listing
+    idle.feed(JobsListed(seq=idle.room.op_seq, jobs=()))
+    assert isinstance(idle.one(StartJob), StartJob)
+
+
+def test_ladder_worst_case_fits_inside_the_service_patience() -> None:
+    p = Policy()
+    assert p.ladder_worst_case_s() == 46.0
+    assert p.ladder_worst_case_s(call_s=15.0) < 180.0

@@ -1,0 +1,63 @@
+"""ManualClock wakes sleepers deterministically; policy arithmetic is exact for a given jitter."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orchestrator.clock import ManualClock, SystemClock
+from orchestrator.rooms.policy import Policy
+from orchestrator.settings import RecoverySettings
+
+
+async def test_manual_clock_wakes_in_due_order_only_when_advanced() -> None:
+    clock = ManualClock()
+    t0 = clock.now()
+    woke: list[str] = []
+
+    async def sleeper(name: str, after: float) -> None:
+        await clock.sleep_until(t0 + timedelta(seconds=after))
+        woke.append(name)
+
+    tasks = [asyncio.create_task(sleeper(n, s)) for n, s in (("b", 20), ("a", 10), ("c", 30))]
+    while clock.sleepers < 3:
+        await asyncio.sleep(0)
+    clock.advance(15)
+    await asyncio.wait_for(tasks[1], 1)
+    assert woke == ["a"]
+    clock.advance(100)
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)
+    assert woke == ["a", "b", "c"]
+    assert clock.now() == t0 + timedelta(seconds=115)
+
+
+async def test_manual_clock_past_deadline_returns_at_once_and_rejects_going_back() -> None:
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    await asyncio.wait_for(clock.sleep_until(clock.now()), 1)
+    with pytest.raises(ValueError):
+        clock.advance(-1)
+    with pytest.raises(ValueError):
+        ManualClock(datetime(2026, 1, 1))  # naive on purpose
+
+
+async def test_system_clock_is_aware_utc_and_past_sleep_is_immediate() -> None:
+    clock = SystemClock()
+    now = clock.now()
+    assert now.tzinfo is UTC
+    await asyncio.wait_for(clock.sleep_until(now - timedelta(seconds=1)), 1)
+
+
+def test_policy_from_settings_and_backoffs() -> None:
+    p = Policy.from_settings(RecoverySettings(grace_s=3, refresh_tries=0), outputs=0)
+    assert (p.grace_s, p.refresh_tries, p.outputs) == (3, 1, 1)
+    q = Policy()
+    assert q.jittered(10, 0.5) == 10
+    assert q.jittered(10, 0.0) == 8
+    assert q.jittered(10, 0.99999) == pytest.approx(12, rel=1e-3)
+    assert [q.refresh_delay(n, 0.5) for n in range(3)] == [2.0, 3.0, 4.5]
+    assert q.restart_delay(1, 0.5) == 5
+    assert q.restart_delay(20, 0.99) == 300  # capped
+    assert q.restart_delay(1, 0.5, retry_after=60) == 60
+    assert q.refresh_attempts == 3
