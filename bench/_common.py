@@ -35,6 +35,7 @@ from orchestrator.httpserver import serve
 
 __all__ = [
     "AK",
+    "CALLBACK_KEY",
     "PROJECT",
     "RESULTS",
     "ROOT",
@@ -43,6 +44,7 @@ __all__ = [
     "Emulator",
     "Target",
     "commit",
+    "daemon",
     "emulator",
     "emulator_process",
     "fmt",
@@ -420,11 +422,13 @@ class DaemonProcess:
 
 @contextlib.asynccontextmanager
 async def daemon(
-    emulator_url: str, rooms: Sequence[str], **kw: Any
+    emulator_url: str, rooms: Sequence[str], *, autostart: bool = True, **kw: Any
 ) -> AsyncIterator[DaemonProcess]:
-    """Start a daemon, yield it once ready, stop it (SIGTERM) on exit; keep logs on failure."""
+    """Yield a daemon (started unless ``autostart`` is false: the caller calls ``start()``
+    after preparing the emulator); stop it (SIGTERM) on exit; keep its files on failure."""
     proc = DaemonProcess(emulator_url, rooms, **kw)
-    proc.start()
+    if autostart:
+        proc.start()
     ok = False
     try:
         yield proc

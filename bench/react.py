@@ -1,0 +1,150 @@
+"""``react``: 1,000 live rooms, 10 % of links drop at once; how fast does liveorch act?
+
+Set-up: the emulator (in this process, documented rate limits, real time) runs one CONNECTED
+job per room; the daemon adopts them (``grace_s = 0`` and ``widen_exit_minutes = 0`` so the
+first recovery action is ``REFRESH_OUTPUT_URL``). Then, in one loop iteration, 10 % of the links
+are forced ``DISCONNECTED`` and held (only a refresh brings them back).
+
+Figures, all taken on the emulator's side of the wire:
+
+* ``react``: per dropped job, from the ``DISCONNECTED`` callback leaving the emulator to the
+  ``REFRESH_OUTPUT_URL`` request arriving at it. It includes the loopback HTTP both ways and
+  the daemon's own rate limiter (4 commands/s per tenant), so in a burst the k-th refresh
+  waits about k/4 s by design. To show the daemon's own reaction, a second phase drops rooms
+  one at a time (spaced so the command bucket is never empty): ``react_single``.
+* ``all_live_s``: from the burst to the last dropped room ``CONNECTED`` again, against the floor
+  set by the command rate limit (``dropped / 4 per s``) plus the emulator's connect delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bench._common import Target, daemon, emulator, percentile, record, room_ids
+from bench._fleet import CallbackRecorder, Probe, preseed, wait_daemon_states
+from orchestrator import logging as olog
+from orchestrator.emulator.service import DEFAULT_RATE_LIMITS, Job
+
+CONNECT_S = 1.0
+
+
+def _latencies(
+    rec: CallbackRecorder, probe: Probe, jobs: set[str], since: float
+) -> tuple[list[float], int]:
+    """callback-left → refresh-arrived per job (first of each after ``since``); and misses."""
+    left: dict[str, float] = {}
+    for t, job_id, event, state in rec.sent:
+        if (
+            t >= since
+            and job_id in jobs
+            and event == "RTMP_STREAM_STATE_CHANGE"
+            and state == "DISCONNECTED"
+            and job_id not in left
+        ):
+            left[job_id] = t
+    arrived: dict[str, float] = {}
+    for t, job_id, command in probe.commands:
+        if t >= since and command == "REFRESH_OUTPUT_URL" and job_id not in arrived:
+            arrived[job_id] = t
+    out = [
+        arrived[j] - left[j] for j in jobs if j in left and j in arrived and arrived[j] >= left[j]
+    ]
+    return out, len(jobs) - len(out)
+
+
+async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
+    rooms = room_ids(n)
+    rec = CallbackRecorder()
+    async with emulator(
+        rooms,
+        connect_s=CONNECT_S,
+        waiting_s=1.0,
+        callback_transport=rec,
+        callback_retry_delays=(0.2,),
+    ) as emu:
+        probe = Probe(emu)
+        up: dict[str, float] = {}
+
+        def on_rtmp(job: Job, state: str) -> None:
+            if state == "CONNECTED":
+                up[job.room_id] = time.monotonic()
+
+        emu.service.rtmp_listeners.append(on_rtmp)
+        async with daemon(
+            emu.base_url,
+            rooms,
+            recovery={"grace_s": 0.0, "widen_exit_minutes": 0},
+            autostart=False,
+        ) as d:
+            await preseed(emu, rooms, d.callback_url)
+            d.start()
+            await d.wait_ready(timeout_s=300)
+            await wait_daemon_states(d.base_url, rooms, "LIVE", timeout_s=300)
+            await asyncio.sleep(2.0)  # let adoption traffic drain
+            # --- burst: 10 % at once
+            victims = rooms[:: max(1, n // drop)][:drop]
+            jobs = {j.job_id: j for j in emu.service.jobs.values() if j.running}
+            by_room = {j.room_id: j.job_id for j in jobs.values()}
+            t0 = time.monotonic()
+            for room in victims:
+                emu.service.force_rtmp(by_room[room], "DISCONNECTED", None)
+            deadline = t0 + 60 + drop / DEFAULT_RATE_LIMITS["command"] * 3
+            while time.monotonic() < deadline and not all(up.get(r, 0) > t0 for r in victims):
+                await asyncio.sleep(0.05)
+            burst_ok = all(up.get(r, 0) > t0 for r in victims)
+            all_live_s = max(up.get(r, deadline) for r in victims) - t0
+            burst, burst_miss = _latencies(rec, probe, {by_room[r] for r in victims}, t0)
+            await asyncio.sleep(2.0)
+            # --- singles: one drop at a time, the command bucket full each time
+            t1 = time.monotonic()
+            others = [r for r in rooms if r not in victims][:singles]
+            live_jobs = {j.room_id: j.job_id for j in emu.service.jobs.values() if j.running}
+            for room in others:
+                emu.service.force_rtmp(live_jobs[room], "DISCONNECTED", None)
+                t_drop = time.monotonic()
+                while time.monotonic() - t_drop < 10 and up.get(room, 0) <= t_drop:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(1.0 / DEFAULT_RATE_LIMITS["command"] + 0.1)
+            single, single_miss = _latencies(rec, probe, {live_jobs[r] for r in others}, t1)
+            rss = d.rss_mb()
+    floor = drop / DEFAULT_RATE_LIMITS["command"] + CONNECT_S
+    return {
+        "rooms": n,
+        "dropped": drop,
+        "react_burst_p50_ms": percentile(burst, 50) * 1000,
+        "react_burst_p99_ms": percentile(burst, 99) * 1000,
+        "react_burst_missing": burst_miss,
+        "react_single_n": len(single),
+        "react_single_p50_ms": percentile(single, 50) * 1000,
+        "react_single_p99_ms": percentile(single, 99) * 1000,
+        "react_single_missing": single_miss,
+        "all_live_s": all_live_s if burst_ok else float("nan"),
+        "all_live_floor_s": floor,
+        "all_live_over_floor": all_live_s / floor,
+        "daemon_rss_mb": rss,
+    }
+
+
+def run(quick: bool) -> int:
+    olog.configure("warning", "json")
+    n, drop, singles = (100, 10, 10) if quick else (1000, 100, 40)
+    figures = asyncio.run(_bench(n, drop, singles))
+    p50 = float(figures["react_single_p50_ms"])  # type: ignore[arg-type]
+    p99 = float(figures["react_single_p99_ms"])  # type: ignore[arg-type]
+    record(
+        "react",
+        figures,
+        [
+            Target("react p50 ms (single drops)", p50, "<=", 5.0),
+            Target("react p99 ms (single drops)", p99, "<=", 20.0),
+        ],
+        quick=quick,
+        notes=(
+            "emulator in-process, documented limits (4 commands/s, 20 queries/s), real time; "
+            "grace_s=0, widen_exit_minutes=0; react = DISCONNECTED callback leaving the emulator "
+            "→ REFRESH_OUTPUT_URL arriving (includes loopback HTTP both ways); burst figures "
+            "include the 4/s command limiter queue; floor = dropped/4 + connect 1 s"
+        ),
+    )
+    return 0
