@@ -182,6 +182,10 @@ class Metrics:
         if lag_s is not None:
             self._callback_lag.observe(max(0.0, lag_s))
 
+    def callback_lag(self, seconds: float) -> None:
+        """Seconds between the callback being signed (hwTime) and being received."""
+        self._callback_lag.observe(max(0.0, seconds))
+
     # --- SLA -----------------------------------------------------------------------------
 
     def sla(self, room_id: str, *, live_s: float = 0.0, scheduled_s: float = 0.0) -> None:
