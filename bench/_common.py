@@ -181,6 +181,7 @@ def record(
     cell = "; ".join(f"{k}={fmt(v)}" for k, v in figures.items())
     tcell = "; ".join(str(t) for t in targets) or "—"
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+    notes = notes.replace("|", "/")
     row = f"| {date} | {name} | {machine()} | {commit()} | {cell} | {tcell} | {notes} |\n"
     if not RESULTS.exists():
         RESULTS.write_text(_HEADER, encoding="utf-8")

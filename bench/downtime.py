@@ -286,7 +286,7 @@ def run(quick: bool) -> int:
             figures,
             [Target("liveorch mean downtime ≥10x better", float("nan"), ">=", 10.0)],
             quick=quick,
-            notes=notes + f"; liveorch run failed: {str(exc)[:200]}",
+            notes=notes + f"; liveorch run failed: {str(exc).strip().splitlines()[-1][:200]}",
         )
         return 1
     figures.update(_summary("liveorch", live))
