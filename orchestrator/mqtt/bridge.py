@@ -56,7 +56,7 @@ from orchestrator.mqtt.commands import (
     peek_id,
     redact,
 )
-from orchestrator.mqtt.link import Backoff, make_client, tls_context
+from orchestrator.mqtt.link import MAX_INFLIGHT, Backoff, make_client, tls_context
 from orchestrator.mqtt.topics import (
     OFFLINE,
     ONLINE,
@@ -76,7 +76,7 @@ log = structlog.get_logger(__name__)
 RelayHandler = Callable[[bytes, Properties | None], Awaitable[None]]
 """Receives one relayed callback envelope (raw payload + v5 properties)."""
 
-_PUBLISH_BATCH = 64
+_PUBLISH_BATCH = MAX_INFLIGHT
 _GOODBYE_TIMEOUT_S = 2.0
 
 

@@ -215,8 +215,9 @@ class PrivateBroker:
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            "persistence false\nlog_dest stdout\nlog_type error\nlog_type warning\n"
-            "log_type notice\nlog_type information\n"
+            # max_queued_messages 0: a slow test subscriber must not lose 10,000 states
+            "persistence false\nmax_queued_messages 0\nlog_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
         )
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
@@ -227,11 +228,11 @@ class PrivateBroker:
             "mosquitto",
             "-c",
             str(self.conf),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,  # stderr is unbuffered: lines arrive as logged
         )
-        assert self.proc.stdout is not None
-        stdout = self.proc.stdout
+        assert self.proc.stderr is not None
+        stdout = self.proc.stderr
         async with asyncio.timeout(TIMEOUT):
             while True:
                 line = (await stdout.readline()).decode(errors="replace")
