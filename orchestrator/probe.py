@@ -119,14 +119,18 @@ def probe_command(url: str, *, timeout_s: float, ffprobe: str = "ffprobe") -> li
     """The ffprobe argv for ``url``.
 
     ``-rw_timeout`` (µs) is the generic I/O timeout of FFmpeg's protocol layer and works for
-    RTMP, HTTP-FLV and HLS alike; it lets ffprobe give up by itself slightly before our hard
-    limit so we usually get its own error text. (Do not use ``-timeout`` for RTMP: there it
-    means *listen* and turns the probe into a server.)
+    RTMP, HTTP-FLV and HLS alike: a live playback that delivers nothing for half the budget is
+    dead, and ffprobe then exits with its own error text before our hard limit. (Never
+    ``-timeout`` for RTMP: there it means *listen* and turns the probe into a server.)
+    ``-analyzeduration`` is kept short (a quarter of the budget, 0.5 to 2 s): we only need to
+    see which streams exist, and FLV live streams would otherwise be read for the default 5 s.
     """
-    rw_us = max(100_000, int(timeout_s * 0.8 * 1_000_000))
+    rw_us = max(100_000, int(timeout_s * 0.5 * 1_000_000))
+    analyze_us = int(min(2.0, max(0.5, timeout_s / 4)) * 1_000_000)
     return [
         ffprobe, "-v", "error", "-hide_banner",
         "-rw_timeout", str(rw_us),
+        "-analyzeduration", str(analyze_us),
         "-show_streams", "-of", "json",
         url,
     ]  # fmt: skip
