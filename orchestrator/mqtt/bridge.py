@@ -6,6 +6,7 @@ Shape of the loop (one ``run()`` task, supervised by the app's TaskGroup)::
          ▲                                                │
          │ jittered capped backoff              receiver ◄┴► sender   (first failure ends both)
          └──────────── MqttError ◄──────────────────┘
+    (the backoff resets once a connection has lasted STABLE_AFTER_S)
 
 Publishing never blocks a room: :meth:`MqttBridge.publish_state` and
 :meth:`MqttBridge.publish_event` only put data in bounded in-memory outboxes (latest state per
@@ -78,6 +79,10 @@ RelayHandler = Callable[[bytes, Properties | None], Awaitable[None]]
 
 _PUBLISH_BATCH = MAX_INFLIGHT
 _GOODBYE_TIMEOUT_S = 2.0
+STABLE_AFTER_S = 10.0
+"""The reconnect backoff resets only after a connection lasted this long, so two daemons
+fighting over one client id (or a broker that accepts then drops us) back off instead of
+flapping at the base delay."""
 
 
 class ReplyStore(Protocol):
@@ -191,6 +196,7 @@ class MqttBridge:
         self._pending = asyncio.Semaphore(max_pending)
         self._inflight: dict[str, asyncio.Future[Mapping[str, Any]]] = {}
         self._tls = tls_context(settings)
+        self._connected_at: float | None = None
 
     # ------------------------------------------------------------------ outward API (sync)
 
@@ -245,17 +251,21 @@ class MqttBridge:
 
     async def run(self) -> None:
         """Stay connected until cancelled; on cancellation say ``offline`` and disconnect."""
+        loop = asyncio.get_running_loop()
         try:
             while True:
+                self._connected_at = None
                 try:
                     await self._connection()
                 except aiomqtt.MqttError as exc:
-                    if self._connected.is_set():
-                        self.stats.connection_losses += 1
-                    log.warning("mqtt_connection_lost", error=str(exc)[:200])
+                    self._log_loss(exc)
                 finally:
                     self._connected.clear()
                     self.stats.connected = False
+                if self._connected_at is not None:
+                    self.stats.connection_losses += 1
+                    if loop.time() - self._connected_at >= STABLE_AFTER_S:
+                        self._backoff.reset()
                 delay = self._backoff.next_delay()
                 log.info("mqtt_reconnect_scheduled", delay_s=round(delay, 3))
                 await asyncio.sleep(delay)
@@ -267,7 +277,7 @@ class MqttBridge:
         async with client:
             try:
                 await self._birth(client)
-                self._backoff.reset()
+                self._connected_at = asyncio.get_running_loop().time()
                 self.stats.connects += 1
                 self.stats.connected = True
                 self._connected.set()
@@ -281,6 +291,16 @@ class MqttBridge:
             except asyncio.CancelledError:
                 await self._goodbye(client)
                 raise
+
+    def _log_loss(self, exc: aiomqtt.MqttError) -> None:
+        # paho reports a session take-over (same client id elsewhere) only as an unspecified
+        # error, so the reason is logged as given; repeated quick losses show in the backoff.
+        cause = exc.__cause__
+        log.warning(
+            "mqtt_connection_lost",
+            error=str(exc)[:200],
+            reason=str(cause)[:200] if cause is not None else None,
+        )
 
     async def _birth(self, client: aiomqtt.Client) -> None:
         await client.publish(self.topics.bridge_state, ONLINE, qos=1, retain=True)
