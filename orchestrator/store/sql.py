@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -329,10 +331,11 @@ class SqlStore:
         connect_args: dict[str, Any] = {}
         if self._is_sqlite:
             try:
-                self._prepare_sqlite_file()
-            except OSError as e:
+                await asyncio.to_thread(self._prepare_sqlite_file)
+            except (OSError, sqlite3.Error) as e:
                 raise StoreError(
-                    f"cannot create the SQLite store {self._url.database}: {e.strerror or e}"
+                    f"cannot create the SQLite store {self._url.database}: "
+                    f"{getattr(e, 'strerror', None) or e}"
                 ) from e
             connect_args["timeout"] = _BUSY_TIMEOUT_MS / 1000
         else:
@@ -385,6 +388,21 @@ class SqlStore:
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
         os.chmod(path, 0o600)  # callbacks and room state are not for other local users
+        # Switch to WAL once, here: the mode is stored in the file, so the per-connection pragma
+        # below is then a no-op. Changing it needs an exclusive lock, which fails at once (no
+        # busy wait) when another connection is inside a transaction, e.g. a second instance
+        # migrating; retry that briefly.
+        for attempt in range(50):
+            try:
+                with contextlib.closing(
+                    sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000)
+                ) as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.05)
 
     async def _migrate(self) -> None:
         async with self._write("open") as conn:

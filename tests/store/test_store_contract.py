@@ -52,6 +52,14 @@ async def test_open_twice_and_reopen_migrates_once(target: StoreTarget) -> None:
     assert await second.load_rooms() == {"r1": {"state": "LIVE"}}
 
 
+async def test_schema_newer_than_this_build_is_refused(target: StoreTarget) -> None:
+    first = await target.make()
+    async with first.engine.begin() as conn:
+        await conn.execute(schema_version.insert().values(version=99, applied_at=T0))
+    with pytest.raises(StoreError, match="newer than this build"):
+        await target.make()
+
+
 async def test_two_instances_opening_at_once_both_succeed(target: StoreTarget) -> None:
     a, b = target.new(), target.new()
     await asyncio.gather(a.open(), b.open())
