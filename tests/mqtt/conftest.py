@@ -233,14 +233,18 @@ class PrivateBroker:
         )
         assert self.proc.stderr is not None
         stdout = self.proc.stderr
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                line = (await stdout.readline()).decode(errors="replace")
-                if not line:
-                    raise RuntimeError("mosquitto exited: " + "".join(self.lines))
-                self.lines.append(line)
-                if " running" in line:
-                    break
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    line = (await stdout.readline()).decode(errors="replace")
+                    if not line:
+                        raise RuntimeError("mosquitto exited: " + "".join(self.lines))
+                    self.lines.append(line)
+                    if " running" in line:
+                        break
+        except BaseException:
+            await self.stop()  # never leak a broker when start-up fails
+            raise
         self._drain = asyncio.create_task(self._drain_output(stdout), name="broker-log")
 
     async def _drain_output(self, stdout: asyncio.StreamReader) -> None:
