@@ -122,11 +122,13 @@ def probe_command(url: str, *, timeout_s: float, ffprobe: str = "ffprobe") -> li
     RTMP, HTTP-FLV and HLS alike: a live playback that delivers nothing for half the budget is
     dead, and ffprobe then exits with its own error text before our hard limit. (Never
     ``-timeout`` for RTMP: there it means *listen* and turns the probe into a server.)
-    ``-analyzeduration`` is kept short (a quarter of the budget, 0.5 to 2 s): we only need to
-    see which streams exist, and FLV live streams would otherwise be read for the default 5 s.
+    ``-analyzeduration`` is half the budget, at most FFmpeg's default 5 s. A live FLV/RTMP
+    playback is read for that long, and the video stream only shows up with the first key
+    frame (nginx-rtmp and CDNs hold video back until one), so it must exceed the stream's GOP:
+    with a shorter window a healthy stream with 2 s GOPs looks audio-only, i.e. dead.
     """
     rw_us = max(100_000, int(timeout_s * 0.5 * 1_000_000))
-    analyze_us = int(min(2.0, max(0.5, timeout_s / 4)) * 1_000_000)
+    analyze_us = max(100_000, int(min(5.0, timeout_s * 0.5) * 1_000_000))
     return [
         ffprobe, "-v", "error", "-hide_banner",
         "-rw_timeout", str(rw_us),

@@ -26,7 +26,7 @@ from orchestrator.rooms.model import Event, Order, RoomState, RtmpStateReported,
 
 pytestmark = [pytest.mark.external_service, pytest.mark.timeout(40)]
 
-PROBE_TIMEOUT_S = 2.5
+PROBE_TIMEOUT_S = 3.0
 DEADLINE_S = 15.0
 
 

@@ -60,7 +60,7 @@ def test_command_uses_rw_timeout_and_never_rtmp_listen_timeout() -> None:
     argv = probe_command(URL, timeout_s=10, ffprobe="/opt/ffprobe")
     assert argv[0] == "/opt/ffprobe"
     assert argv[argv.index("-rw_timeout") + 1] == "5000000"
-    assert argv[argv.index("-analyzeduration") + 1] == "2000000"
+    assert argv[argv.index("-analyzeduration") + 1] == "5000000"
     assert "-timeout" not in argv  # for RTMP it would turn ffprobe into a listening server
     assert argv[-1] == URL
     assert argv[argv.index("-of") + 1] == "json" and "-show_streams" in argv

@@ -99,7 +99,10 @@ class NginxRtmp:
 
 
 class FfmpegPublisher:
-    """``ffmpeg -re`` pushing a test pattern (H.264) and a tone (AAC) as FLV to ``target``."""
+    """``ffmpeg -re`` pushing a test pattern (H.264) and a tone (AAC) as FLV to ``target``.
+
+    GOP 0.4 s: a new player sees video at the first key frame, so short GOPs keep probes fast.
+    """
 
     def __init__(self, target: str, *, ffmpeg: str = "ffmpeg") -> None:
         self.target = target
@@ -111,7 +114,7 @@ class FfmpegPublisher:
             self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
             "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25",
+            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "10",
             "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "32k",
             "-f", "flv", self.target,
         ]  # fmt: skip
