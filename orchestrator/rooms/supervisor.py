@@ -1,0 +1,632 @@
+"""The driver of the room machines: one queue and one worker per room, I/O at the edges.
+
+Each room has an unbounded :class:`asyncio.Queue` (``post`` never blocks) and a worker task
+named ``room:<id>`` that takes one event at a time, runs the pure ``step``, persists the new
+state, tells the listeners, and carries out the returned actions. An action's outcome — answer,
+error or timeout — becomes an event posted back into the same queue, so a room's events are
+handled strictly in order while rooms run in parallel.
+
+Failure containment: a worker that raises is logged (``room_worker_crashed``) and restarted
+with backoff; the room is then told ``Resumed`` and reconciles (lists its jobs) because whatever
+was in flight is lost. Nothing one room does can stop another's worker.
+
+Every cloud error is turned into an event that says what happened (see ``rooms.model``): the
+machine decides what to do next. Start intents are written to the store *before* the start call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from orchestrator.clock import Clock
+from orchestrator.errors import (
+    Conflict,
+    NotFound,
+    OrchestratorError,
+    PermanentError,
+    StartOutcomeUnknown,
+    TemporaryError,
+)
+from orchestrator.metastudio.models import LiveExitConfig, StartSmartLiveReq
+from orchestrator.rooms.machine import ACTIVE_JOB_STATES, step
+from orchestrator.rooms.model import (
+    Action,
+    ClearAlert,
+    CommandFailed,
+    CommandSucceeded,
+    Event,
+    JobObserved,
+    JobsListed,
+    JobStarted,
+    JobStartFailed,
+    JobStopped,
+    ListJobs,
+    ObservedJob,
+    OutputChanged,
+    Poked,
+    QueryFailed,
+    RaiseAlert,
+    RefreshOutput,
+    ResetExitConfig,
+    Resumed,
+    Room,
+    RoomState,
+    SetTimer,
+    ShowJob,
+    Snapshot,
+    StartJob,
+    StopFailed,
+    StopJob,
+    TimerFired,
+)
+from orchestrator.rooms.startreq import RoomConfig, build_start_request
+from orchestrator.store.base import StartIntent, Store, StoreError, TransitionRecord
+
+__all__ = ["AdoptionReport", "CloudPort", "RoomSupervisor", "Transition"]
+
+log = structlog.get_logger(__name__)
+
+_ACTIVE = sorted(ACTIVE_JOB_STATES)
+_CRASH_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+# ----------------------------------------------------------------------------- the cloud seam
+
+
+class _Job(Protocol):
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def state(self) -> Any: ...
+    @property
+    def room_id(self) -> str | None: ...
+
+
+class _Started(Protocol):
+    @property
+    def job_id(self) -> str: ...
+
+
+class CloudPort(Protocol):
+    """The part of ``metastudio.client.MetaStudioClient`` the rooms use (our seam for fakes)."""
+
+    async def start_job(self, room_id: str, req: StartSmartLiveReq) -> _Started: ...
+    async def stop_job(self, room_id: str, job_id: str) -> None: ...
+    async def show_job(self, room_id: str, job_id: str) -> _Job: ...
+    def iter_room_jobs(
+        self, room_id: str, *, states: Sequence[str] | None = None
+    ) -> AsyncIterator[_Job]: ...
+    def iter_tenant_jobs(self, *, states: Sequence[str] | None = None) -> AsyncIterator[_Job]: ...
+    async def refresh_output_url(
+        self, room_id: str, job_id: str, *, output_url: str, stream_key: str
+    ) -> object: ...
+    async def reset_exit_config(
+        self, room_id: str, job_id: str, config: LiveExitConfig
+    ) -> object: ...
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What listeners (MQTT, metrics, SLA) learn about each change of a room's snapshot."""
+
+    room_id: str
+    at: datetime
+    before: Snapshot
+    after: Snapshot
+    event: str
+    cause: str
+    alert: tuple[str, Literal["SET", "CLEARED"], str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptionReport:
+    """Startup adoption: which running jobs went to which room, and what we left alone."""
+
+    adopted: dict[str, list[str]] = field(default_factory=dict)
+    unmanaged: list[tuple[str, str]] = field(default_factory=list)  # (room_id, job_id)
+    without_jobs: list[str] = field(default_factory=list)
+
+
+def _state_of(job: _Job) -> str:
+    return str(getattr(job.state, "value", job.state) or "")
+
+
+def _rtmp_of(job: object) -> str | None:
+    value = getattr(job, "rtmp_state", None)  # the real API has none; the emulator may add it
+    return str(value) if value else None
+
+
+def _short(exc: BaseException) -> str:
+    """A safe one-line reason (cloud errors never carry secrets; keep it short anyway)."""
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+@dataclass
+class _Slot:
+    cfg: RoomConfig
+    room: Room
+    queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task[None] | None = None
+    timer: asyncio.Task[None] | None = None
+
+
+class RoomSupervisor:
+    """Implements :class:`~orchestrator.rooms.model.RoomSink` for every managed room."""
+
+    def __init__(
+        self,
+        *,
+        cloud: CloudPort,
+        store: Store,
+        rooms: Callable[[], Mapping[str, RoomConfig]],
+        clock: Clock,
+        rng: random.Random,
+        listeners: Sequence[Callable[[Transition], None]] = (),
+        poll_interval_s: float | None = None,
+    ) -> None:
+        self._cloud = cloud
+        self._store = store
+        self._clock = clock
+        self._rng = rng
+        self._listeners = list(listeners)
+        self._poll_interval_s = poll_interval_s
+        self._slots: dict[str, _Slot] = {
+            rid: _Slot(cfg, Room(room_id=rid)) for rid, cfg in rooms().items()
+        }
+        self._tg: asyncio.TaskGroup | None = None
+        self._loaded = asyncio.Event()
+
+    # ------------------------------------------------------------------ RoomSink + views
+
+    def post(self, room_id: str, event: Event) -> bool:
+        slot = self._slots.get(room_id)
+        if slot is None:
+            return False
+        slot.queue.put_nowait(event)
+        return True
+
+    def snapshot(self, room_id: str) -> Snapshot:
+        return self._slots[room_id].room.snapshot()
+
+    def snapshots(self) -> list[Snapshot]:
+        return [s.room.snapshot() for _, s in sorted(self._slots.items())]
+
+    def room(self, room_id: str) -> Room:
+        """The full machine state (tests, diagnostics)."""
+        return self._slots[room_id].room
+
+    def room_ids(self) -> list[str]:
+        return sorted(self._slots)
+
+    def add_listener(self, listener: Callable[[Transition], None]) -> None:
+        self._listeners.append(listener)
+
+    # ------------------------------------------------------------------ reload
+
+    def add_room(self, cfg: RoomConfig) -> None:
+        if cfg.room_id in self._slots:
+            self.update_room(cfg)
+            return
+        slot = _Slot(cfg, Room(room_id=cfg.room_id))
+        self._slots[cfg.room_id] = slot
+        if self._tg is not None:
+            self._spawn(cfg.room_id, slot)
+        slot.queue.put_nowait(Poked(cause="reload:added"))
+
+    def remove_room(self, room_id: str) -> None:
+        """Stop supervising (jobs are left alone; post an OFF order first to stop them)."""
+        slot = self._slots.pop(room_id, None)
+        if slot is None:
+            return
+        for task in (slot.worker, slot.timer):
+            if task is not None:
+                task.cancel()
+
+    def update_room(self, cfg: RoomConfig) -> None:
+        slot = self._slots.get(cfg.room_id)
+        if slot is None:
+            self.add_room(cfg)
+            return
+        old = slot.cfg
+        slot.cfg = cfg
+        if [(o.url, o.stream_key) for o in old.outputs] != [
+            (o.url, o.stream_key) for o in cfg.outputs
+        ]:
+            slot.queue.put_nowait(OutputChanged(cause="reload:output"))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def load(self) -> None:
+        """Restore rooms from the store: QUARANTINED stays, everything else is UNKNOWN."""
+        if self._loaded.is_set():
+            return
+        stored = await self._store.load_rooms()
+        for rid, slot in self._slots.items():
+            data = stored.get(rid)
+            if data is None:
+                continue
+            try:
+                room = Room.from_json(data)
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("room_state_unreadable", room_id=rid, error=_short(exc))
+                continue
+            if room.state is not RoomState.QUARANTINED:
+                room = replace(room, state=RoomState.UNKNOWN, op=None, wait=None)
+            slot.room = replace(room, room_id=rid)
+        self._loaded.set()
+
+    async def run(self) -> None:
+        """Supervise every room until cancelled (jobs keep running when we stop)."""
+        await self.load()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                for rid, slot in list(self._slots.items()):
+                    self._spawn(rid, slot)
+                if self._poll_interval_s:
+                    tg.create_task(self._poll_loop(self._poll_interval_s), name="rooms:poll")
+        finally:
+            self._tg = None
+            for slot in self._slots.values():
+                if slot.timer is not None:
+                    slot.timer.cancel()
+            timers = [s.timer for s in self._slots.values() if s.timer is not None]
+            if timers:
+                await asyncio.gather(*timers, return_exceptions=True)
+
+    def _spawn(self, rid: str, slot: _Slot) -> None:
+        assert self._tg is not None
+        slot.worker = self._tg.create_task(self._supervise(rid, slot), name=f"room:{rid}")
+
+    async def _supervise(self, rid: str, slot: _Slot) -> None:
+        crashes = 0
+        while True:
+            try:
+                await self._work(rid, slot)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # contain any bug to this room; never kill the group
+                delay = _CRASH_DELAYS[min(crashes, len(_CRASH_DELAYS) - 1)]
+                crashes += 1
+                log.exception(
+                    "room_worker_crashed",
+                    room_id=rid,
+                    state=slot.room.state.value,
+                    crashes=crashes,
+                    retry_in_s=delay,
+                    error=_short(exc),
+                )
+                await self._clock.sleep_until(self._clock.now() + timedelta(seconds=delay))
+                slot.queue.put_nowait(Resumed(cause="worker_restart"))
+
+    async def _work(self, rid: str, slot: _Slot) -> None:
+        while True:
+            event = await slot.queue.get()
+            await self._handle(rid, slot, event)
+
+    # ------------------------------------------------------------------ one event
+
+    async def _handle(self, rid: str, slot: _Slot, event: Event) -> None:
+        event = replace(event, jitter=self._rng.random())
+        now = self._clock.now()
+        before = slot.room
+        after, actions = step(before, event, now, slot.cfg.policy)
+        slot.room = after
+        alert: tuple[str, Literal["SET", "CLEARED"], str] | None = None
+        for action in actions:
+            if isinstance(action, RaiseAlert):
+                alert = (action.kind, "SET", action.message)
+            elif isinstance(action, ClearAlert):
+                alert = (action.kind, "CLEARED", "")
+        if after != before:
+            await self._persist(rid, before, after, event, now)
+        for action in actions:  # durable before anyone hears of it
+            if isinstance(action, RaiseAlert | ClearAlert):
+                await self._alert(rid, action)
+        if after.snapshot() != before.snapshot() or alert is not None:
+            self._notify(Transition(
+                room_id=rid, at=now, before=before.snapshot(), after=after.snapshot(),
+                event=type(event).__name__, cause=event.cause, alert=alert,
+            ))  # fmt: skip
+        for action in actions:
+            await self._execute(rid, slot, action)
+
+    async def _persist(
+        self, rid: str, before: Room, after: Room, event: Event, now: datetime
+    ) -> None:
+        try:
+            await self._store.save_room(rid, after.to_json())
+            if after.state is not before.state or after.alert != before.alert:
+                await self._store.append_transition(
+                    TransitionRecord(
+                        room_id=rid,
+                        at=now,
+                        from_state=before.state.value,
+                        to_state=after.state.value,
+                        event=type(event).__name__,
+                        cause=event.cause,
+                        detail={"job_id": after.job_id, "last_error": after.last_error},
+                    )
+                )
+        except StoreError as exc:
+            # The machine state stays authoritative in memory; the next change retries.
+            log.error("room_persist_failed", room_id=rid, error=_short(exc))
+
+    def _notify(self, transition: Transition) -> None:
+        for listener in self._listeners:
+            try:
+                listener(transition)
+            except Exception as exc:  # a listener bug must not stall the room
+                log.error(
+                    "transition_listener_failed", room_id=transition.room_id, error=_short(exc)
+                )
+
+    # ------------------------------------------------------------------ actions
+
+    async def _execute(self, rid: str, slot: _Slot, action: Action) -> None:
+        if isinstance(action, SetTimer):
+            self._set_timer(rid, slot, action)
+            return
+        if isinstance(action, RaiseAlert | ClearAlert):
+            return  # persisted with the transition
+        try:
+            result = await self._call(rid, slot, action)
+        except Exception as exc:  # an unmapped failure must still answer, or the room hangs
+            log.exception("room_action_failed", room_id=rid, action=type(action).__name__)
+            result = _unexpected(action, exc)
+        if result is not None:
+            slot.queue.put_nowait(result)
+
+    def _set_timer(self, rid: str, slot: _Slot, action: SetTimer) -> None:
+        if slot.timer is not None:
+            slot.timer.cancel()
+
+        async def fire() -> None:
+            await self._clock.sleep_until(action.at)
+            slot.queue.put_nowait(TimerFired(seq=action.seq, cause="timer"))
+
+        slot.timer = asyncio.get_running_loop().create_task(fire(), name=f"room:{rid}:timer")
+
+    async def _alert(self, rid: str, action: RaiseAlert | ClearAlert) -> None:
+        now = self._clock.now()
+        try:
+            if isinstance(action, RaiseAlert):
+                log.warning("room_alert_set", room_id=rid, kind=action.kind, message=action.message)
+                await self._store.set_alert(rid, action.kind, action.message, now)
+            else:
+                log.info("room_alert_cleared", room_id=rid, kind=action.kind)
+                await self._store.clear_alert(rid, action.kind, now)
+        except StoreError as exc:
+            log.error("room_alert_persist_failed", room_id=rid, error=_short(exc))
+
+    async def _call(self, rid: str, slot: _Slot, action: Action) -> Event | None:
+        if isinstance(action, ListJobs):
+            return await self._list(rid, action)
+        if isinstance(action, ShowJob):
+            return await self._show(rid, action)
+        if isinstance(action, StartJob):
+            return await self._start(rid, slot, action)
+        if isinstance(action, StopJob):
+            return await self._stop(rid, action)
+        if isinstance(action, RefreshOutput):
+            return await self._refresh(rid, slot, action)
+        if isinstance(action, ResetExitConfig):
+            return await self._widen(rid, action)
+        raise TypeError(f"unknown action {type(action).__name__}")
+
+    async def _list(self, rid: str, a: ListJobs) -> Event:
+        try:
+            jobs = [
+                ObservedJob(j.job_id, _state_of(j), _rtmp_of(j))
+                async for j in self._cloud.iter_room_jobs(rid, states=_ACTIVE)
+            ]
+        except TemporaryError as exc:
+            return QueryFailed(seq=a.seq, op="list", error=_short(exc), retry_after=exc.retry_after)
+        except PermanentError as exc:
+            return QueryFailed(seq=a.seq, op="list", error=_short(exc), temporary=False)
+        return JobsListed(seq=a.seq, jobs=tuple(jobs), cause="list")
+
+    async def _show(self, rid: str, a: ShowJob) -> Event:
+        try:
+            job = await self._cloud.show_job(rid, a.job_id)
+        except NotFound:
+            return JobObserved(seq=a.seq, job_id=a.job_id, state=None, cause="show:404")
+        except TemporaryError as exc:
+            return QueryFailed(seq=a.seq, op="show", error=_short(exc), retry_after=exc.retry_after)
+        except PermanentError as exc:
+            return QueryFailed(seq=a.seq, op="show", error=_short(exc), temporary=False)
+        return JobObserved(
+            seq=a.seq, job_id=a.job_id, state=_state_of(job) or None, rtmp_state=_rtmp_of(job),
+            cause="show",
+        )  # fmt: skip
+
+    async def _start(self, rid: str, slot: _Slot, a: StartJob) -> Event:
+        now = self._clock.now()
+        try:
+            req = build_start_request(slot.cfg)
+        except PermanentError as exc:
+            return JobStartFailed(seq=a.seq, error=_short(exc))
+        intent = StartIntent(
+            room_id=rid, window_key=a.window_key, attempt=a.attempt, created_at=now
+        )
+        try:
+            fresh = await self._store.put_start_intent(intent)
+        except StoreError as exc:
+            return JobStartFailed(seq=a.seq, error=f"start intent not stored: {_short(exc)}",
+                                  temporary=True)  # fmt: skip
+        if not fresh:
+            return JobStartFailed(seq=a.seq, error="start intent already recorded; listing first",
+                                  temporary=True, outcome_unknown=True)  # fmt: skip
+        log.info("room_job_starting", room_id=rid, window_key=a.window_key, attempt=a.attempt)
+        outcome, job_id = "failed", None
+        try:
+            resp = await self._cloud.start_job(rid, req)
+        except (StartOutcomeUnknown, Conflict) as exc:
+            outcome = "unknown"
+            result: Event = JobStartFailed(
+                seq=a.seq, error=_short(exc), temporary=True, outcome_unknown=True
+            )
+        except TemporaryError as exc:
+            result = JobStartFailed(seq=a.seq, error=_short(exc), temporary=True,
+                                    retry_after=exc.retry_after)  # fmt: skip
+        except PermanentError as exc:
+            result = JobStartFailed(seq=a.seq, error=_short(exc))
+        else:
+            outcome, job_id = "started", resp.job_id
+            result = JobStarted(seq=a.seq, job_id=resp.job_id, cause="start")
+        with contextlib.suppress(StoreError):
+            await self._store.resolve_start_intent(
+                rid, a.window_key, a.attempt, outcome=outcome, job_id=job_id
+            )
+        return result
+
+    async def _stop(self, rid: str, a: StopJob) -> Event | None:
+        try:
+            await self._cloud.stop_job(rid, a.job_id)
+        except (NotFound, Conflict):
+            pass  # already gone / not running: that is what we wanted
+        except TemporaryError as exc:
+            if a.seq == 0:
+                log.warning("room_stray_stop_failed", room_id=rid, job_id=a.job_id)
+                return None
+            return StopFailed(seq=a.seq, job_id=a.job_id, error=_short(exc),
+                              retry_after=exc.retry_after)  # fmt: skip
+        except PermanentError as exc:
+            if a.seq == 0:
+                log.warning("room_stray_stop_failed", room_id=rid, job_id=a.job_id)
+                return None
+            return StopFailed(seq=a.seq, job_id=a.job_id, error=_short(exc), temporary=False)
+        log.info("room_job_stopped", room_id=rid, job_id=a.job_id)
+        if a.seq == 0:
+            return None
+        return JobStopped(seq=a.seq, job_id=a.job_id, cause="stop")
+
+    async def _refresh(self, rid: str, slot: _Slot, a: RefreshOutput) -> Event:
+        command = "REFRESH_OUTPUT_URL"
+        outputs = slot.cfg.outputs
+        if not outputs:
+            return CommandFailed(seq=a.seq, command=command, error="room has no output_url",
+                                 temporary=False)  # fmt: skip
+        target = outputs[min(a.output_index, len(outputs) - 1)]
+        log.info("room_refresh_output", room_id=rid, job_id=a.job_id, output_index=a.output_index)
+        try:
+            await self._cloud.refresh_output_url(
+                rid, a.job_id, output_url=target.url,
+                stream_key=target.stream_key.get_secret_value(),
+            )  # fmt: skip
+        except OrchestratorError as exc:
+            return _command_failed(a.seq, command, exc)
+        return CommandSucceeded(seq=a.seq, command=command, cause="refresh")
+
+    async def _widen(self, rid: str, a: ResetExitConfig) -> Event:
+        command = "RESET_EXIT_CONFIG"
+        try:
+            await self._cloud.reset_exit_config(
+                rid, a.job_id, LiveExitConfig(max_exception_waiting_duration=a.minutes)
+            )
+        except OrchestratorError as exc:
+            return _command_failed(a.seq, command, exc)
+        return CommandSucceeded(seq=a.seq, command=command, cause="widen")
+
+    # ------------------------------------------------------------------ tenant-wide reads
+
+    async def _tenant_jobs(self) -> dict[str, list[ObservedJob]]:
+        by_room: dict[str, list[ObservedJob]] = {}
+        async for job in self._cloud.iter_tenant_jobs(states=_ACTIVE):
+            if job.room_id:
+                by_room.setdefault(job.room_id, []).append(
+                    ObservedJob(job.job_id, _state_of(job), _rtmp_of(job))
+                )
+        return by_room
+
+    async def adopt_all(self) -> AdoptionReport:
+        """Startup: hand every managed room the tenant's running jobs (one paged list).
+
+        Rooms reconcile from it (adopt, or list-then-start, or rest). Jobs in rooms we do not
+        manage are reported and left alone. Cloud errors propagate: the caller retries.
+        """
+        by_room = await self._tenant_jobs()
+        report = AdoptionReport()
+        for rid, jobs in sorted(by_room.items()):
+            if rid in self._slots:
+                report.adopted[rid] = [j.job_id for j in jobs]
+            else:
+                report.unmanaged.extend((rid, j.job_id) for j in jobs)
+        for rid in sorted(self._slots):
+            jobs = by_room.get(rid, [])
+            if not jobs:
+                report.without_jobs.append(rid)
+            self.post(rid, JobsListed(jobs=tuple(jobs), cause="startup:adopt"))
+        if report.unmanaged:
+            log.warning("unmanaged_jobs_running", jobs=len(report.unmanaged))
+        log.info("rooms_adopted", adopted=len(report.adopted), idle=len(report.without_jobs))
+        return report
+
+    async def poll_once(self) -> None:
+        """One paged tenant listing → an observation (or a poke) for every room.
+
+        A listed job is a reliable positive observation. A room whose job is *missing* from
+        the listing is only poked (it re-reads its job): list results can lag a fresh start,
+        and a false "gone" would restart a healthy stream.
+        """
+        by_room = await self._tenant_jobs()
+        for rid, slot in list(self._slots.items()):
+            jobs = {j.job_id: j for j in by_room.get(rid, [])}
+            current = slot.room.job_id
+            if current is not None and current in jobs:
+                j = jobs[current]
+                self.post(rid, JobObserved(job_id=current, state=j.state,
+                                           rtmp_state=j.rtmp_state, cause="poll"))  # fmt: skip
+            elif current is not None:
+                self.post(rid, Poked(cause="poll:missing"))
+            elif jobs:
+                j = next(iter(jobs.values()))
+                self.post(rid, JobObserved(job_id=j.job_id, state=j.state, cause="poll"))
+            else:
+                self.post(rid, JobObserved(job_id=None, state=None, cause="poll"))
+
+    async def _poll_loop(self, interval_s: float) -> None:
+        while True:
+            await self._clock.sleep_until(self._clock.now() + timedelta(seconds=interval_s))
+            try:
+                await self.poll_once()
+            except OrchestratorError as exc:
+                log.warning("rooms_poll_failed", error=_short(exc))
+
+
+def _command_failed(seq: int, command: str, exc: OrchestratorError) -> CommandFailed:
+    temporary = isinstance(exc, TemporaryError)
+    retry_after = exc.retry_after if isinstance(exc, TemporaryError) else None
+    return CommandFailed(seq=seq, command=command, error=_short(exc), temporary=temporary,
+                         retry_after=retry_after)  # fmt: skip
+
+
+def _unexpected(action: Action, exc: BaseException) -> Event | None:
+    """The answer for an action whose execution raised something we did not map."""
+    error = f"unexpected {_short(exc)}"
+    if isinstance(action, ListJobs):
+        return QueryFailed(seq=action.seq, op="list", error=error)
+    if isinstance(action, ShowJob):
+        return QueryFailed(seq=action.seq, op="show", error=error)
+    if isinstance(action, StartJob):  # it may have reached the service: list before retrying
+        return JobStartFailed(seq=action.seq, error=error, temporary=True, outcome_unknown=True)
+    if isinstance(action, StopJob):
+        return None if action.seq == 0 else StopFailed(seq=action.seq, job_id=action.job_id,
+                                                       error=error)  # fmt: skip
+    if isinstance(action, RefreshOutput):
+        return CommandFailed(seq=action.seq, command="REFRESH_OUTPUT_URL", error=error)
+    if isinstance(action, ResetExitConfig):
+        return CommandFailed(seq=action.seq, command="RESET_EXIT_CONFIG", error=error)
+    return None

@@ -1,0 +1,315 @@
+"""RoomSupervisor against the in-memory FakeCloud and a real SQLite store, with a ManualClock."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+from conftest import FakeCloud, FakeJob, Harness, room_config  # type: ignore[import-not-found]
+
+from orchestrator.clock import ManualClock
+from orchestrator.errors import CloudUnavailable, InvalidRequest, Throttled
+from orchestrator.rooms.model import (
+    Order,
+    OrderChanged,
+    Poked,
+    Reset,
+    RoomState,
+    RtmpStateReported,
+    WindowOpened,
+)
+from orchestrator.rooms.supervisor import RoomSupervisor
+from orchestrator.store.sql import SqlStore
+
+S = RoomState
+MakeHarness = Callable[..., Harness]
+
+
+def rtmp(h: Harness, room: str, state: str) -> None:
+    job = h.sup.snapshot(room).job_id
+    assert job is not None
+    h.sup.post(room, RtmpStateReported(job_id=job, rtmp_state=state, at=h.clock.now()))
+
+
+async def go_live(h: Harness, room: str = "room-a") -> str:
+    h.sup.post(room, OrderChanged(order=Order.ON, cause="test"))
+    await h.until(lambda: h.sup.snapshot(room).job_id is not None, "job started")
+    rtmp(h, room, "CONNECTED")
+    snap = await h.state(room, S.LIVE)
+    assert snap.job_id is not None
+    return snap.job_id
+
+
+async def test_order_on_lists_starts_and_goes_live(
+    make_harness: MakeHarness, cloud: FakeCloud, store: SqlStore
+) -> None:
+    h = make_harness()
+    h.start()
+    try:
+        job = await go_live(h)
+        assert [c[0] for c in cloud.calls] == ["list", "start"]
+        req = cloud.requests[0]
+        assert req.output_urls == ["rtmp://push.example.com/live"]
+        intents = await store.start_intents("room-a")
+        assert [(i.attempt, i.outcome, i.job_id) for i in intents] == [(1, "started", job)]
+        await h.until(lambda: any(t.after.state is S.LIVE for t in h.transitions))
+        states = [(t.before.state, t.after.state) for t in h.transitions]
+        assert (S.IDLE, S.STARTING) in states or (S.UNKNOWN, S.STARTING) in states
+        assert (S.STARTING, S.LIVE) in states
+        recs = await store.transitions("room-a")
+        assert {r.to_state for r in recs} >= {"STARTING", "LIVE"}
+        saved = await store.load_rooms()
+        assert saved["room-a"]["state"] == "LIVE"
+    finally:
+        await h.stop()
+
+
+async def test_drop_refresh_recovers(make_harness: MakeHarness, cloud: FakeCloud) -> None:
+    h = make_harness()
+    h.start()
+    try:
+        await go_live(h)
+        rtmp(h, "room-a", "DISCONNECTED")
+        await h.state("room-a", S.DEGRADED)
+        h.clock.advance(10)  # grace
+        await h.until(lambda: cloud.count("refresh") == 1, "first refresh")
+        assert cloud.commands[0] == ("RESET_EXIT_CONFIG", {"max_exception_waiting_duration": 10})
+        assert cloud.calls[-1] == ("refresh", "rtmp://push.example.com/live")
+        rtmp(h, "room-a", "CONNECTED")
+        await h.state("room-a", S.LIVE)
+        assert cloud.count("start") == 1
+    finally:
+        await h.stop()
+
+
+async def test_refresh_ladder_uses_backup_then_restarts(
+    make_harness: MakeHarness, cloud: FakeCloud
+) -> None:
+    h = make_harness(room_config(refresh_tries=1, widen_exit_minutes=0))
+    h.start()
+    try:
+        first = await go_live(h)
+        rtmp(h, "room-a", "DISCONNECTED")
+        await h.state("room-a", S.DEGRADED)
+        h.clock.advance(10)
+        await h.until(lambda: cloud.count("refresh") == 1)
+        h.clock.advance(10)  # no CONNECTED within refresh_confirm_s
+        await h.until(lambda: h.sup.room("room-a").wait is not None and cloud.count("refresh") == 1
+                      and h.sup.room("room-a").output_index == 1)  # fmt: skip
+        h.clock.advance(3)  # refresh backoff
+        await h.until(lambda: cloud.count("refresh") == 2)
+        assert cloud.calls[-1] == ("refresh", "rtmp://backup.example.com/live")
+        h.clock.advance(10)
+        await h.state("room-a", S.BACKOFF)
+        assert cloud.jobs[first].state == "SUCCEED"  # the broken job was stopped
+        h.clock.advance(10)
+        await h.until(lambda: cloud.count("start") == 2, "restart")
+        rtmp(h, "room-a", "CONNECTED")
+        snap = await h.state("room-a", S.LIVE)
+        assert snap.job_id != first
+        assert len(cloud.running("room-a")) == 1
+    finally:
+        await h.stop()
+
+
+async def test_ghost_start_is_adopted_not_duplicated(
+    make_harness: MakeHarness, cloud: FakeCloud
+) -> None:
+    cloud.ghost_starts = 1
+    h = make_harness()
+    h.start()
+    try:
+        h.sup.post("room-a", OrderChanged(order=Order.ON))
+        await h.until(lambda: h.sup.snapshot("room-a").job_id is not None, "adopted ghost")
+        assert cloud.count("start") == 1
+        assert [c[0] for c in cloud.calls] == ["list", "start", "list"]
+        assert len(cloud.running("room-a")) == 1
+    finally:
+        await h.stop()
+
+
+async def test_5xx_storm_backs_off_and_recovers(
+    make_harness: MakeHarness, cloud: FakeCloud
+) -> None:
+    cloud.faults["start"] = [CloudUnavailable("500", status=500) for _ in range(3)]
+    cloud.faults["list"] = [Throttled("429", status=429, retry_after=30.0)]
+    h = make_harness()
+    h.start()
+    try:
+        h.sup.post("room-a", OrderChanged(order=Order.ON))
+        # the reconcile list was throttled: UNKNOWN retries after Retry-After
+        await h.until(lambda: h.sup.snapshot("room-a").next_retry_at is not None)
+        snap = h.sup.snapshot("room-a")
+        assert snap.state is S.UNKNOWN
+        assert snap.next_retry_at == h.clock.now() + timedelta(seconds=30)
+        h.clock.set(snap.next_retry_at)
+        for k in (1, 2, 3):
+            await h.until(
+                lambda k=k: (
+                    cloud.count("start") == k  # type: ignore[misc]
+                    and h.sup.snapshot("room-a").state is S.BACKOFF
+                ),
+                f"backoff after failed start {k}",
+            )
+            retry_at = h.sup.snapshot("room-a").next_retry_at
+            assert retry_at is not None and retry_at > h.clock.now()
+            h.clock.set(retry_at)
+        await h.until(lambda: h.sup.snapshot("room-a").job_id is not None, "started at last")
+        assert cloud.count("start") == 4
+        assert h.sup.snapshot("room-a").state is S.STARTING
+        assert h.task is not None and not h.task.done()
+    finally:
+        await h.stop()
+
+
+async def test_permanent_start_error_quarantines_until_reset(
+    make_harness: MakeHarness, cloud: FakeCloud, store: SqlStore
+) -> None:
+    cloud.faults["start"] = [InvalidRequest("MSS.00000003 Invalid parameter", status=400)]
+    h = make_harness()
+    h.start()
+    try:
+        h.sup.post("room-a", OrderChanged(order=Order.ON))
+        await h.until(lambda: any(t.alert and t.alert[1] == "SET" for t in h.transitions))
+        snap = h.sup.snapshot("room-a")
+        assert snap.state is S.QUARANTINED
+        assert snap.alert == "quarantined"
+        assert "Invalid parameter" in (snap.last_error or "")
+        alerts = await store.active_alerts()
+        assert [(a[0], a[1]) for a in alerts] == [("room-a", "quarantined")]
+        assert any(t.alert and t.alert[1] == "SET" for t in h.transitions)
+        h.sup.post("room-a", Reset(cause="mqtt:reset"))
+        await h.until(lambda: any(t.alert and t.alert[1] == "CLEARED" for t in h.transitions))
+        assert await store.active_alerts() == []
+        await h.until(lambda: cloud.count("start") == 2, "start after reset")
+    finally:
+        await h.stop()
+
+
+async def test_supervisor_restart_mid_live_adopts_without_new_job(
+    make_harness: MakeHarness, cloud: FakeCloud, store: SqlStore, clock: ManualClock
+) -> None:
+    h = make_harness()
+    h.start()
+    job = await go_live(h)
+    await h.stop()
+    h2 = make_harness()
+    await h2.sup.load()
+    h2.start()
+    try:
+        assert h2.sup.snapshot("room-a").state is S.UNKNOWN
+        assert h2.sup.snapshot("room-a").order is Order.ON
+        report = await h2.sup.adopt_all()
+        assert report.adopted == {"room-a": [job]}
+        snap = await h2.state("room-a", S.LIVE)
+        assert snap.job_id == job
+        assert cloud.count("start") == 1
+    finally:
+        await h2.stop()
+
+
+async def test_adopt_all_reports_unmanaged_jobs_and_leaves_them(
+    make_harness: MakeHarness, cloud: FakeCloud
+) -> None:
+    cloud.jobs["x1"] = FakeJob("x1", "someone-elses-room")
+    h = make_harness()
+    h.start()
+    try:
+        report = await h.sup.adopt_all()
+        assert report.unmanaged == [("someone-elses-room", "x1")]
+        assert report.without_jobs == ["room-a"]
+        await h.state("room-a", S.IDLE)
+        assert cloud.jobs["x1"].state == "PROCESSING"
+    finally:
+        await h.stop()
+
+
+async def test_poll_notices_a_dead_job_and_restarts(
+    make_harness: MakeHarness, cloud: FakeCloud
+) -> None:
+    h = make_harness()
+    h.start()
+    try:
+        job = await go_live(h)
+        cloud.jobs[job].state = "FAILED"
+        await h.sup.poll_once()  # missing from the running list → poke → show → FAILED
+        await h.state("room-a", S.BACKOFF)
+        assert cloud.count("show") == 1
+    finally:
+        await h.stop()
+
+
+async def test_a_crashing_room_does_not_affect_another(
+    make_harness: MakeHarness, cloud: FakeCloud, store: SqlStore, clock: ManualClock
+) -> None:
+    class Boom(Exception):
+        pass
+
+    real_save = store.save_room
+    calls = {"n": 0}
+
+    async def flaky_save(room_id: str, state: object, *, fence: int | None = None) -> None:
+        if room_id == "bad" and calls["n"] == 0:
+            calls["n"] += 1
+            raise Boom("disk on fire")
+        await real_save(room_id, state, fence=fence)  # type: ignore[arg-type]
+
+    store.save_room = flaky_save  # type: ignore[method-assign]
+    h = make_harness(room_config("bad"), room_config("good"))
+    with structlog.testing.capture_logs() as logs:
+        h.start()
+        try:
+            h.sup.post("bad", OrderChanged(order=Order.ON))
+            h.sup.post("good", OrderChanged(order=Order.ON))
+            await h.until(lambda: h.sup.snapshot("good").job_id is not None, "good started")
+            await h.until(lambda: any(e["event"] == "room_worker_crashed" for e in logs))
+            crash = next(e for e in logs if e["event"] == "room_worker_crashed")
+            assert crash["room_id"] == "bad"
+            clock.advance(1)  # the crashed worker's restart backoff
+            await h.until(lambda: h.sup.snapshot("bad").job_id is not None, "bad recovered")
+            assert len(cloud.running("bad")) == 1
+        finally:
+            await h.stop()
+
+
+async def test_post_unknown_room_and_clean_cancellation(
+    cloud: FakeCloud, store: SqlStore, clock: ManualClock
+) -> None:
+    cfg = room_config()
+    sup = RoomSupervisor(cloud=cloud, store=store, rooms=lambda: {"room-a": cfg}, clock=clock,
+                         rng=random.Random(1), poll_interval_s=30)  # fmt: skip
+    assert sup.post("nope", Poked()) is False
+    task = asyncio.create_task(sup.run())
+    sup.post("room-a", WindowOpened(window_id="w", window_start=clock.now(), deadline=None))
+    h = Harness(sup, clock)
+    await h.until(lambda: sup.snapshot("room-a").job_id is not None)
+    await h.until(lambda: clock.sleepers >= 2, "poll loop and start-confirm timer asleep")
+    clock.advance(30)  # one poll
+    await h.until(lambda: cloud.count("list_tenant") == 1, "poll ran")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    leftovers = [t for t in asyncio.all_tasks() if t.get_name().startswith("room")]
+    assert all(t.done() for t in leftovers), leftovers
+
+
+async def test_reload_add_update_remove(make_harness: MakeHarness, cloud: FakeCloud) -> None:
+    h = make_harness()
+    h.start()
+    try:
+        await go_live(h)
+        h.sup.add_room(room_config("room-b"))
+        await h.state("room-b", S.UNKNOWN)
+        await h.until(lambda: ("list", "room-b") in cloud.calls, "new room reconciles")
+        new = room_config()
+        new = type(new)(room=new.room.model_copy(update={"output_url": "rtmp://new/live"}),
+                        recovery=new.recovery)  # fmt: skip
+        h.sup.update_room(new)
+        await h.until(lambda: ("refresh", "rtmp://new/live") in cloud.calls, "output applied")
+        h.sup.remove_room("room-b")
+        assert "room-b" not in h.sup.room_ids()
+        assert h.sup.post("room-b", Poked()) is False
+    finally:
+        await h.stop()
