@@ -18,6 +18,7 @@ any crontab reference means Sunday.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -143,6 +144,7 @@ def _crontab_dow(field: str) -> str:
     return ",".join(_DOW_NAMES[d] for d in sorted(set(days)))
 
 
+@functools.lru_cache(maxsize=4096)
 def make_cron_trigger(expr: str, tz: ZoneInfo) -> CronTrigger:
     """A CronTrigger for a standard 5-field crontab line in ``tz``; ValueError if malformed."""
     fields = expr.split()
@@ -398,6 +400,7 @@ def window_start_of(window_id: str) -> datetime | None:
         return None
 
 
+@functools.lru_cache(maxsize=8192)
 def spec_key(spec: WindowSpec) -> str:
     """Stable short key of a spec: its name, else a hash of its canonical JSON."""
     if spec.name:
@@ -510,10 +513,31 @@ class RoomSchedule:
         from_, to = _utc(from_), _utc(to)
         if self.paused or to <= from_:
             return []
-        merged = self._combine(self._raw(from_, to))
+        # Widen the generation range (doubling) while a merged chain reaches either edge: an
+        # earlier or later occurrence may merge into it, and a window's start, end and id must
+        # not depend on the query range. Chains longer than ~400 days are cut (documented).
+        back = max((self._lookback(sp) for sp in self.specs + self.added), default=timedelta(0))
+        gen_lo, reach = from_ - back, to
+        for _ in range(12):
+            merged = self._combine(self._raw(gen_lo, reach))
+            if not merged:
+                break
+            first_s, last_e = merged[0][1], merged[-1][2]
+            grow_lo = back > timedelta(0) and first_s - back < gen_lo
+            grow_hi = last_e is None or last_e >= reach
+            if last_e is None and not grow_lo:
+                break
+            if not (grow_lo or grow_hi) or reach - gen_lo > timedelta(days=400):
+                break
+            span = reach - gen_lo
+            if grow_lo:
+                gen_lo = min(first_s - back, gen_lo - span)
+            if grow_hi and last_e is not None:
+                reach = max(last_e + _US, reach + span)
         out: list[Window] = []
         for key, s, e in merged:
-            out.extend(self._segments(key, s, e, from_, to))
+            if s < to:
+                out.extend(self._segments(key, s, e, from_, to))
         return [w for w in out if w.window_id not in self.skipped]
 
     def active_at(self, now: datetime) -> Window | None:
@@ -551,6 +575,12 @@ class RoomSchedule:
         return None
 
     # -- internals --
+
+    @staticmethod
+    def _lookback(spec: WindowSpec) -> timedelta:
+        if spec.cron is None:
+            return timedelta(0)
+        return spec.duration if spec.duration is not None else _END_CRON_LOOKBACK
 
     def _spec_tz(self, spec: WindowSpec) -> ZoneInfo:
         return load_zone(spec.timezone) if spec.timezone else self.tz
@@ -590,9 +620,8 @@ class RoomSchedule:
         assert spec.cron is not None
         trig = make_cron_trigger(spec.cron, tz)
         end_trig = make_cron_trigger(spec.end_cron, tz) if spec.end_cron else None
-        back = spec.duration if spec.duration is not None else _END_CRON_LOOKBACK
         out: list[_Raw] = []
-        for s in cron_fires(trig, tz, lo - back - _US):
+        for s in cron_fires(trig, tz, lo - _US):
             if s >= hi:
                 break
             if _excluded(s.astimezone(self.tz).date(), self.exclusions):
@@ -602,7 +631,7 @@ class RoomSchedule:
             else:
                 assert end_trig is not None
                 e = next(iter(cron_fires(end_trig, tz, s)), None)
-            if e is None or e <= lo:
+            if e is None:
                 continue
             out.append(_Raw(key, s, e, order))
         return out

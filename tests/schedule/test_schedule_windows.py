@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -266,7 +267,7 @@ def test_always_is_split_before_168h() -> None:
     wins = s.occurrences(utc(2026, 3, 1), utc(2026, 5, 1))
     assert all(w.end is not None for w in wins)
     assert all(w.end - w.start < timedelta(hours=168) for w in wins if w.end)
-    assert all(a.end == b.start for a, b in zip(wins, wins[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(wins))
     assert all(w.rollover for w in wins)
     # same ids whatever the query range
     mid = s.occurrences(utc(2026, 4, 1), utc(2026, 4, 2))
