@@ -217,6 +217,8 @@ class MqttBridge:
     def publish_state(self, snapshot: Mapping[str, Any]) -> None:
         """Queue a room's retained state (JSON snapshot with ``room_id``). Never blocks.
 
+        Call from the event loop's thread (room workers); see ``topics.snapshot_json``.
+
         Latest per room wins; at most ``queue_limit`` rooms wait. A room beyond that is
         dropped (counted) and every room is republished from Control once the backlog drains.
         """
@@ -232,7 +234,10 @@ class MqttBridge:
         self._wake.set()
 
     def publish_event(self, room_id: str, event: Mapping[str, Any]) -> None:
-        """Queue a non-retained room event. Never blocks; drops (and counts) the oldest."""
+        """Queue a non-retained room event. Never blocks; drops (and counts) the oldest.
+
+        Build payloads with ``topics.transition_event`` / ``alert_event`` / ``script_event``.
+        """
         if not is_valid_room_id(room_id):
             log.warning("mqtt_event_invalid_room", room_id=room_id[:128])
             return

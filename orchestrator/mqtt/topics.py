@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from orchestrator.rooms.model import Snapshot
 
@@ -32,8 +32,11 @@ __all__ = [
     "CommandTarget",
     "TopicError",
     "Topics",
+    "alert_event",
     "is_valid_room_id",
+    "script_event",
     "snapshot_json",
+    "transition_event",
     "validate_publish_topic",
 ]
 
@@ -173,3 +176,61 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
     }
     extra: Mapping[str, object] = snap.extra
     return {**{k: v for k, v in extra.items() if k not in core}, **core}
+
+
+# --- rooms/{room}/events payloads: one "type" per kind, always room_id + at -----------------
+
+
+def transition_event(
+    room_id: str,
+    *,
+    from_state: str,
+    to_state: str,
+    event: str,
+    at: datetime,
+    cause: str = "",
+    detail: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A state-machine transition (``event`` is the event class name, e.g. ``JobObserved``)."""
+    return {
+        "type": "transition",
+        "room_id": room_id,
+        "at": at.isoformat(),
+        "from": from_state,
+        "to": to_state,
+        "event": event,
+        "cause": cause,
+        "detail": dict(detail or {}),
+    }
+
+
+def alert_event(
+    room_id: str,
+    *,
+    kind: str,
+    status: Literal["SET", "CLEARED"],
+    at: datetime,
+    message: str = "",
+) -> dict[str, Any]:
+    """An alert raised (``SET``) or cleared (``CLEARED``); ``kind`` is stable (e.g. quarantined)."""
+    return {
+        "type": "alert",
+        "room_id": room_id,
+        "at": at.isoformat(),
+        "kind": kind,
+        "status": status,
+        "message": message,
+    }
+
+
+def script_event(
+    room_id: str, *, job_id: str | None, at: datetime, detail: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The job switched script/scene (from a live-event callback); ``detail`` as reported."""
+    return {
+        "type": "script",
+        "room_id": room_id,
+        "at": at.isoformat(),
+        "job_id": job_id,
+        "detail": dict(detail),
+    }

@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+import aiomqtt
 import pytest
 from _mqtt_fakes import MemoryReplyStore, RecordingControl
 from conftest import BridgeRunner, Watcher
@@ -141,10 +142,19 @@ async def test_v311_bridge_replies_on_reply_topic(
 ) -> None:
     _, control, _ = await bridges.run(protocol="3.1.1")
     await watcher.wait_topic(f"{prefix}/bridge/state", "online")
-    await watcher.send(_room_cmd(prefix, "room-b"), {"id": "v3-1", "action": "restart"})
+    # a v5 sender with a response topic still gets /reply: a 3.1.1 bridge cannot see properties
+    await watcher.send(
+        _room_cmd(prefix, "room-b"), {"id": "v3-1", "action": "restart"}, response_topic="x/y"
+    )
     reply = await watcher.wait_reply(f"{_room_cmd(prefix, 'room-b')}/reply", "v3-1")
     assert reply["status"] == "ok"
-    assert control.methods() == ["restart"]
+    # a plain 3.1.1 sender
+    async with aiomqtt.Client(
+        "127.0.0.1", 1883, identifier=f"{prefix}-v3", protocol=aiomqtt.ProtocolVersion.V311
+    ) as v3:
+        await v3.publish(_room_cmd(prefix), b'{"id":"v3-2","action":"stop"}', qos=1)
+    assert (await watcher.wait_reply(f"{_room_cmd(prefix)}/reply", "v3-2"))["status"] == "ok"
+    assert control.methods() == ["restart", "stop"]
 
 
 async def test_retained_command_is_ignored_with_error_reply(

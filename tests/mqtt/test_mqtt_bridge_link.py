@@ -128,3 +128,25 @@ def test_backoff_is_jittered_capped_and_resets() -> None:
     assert len(set(delays)) == len(delays)  # jittered
     b.reset()
     assert 0.25 <= b.next_delay() <= 0.5
+
+
+async def test_relay_session_persists_while_daemon_is_down(
+    private_broker: PrivateBroker, bridges: BridgeRunner, prefix: str
+) -> None:
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handler(payload: bytes, props: object) -> None:
+        await got.put(payload)
+
+    kw = {
+        "port": private_broker.port,
+        "consume_relay": True,
+        "callbacks_topic": f"{prefix}/callbacks/in",
+        "on_relayed_callback": handler,
+    }
+    await bridges.run(**kw)
+    await bridges.stop(bridges.tasks[-1])  # clean shutdown; the broker keeps the session
+    async with aiomqtt.Client("127.0.0.1", private_broker.port, identifier=f"{prefix}-relay") as r:
+        await r.publish(f"{prefix}/callbacks/in", b"while-down", qos=1)
+    await bridges.run(**kw)  # same client id: the queued callback is delivered
+    assert await asyncio.wait_for(got.get(), 5) == b"while-down"

@@ -24,7 +24,15 @@ from orchestrator.mqtt.commands import (
     peek_id,
     redact,
 )
-from orchestrator.mqtt.topics import CommandTarget, TopicError, Topics, snapshot_json
+from orchestrator.mqtt.topics import (
+    CommandTarget,
+    TopicError,
+    Topics,
+    alert_event,
+    script_event,
+    snapshot_json,
+    transition_event,
+)
 from orchestrator.rooms.model import Order, RoomState, Snapshot
 
 T = Topics.for_prefix("liveorch")
@@ -236,3 +244,17 @@ def test_package_exports() -> None:
     )
     for name in mqtt_pkg.__all__:
         assert hasattr(mqtt_pkg, name)
+
+
+def test_event_payloads() -> None:
+    at = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    t = transition_event(
+        "r", from_state="LIVE", to_state="DEGRADED", event="RtmpStateReported", at=at
+    )
+    assert (t["type"], t["from"], t["to"], t["at"]) == (
+        "transition", "LIVE", "DEGRADED", "2026-11-25T12:00:00+00:00",
+    )  # fmt: skip
+    a = alert_event("r", kind="quarantined", status="CLEARED", at=at)
+    assert (a["type"], a["status"], a["kind"]) == ("alert", "CLEARED", "quarantined")
+    sc = script_event("r", job_id="j", at=at, detail={"scene": "s2"})
+    assert sc["type"] == "script" and sc["detail"] == {"scene": "s2"}
