@@ -110,7 +110,7 @@ def safe_url(url: str) -> str:
 def _scrub(text: str, url: str) -> str:
     """ffprobe echoes the URL in its errors: replace it, and drop any query it printed."""
     text = text.replace(url, safe_url(url))
-    text = _URL_QUERY.sub(r"\1?…", text)
+    text = _URL_QUERY.sub(r"\1?<redacted>", text)
     text = " ".join(text.split())
     return text[:_MAX_REASON]
 

@@ -6,6 +6,7 @@ nginx-rtmp is covered in test_probe_media.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import stat
@@ -146,3 +147,26 @@ async def test_unsupported_scheme_is_inconclusive_and_spawns_nothing(
     assert not result.ok and not result.conclusive
     assert result.reason.startswith("unsupported_scheme:")
     assert not marker.exists()
+
+
+async def test_cancelling_a_probe_kills_and_reaps_ffprobe(tmp_path: Path) -> None:
+    """Shutdown cancels probes in flight: ffprobe must not outlive its caller."""
+    fifo = tmp_path / "pids"
+    os.mkfifo(fifo)
+    exe = fake_ffprobe(
+        tmp_path,
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(fifo)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+        "time.sleep(60)",
+    )
+    task = asyncio.create_task(probe_once(URL, timeout_s=30, ffprobe=exe))
+    # the fifo read returns once the fake is running and has spawned its child
+    pids = await asyncio.wait_for(asyncio.to_thread(fifo.read_text), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    leader, child = (int(p) for p in pids.split())
+    assert gone(leader)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(leader, os.WNOHANG)
+    assert exits_within(child, 5.0)

@@ -225,6 +225,24 @@ async def test_each_room_runs_in_a_named_task(make_harness: Callable[..., Harnes
     assert {"probe:room-a", "probe:room-b"} <= names
 
 
+async def test_a_room_removed_from_the_config_stops_being_probed(
+    make_harness: Callable[..., Harness],
+) -> None:
+    h = make_harness(rooms=("room-a", "room-b"))
+    h.probe.results[h.targets["room-b"][0]] = DEAD
+    await h.next("room-b")
+    assert h.runner.tracker("room-b") is not None
+    task = next(t for t in asyncio.all_tasks() if t.get_name() == "probe:room-b")
+    del h.targets["room-b"]
+    h.clock.advance(SETTINGS.interval_s)
+    await asyncio.wait_for(task, WAIT_S)  # its loop ends at its next tick
+    assert h.runner.tracker("room-b") is None
+    await h.next("room-a")  # room-a's probe of the same tick
+    calls = len(h.probe.calls)
+    await h.step("room-a")
+    assert h.probe.calls[calls:] == [h.targets["room-a"][0]]
+
+
 async def test_an_error_in_one_tick_is_logged_and_probing_goes_on(
     make_harness: Callable[..., Harness],
 ) -> None:

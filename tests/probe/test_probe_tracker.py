@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from orchestrator.probe import PROBE_CAUSE, ProbeResult, ProbeTracker
-from orchestrator.rooms.model import Order, RoomState, Snapshot
+from orchestrator.rooms.model import Order, RoomState, RtmpStateReported, Snapshot
 
 T0 = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)
 OK = ProbeResult(True, "ok", video=True, audio=True)
@@ -42,10 +43,10 @@ def snap(
 
 
 def feed(
-    tracker: ProbeTracker, steps: list[tuple[float, ProbeResult]], s: Snapshot | None = None
-) -> tuple[ProbeTracker, list[str], list[object]]:
+    tracker: ProbeTracker, steps: Sequence[tuple[float, ProbeResult]], s: Snapshot | None = None
+) -> tuple[ProbeTracker, list[str], list[RtmpStateReported]]:
     transitions: list[str] = []
-    events: list[object] = []
+    events: list[RtmpStateReported] = []
     for t, result in steps:
         tracker, decision = tracker.observe(result, at(t), s or snap())
         transitions.append(decision.transition)
@@ -61,10 +62,10 @@ def test_dead_for_fail_after_emits_exactly_one_disconnected() -> None:
     assert transitions == ["ok", "failed", "failed", "failed", "dead", "still_dead", "still_dead"]
     assert len(events) == 1
     event = events[0]
-    assert event.job_id == "job-1"  # type: ignore[attr-defined]
-    assert event.rtmp_state == "DISCONNECTED"  # type: ignore[attr-defined]
-    assert event.at == at(45)  # type: ignore[attr-defined]
-    assert event.cause == PROBE_CAUSE == "probe:playback_dead"  # type: ignore[attr-defined]
+    assert event.job_id == "job-1"
+    assert event.rtmp_state == "DISCONNECTED"
+    assert event.at == at(45)
+    assert event.cause == PROBE_CAUSE == "probe:playback_dead"
 
 
 def test_success_in_between_restarts_the_count() -> None:
@@ -130,7 +131,7 @@ def test_re_entering_live_after_the_ladder_is_a_new_episode() -> None:
     relive = snap(since=at(50))
     tracker, transitions, events = feed(tracker, [(55, DEAD), (60, DEAD), (65, DEAD)], relive)
     assert transitions == ["failed", "failed", "dead"]
-    assert events[0].at == at(65)  # type: ignore[attr-defined]
+    assert events[0].at == at(65)
 
 
 def test_a_new_job_is_a_new_episode() -> None:
