@@ -40,6 +40,7 @@ from pydantic_settings import (
 )
 
 from orchestrator.errors import ConfigError
+from orchestrator.schedule.windows import WindowSpec, parse_date_ranges, parse_hhmm
 
 DEFAULT_CONFIG = Path("config/liveorch.toml")
 _ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -191,8 +192,10 @@ class RoomSettings(_Section):
     stream_key: SecretStr | None = None
     backup_outputs: list[OutputTarget] = Field(default_factory=list)
     timezone: str | None = None
-    windows: list[dict[str, Any]] = Field(default_factory=list)
+    windows: list[WindowSpec] = Field(default_factory=list)
     """Window specs (see schedule.windows): cron+duration|end_cron, start+end, always."""
+    overlap: Literal["merge", "skip"] = "merge"
+    """Overlapping windows: merge them, or skip the later one."""
     exclude: list[str] = Field(default_factory=list)
     holidays: list[str] = Field(default_factory=list)
     daily_restart: str | None = None
@@ -208,6 +211,9 @@ class RoomSettings(_Section):
     def _check(self) -> RoomSettings:
         if not _ROOM_ID.match(self.id):
             raise ValueError(f"room id {self.id!r} must be 1-128 of [A-Za-z0-9_.-]")
+        parse_date_ranges(self.exclude)
+        if self.daily_restart:
+            parse_hhmm(self.daily_restart)
         unknown = set(self.recovery) - set(RecoverySettings.model_fields)
         if unknown:
             raise ValueError(f"unknown recovery override(s): {', '.join(sorted(unknown))}")
@@ -397,7 +403,21 @@ def load_settings(
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{field_path}: {msg}{more}", where=at) from None
     _check_required_secrets(settings, where)
+    _check_schedules(settings, where)
     return settings
+
+
+def _check_schedules(s: Settings, where: str) -> None:
+    """Build every room's schedule once: unknown holiday lists or a bad holidays file fail here."""
+    from orchestrator.schedule.holidays import load_holidays
+    from orchestrator.schedule.preview import schedule_for_room
+
+    lists = load_holidays(s.schedule.holidays_file)
+    for room in s.rooms:
+        try:
+            schedule_for_room(room, s, lists)
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"rooms.{room.id}: {exc}", where=where) from None
 
 
 def _check_required_secrets(s: Settings, where: str) -> None:
