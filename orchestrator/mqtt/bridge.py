@@ -186,6 +186,7 @@ class MqttBridge:
         self._replies: deque[_Out] = deque()
         self._reply_limit = reply_limit
         self._resync = False
+        self._resync_rooms: deque[str] = deque()
         self._info_dirty = False
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()
@@ -377,20 +378,30 @@ class MqttBridge:
                 self._info_dirty = False
                 await self._publish_info(client)
             await self._drain(client)
-            if not (self._replies or self._states or self._events or self._resync):
+            if not self._backlog():
                 await self._wake.wait()
 
+    def _backlog(self) -> bool:
+        return bool(
+            self._replies or self._states or self._events or self._resync or self._resync_rooms
+        )
+
     async def _drain(self, client: aiomqtt.Client) -> None:
-        while self._replies or self._states or self._events or self._resync:
+        """Round-robin one batch per source so no source starves another (replies first)."""
+        while self._backlog():
+            if self._resync:  # (re)start a full republish from Control's current view
+                self._resync = False
+                self._resync_rooms = deque(self._control.room_ids())
             if self._replies:
                 await self._send_batch(client, self._take(self._replies), self._replies)
-            elif self._states:
+            if self._states:
                 await self._send_batch(client, self._take_states(), None)
-            elif self._events:
+            if self._events:
                 await self._send_batch(client, self._take(self._events), self._events)
-            else:
-                self._resync = False
-                await self._resync_all(client)
+            if self._resync_rooms:
+                await self._send_batch(client, self._take_resync(), None)
+                if not self._resync_rooms:
+                    log.info("mqtt_states_republished")
 
     @staticmethod
     def _take(q: deque[_Out]) -> list[_Out]:
@@ -418,29 +429,27 @@ class MqttBridge:
             return
         if requeue is not None:  # replies/events go back in front, in order
             requeue.extendleft(reversed(failed))
-        else:  # states: the full republish after reconnect covers them
+        else:  # states: the full republish after the reconnect covers them
             self._resync = True
         first = next(r for r in results if isinstance(r, BaseException))
         if isinstance(first, aiomqtt.MqttError):
             raise first
         raise aiomqtt.MqttError(f"publish failed: {type(first).__name__}") from first
 
-    async def _resync_all(self, client: aiomqtt.Client) -> None:
-        """Republish every room's retained state from Control (the current truth)."""
-        room_ids = list(self._control.room_ids())
-        for i in range(0, len(room_ids), _PUBLISH_BATCH):
-            batch: list[_Out] = []
-            for room_id in room_ids[i : i + _PUBLISH_BATCH]:
-                self._states.pop(room_id, None)  # superseded by the fresh snapshot
-                try:
-                    snap = self._control.room_state(room_id)
-                except CommandError:
-                    continue  # removed by a reload in the meantime
-                batch.append(
-                    _Out(self.topics.room_state(room_id), _dumps(redact(dict(snap))), retain=True)
-                )
-            await self._send_batch(client, batch, None)
-        log.info("mqtt_states_republished", rooms=len(room_ids))
+    def _take_resync(self) -> list[_Out]:
+        """Next batch of the full republish: fresh snapshots supersede pending updates."""
+        batch: list[_Out] = []
+        for _ in range(min(_PUBLISH_BATCH, len(self._resync_rooms))):
+            room_id = self._resync_rooms.popleft()
+            self._states.pop(room_id, None)
+            try:
+                snap = self._control.room_state(room_id)
+            except CommandError:
+                continue  # removed by a reload in the meantime
+            batch.append(
+                _Out(self.topics.room_state(room_id), _dumps(redact(dict(snap))), retain=True)
+            )
+        return batch
 
     def _queue_reply(self, out: _Out) -> None:
         if len(self._replies) >= self._reply_limit:
