@@ -40,6 +40,7 @@ from pydantic_settings import (
 )
 
 from orchestrator.errors import ConfigError
+from orchestrator.probe import ProbeSettings
 from orchestrator.schedule.windows import WindowSpec, parse_date_ranges, parse_hhmm
 
 DEFAULT_CONFIG = Path("config/liveorch.toml")
@@ -206,6 +207,8 @@ class RoomSettings(_Section):
     """Extra fields of the start request (video_config, play_policy, …)."""
     playback_url: str | None = None
     """Optional playback URL for the stream health probe."""
+    probe: dict[str, Any] = Field(default_factory=dict)
+    """Per-room overrides of [probe] fields."""
 
     @model_validator(mode="after")
     def _check(self) -> RoomSettings:
@@ -217,6 +220,11 @@ class RoomSettings(_Section):
         unknown = set(self.recovery) - set(RecoverySettings.model_fields)
         if unknown:
             raise ValueError(f"unknown recovery override(s): {', '.join(sorted(unknown))}")
+        unknown = set(self.probe) - set(ProbeSettings.model_fields)
+        if unknown:
+            raise ValueError(f"unknown probe override(s): {', '.join(sorted(unknown))}")
+        RecoverySettings.model_validate(self.recovery)  # values checked like the global section
+        ProbeSettings.model_validate(self.probe)
         return self
 
 
@@ -269,6 +277,7 @@ class Settings(BaseSettings):
     reload: ReloadSettings = ReloadSettings()
     ops: OpsSettings = OpsSettings()
     alerts: AlertSettings = AlertSettings()
+    probe: ProbeSettings = ProbeSettings()
     log: LogSettings = LogSettings()
     rooms: list[RoomSettings] = Field(default_factory=list)
     secrets_dir: str | None = None
@@ -289,7 +298,14 @@ class Settings(BaseSettings):
         room = self.room(room_id)
         if room is None or not room.recovery:
             return self.recovery
-        return self.recovery.model_copy(update=room.recovery)
+        # validate, don't model_copy(update=): per-room overrides get the same type checks
+        return RecoverySettings.model_validate({**self.recovery.model_dump(), **room.recovery})
+
+    def probe_for(self, room_id: str) -> ProbeSettings:
+        room = self.room(room_id)
+        if room is None or not room.probe:
+            return self.probe
+        return ProbeSettings.model_validate({**self.probe.model_dump(), **room.probe})
 
     @classmethod
     def settings_customise_sources(

@@ -37,6 +37,13 @@ def test_example_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
         ("[[rooms]]\nid = 'bad id!'\n", "room id 'bad id!'"),
         ("[[rooms]]\nid = 'a'\n[[rooms]]\nid = 'a'\n", "appears twice"),
         ("[[rooms]]\nid = 'a'\nrecovery = { grace = 1 }\n", "unknown recovery override"),
+        ("[[rooms]]\nid = 'a'\nrecovery = { grace_s = 'soon' }\n", "grace_s"),
+        (
+            "[[rooms]]\nid = 'a'\nwindows = [{ cron = '61 8 * * *', duration = '1h' }]\n",
+            "rooms.0.windows",
+        ),
+        ("[[rooms]]\nid = 'a'\nexclude = ['2026-13-01']\n", "exclude"),
+        ("[[rooms]]\nid = 'a'\nholidays = ['nope']\n", "nope"),
         ("this is = = not toml", "invalid TOML"),
     ],
 )
