@@ -65,8 +65,10 @@ from orchestrator.mqtt.topics import (
     TopicError,
     Topics,
     is_valid_room_id,
+    snapshot_json,
     validate_publish_topic,
 )
+from orchestrator.rooms.model import Snapshot
 from orchestrator.settings import MqttSettings
 from orchestrator.store.base import StoreError
 
@@ -161,6 +163,7 @@ class MqttBridge:
         version: str,
         clock: Callable[[], datetime] = _utcnow,
         on_relayed_callback: RelayHandler | None = None,
+        on_connected: Callable[[bool], None] | None = None,
         max_concurrency: int = 16,
         max_pending: int = 1000,
         reply_limit: int = 1000,
@@ -177,6 +180,7 @@ class MqttBridge:
         self._version = version
         self._clock = clock
         self._on_relayed = on_relayed_callback
+        self._on_connected = on_connected
         self._v5 = settings.protocol == "5"
         self._backoff = backoff or Backoff(cap_s=settings.reconnect_max_s)
         self.stats = BridgeStats()
@@ -215,23 +219,23 @@ class MqttBridge:
     def pending_events(self) -> int:
         return len(self._events)
 
-    def publish_state(self, snapshot: Mapping[str, Any]) -> None:
-        """Queue a room's retained state (JSON snapshot with ``room_id``). Never blocks.
+    def publish_state(self, room_id: str, snapshot: Snapshot | Mapping[str, Any]) -> None:
+        """Queue a room's retained state. Never blocks; call from the event loop's thread.
 
-        Call from the event loop's thread (room workers); see ``topics.snapshot_json``.
-
-        Latest per room wins; at most ``queue_limit`` rooms wait. A room beyond that is
-        dropped (counted) and every room is republished from Control once the backlog drains.
+        ``snapshot`` is a :class:`Snapshot` (rendered with ``topics.snapshot_json``) or that
+        JSON already. Latest per room wins; at most ``queue_limit`` rooms wait. A room beyond
+        that is dropped (counted) and every room is republished from Control once the backlog
+        drains, so the retained view still converges.
         """
-        room_id = snapshot.get("room_id")
-        if not isinstance(room_id, str) or not is_valid_room_id(room_id):
-            log.warning("mqtt_state_invalid_room", room_id=str(room_id)[:128])
+        if not is_valid_room_id(room_id):
+            log.warning("mqtt_state_invalid_room", room_id=room_id[:128])
             return
         if room_id not in self._states and len(self._states) >= self.settings.queue_limit:
             self.stats.states_dropped += 1
             self._resync = True
             return
-        self._states[room_id] = _dumps(redact(dict(snapshot)))
+        data = snapshot_json(snapshot) if isinstance(snapshot, Snapshot) else dict(snapshot)
+        self._states[room_id] = _dumps(redact(data))
         self._wake.set()
 
     def publish_event(self, room_id: str, event: Mapping[str, Any]) -> None:
@@ -266,8 +270,10 @@ class MqttBridge:
                 except aiomqtt.MqttError as exc:
                     self._log_loss(exc)
                 finally:
-                    self._connected.clear()
-                    self.stats.connected = False
+                    if self._connected.is_set():
+                        self._connected.clear()
+                        self.stats.connected = False
+                        self._notify(False)
                 if self._connected_at is not None:
                     self.stats.connection_losses += 1
                     if loop.time() - self._connected_at >= STABLE_AFTER_S:
@@ -287,6 +293,7 @@ class MqttBridge:
                 self.stats.connects += 1
                 self.stats.connected = True
                 self._connected.set()
+                self._notify(True)
                 log.info(
                     "mqtt_connected",
                     host=self.settings.host,
@@ -297,6 +304,19 @@ class MqttBridge:
             except asyncio.CancelledError:
                 await self._goodbye(client)
                 raise
+
+    def _notify(self, connected: bool) -> None:
+        """Tell readiness/metrics; their failure must not take the link down."""
+        if self._on_connected is None:
+            return
+        try:
+            self._on_connected(connected)
+        except Exception as exc:  # foreign callback: log it, keep the link
+            log.error("mqtt_on_connected_failed", error_type=type(exc).__name__, exc_info=exc)
+
+    async def aclose(self) -> None:
+        """Cancel queued and running commands (``run()`` does this too when cancelled)."""
+        await self._cancel_lanes()
 
     def _log_loss(self, exc: aiomqtt.MqttError) -> None:
         # paho reports a session take-over (same client id elsewhere) only as an unspecified

@@ -145,7 +145,9 @@ class BridgeRunner:
         store: MemoryReplyStore | None = None,
         **kw: Any,
     ) -> tuple[MqttBridge, RecordingControl, MemoryReplyStore]:
-        bridge_kw = {k: kw.pop(k) for k in ("clock", "on_relayed_callback") if k in kw}
+        bridge_kw = {
+            k: kw.pop(k) for k in ("clock", "on_relayed_callback", "on_connected") if k in kw
+        }
         fields: dict[str, Any] = {
             "enabled": True,
             "host": "127.0.0.1",

@@ -13,6 +13,7 @@ from conftest import BridgeRunner, Watcher
 from structlog.testing import capture_logs
 
 from orchestrator.control import CommandError
+from orchestrator.rooms.model import Order, RoomState, Snapshot
 
 
 def _room_cmd(prefix: str, room: str = "room-a") -> str:
@@ -394,11 +395,14 @@ async def test_states_and_events_published_while_connected(
     watcher: Watcher, bridges: BridgeRunner, prefix: str
 ) -> None:
     bridge, _, _ = await bridges.run()
-    bridge.publish_state({"room_id": "room-a", "state": "LIVE", "job_id": "j-1"})
+    bridge.publish_state(
+        "room-a",
+        Snapshot("room-a", RoomState.LIVE, Order.ON, "j-1", None, 0, None, None, None),
+    )
     bridge.publish_event("room-a", {"type": "transition", "from": "STARTING", "to": "LIVE"})
     bridge.publish_event("room-a", {"type": "alert", "status": "SET", "kind": "link_down"})
     await watcher.wait_for(
-        lambda m: m.topic.value == f"{prefix}/rooms/room-a/state" and b'"LIVE"' in m.payload  # type: ignore[operator]
+        lambda m: m.topic.value == f"{prefix}/rooms/room-a/state" and b'"job_id":"j-1"' in m.payload  # type: ignore[operator]
     )
     ev = await watcher.wait_for(
         lambda m: m.topic.value == f"{prefix}/rooms/room-a/events" and b"SET" in m.payload  # type: ignore[operator]

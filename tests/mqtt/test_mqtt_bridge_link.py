@@ -52,13 +52,14 @@ async def test_reconnects_after_broker_restart_and_republishes_state(
     private_broker: PrivateBroker, bridges: BridgeRunner, prefix: str
 ) -> None:
     port = private_broker.port
-    bridge, control, _ = await bridges.run(port=port)
+    seen: list[bool] = []
+    bridge, control, _ = await bridges.run(port=port, on_connected=seen.append)
     async with watching(prefix, port) as w:
         await w.wait_topic(f"{prefix}/rooms/room-a/state")
     await private_broker.stop()  # the retained state dies with it (persistence false)
     # while down: room-a goes LIVE; the update waits in the outbox, never blocking
     control.states["room-a"] = {"room_id": "room-a", "state": "LIVE", "order": "ON"}
-    bridge.publish_state(control.states["room-a"])
+    bridge.publish_state("room-a", control.states["room-a"])
     bridge.publish_event("room-a", {"type": "transition", "to": "LIVE"})
     await private_broker.start()
     async with watching(prefix, port) as w:
@@ -69,6 +70,7 @@ async def test_reconnects_after_broker_restart_and_republishes_state(
         t = f"{prefix}/rooms/room-b/command"
         await w.send(t, {"id": "after-1", "action": "restart"})
         assert (await w.wait_reply(f"{t}/reply", "after-1"))["status"] == "ok"
+    assert seen[:3] == [True, False, True]
     assert bridge.stats.connects >= 2
     assert bridge.stats.connection_losses >= 1
     assert control.methods() == ["restart"]
@@ -82,7 +84,7 @@ async def test_outboxes_stay_bounded_while_disconnected_then_converge(
     control = RecordingControl(rooms=rooms)
     bridge, _, _ = bridges.make(control=control, port=private_broker.port, queue_limit=limit)
     for r in rooms:  # never connected yet: pure outbox behaviour
-        bridge.publish_state({"room_id": r, "state": "STARTING", "v": 1})
+        bridge.publish_state(r, {"room_id": r, "state": "STARTING", "v": 1})
         bridge.publish_event(r, {"type": "transition", "to": "STARTING"})
     assert bridge.pending_states() == limit
     assert bridge.pending_events() == limit
@@ -90,7 +92,7 @@ async def test_outboxes_stay_bounded_while_disconnected_then_converge(
     assert bridge.stats.events_dropped == n - limit
     # latest wins per room, without growing
     for r in rooms[:limit]:
-        bridge.publish_state({"room_id": r, "state": "LIVE", "v": 2})
+        bridge.publish_state(r, {"room_id": r, "state": "LIVE", "v": 2})
     assert bridge.pending_states() == limit
     assert bridge.stats.states_dropped == n - limit
     # the oldest events were dropped: the last `limit` rooms' events remain
