@@ -195,10 +195,10 @@ def _adopt(room: Room, jobs: list[ObservedJob], now: datetime, p: Policy) -> Res
             room = _error(room, f"stopped stray job(s) {ids}")
         else:
             actions.append(RaiseAlert(ALERT_STRAY, f"extra running job(s) in room: {ids}"))
-    if job.state == "PROCESSING" and room.rtmp_state in (None, "CONNECTED"):
+    if job.state == "PROCESSING" and room.rtmp_state not in _DOWN | {"END"}:
         # A PROCESSING job with no contrary link report is on air: the list API carries no RTMP
-        # state, and waiting for a CONNECTED callback that already happened would restart a
-        # healthy stream after start_confirm_s.
+        # state, and waiting for a CONNECTED callback that already happened (or that arrived
+        # before a reordered CONNECTING) would restart a healthy stream after start_confirm_s.
         room, more = _enter_live(room, now, p)
     else:
         room = _go(room, S.STARTING)

@@ -263,7 +263,11 @@ class RoomSupervisor:
                 log.warning("room_state_unreadable", room_id=rid, error=_short(exc))
                 continue
             if room.state is not RoomState.QUARANTINED:
-                room = replace(room, state=RoomState.UNKNOWN, op=None, wait=None)
+                # calls in flight and link hints died with the previous process
+                room = replace(
+                    room, state=RoomState.UNKNOWN, op=None, wait=None, rtmp_state=None,
+                    rtmp_at=None,
+                )  # fmt: skip
             slot.room = replace(room, room_id=rid)
         self._loaded.set()
 

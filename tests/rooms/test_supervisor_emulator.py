@@ -1,0 +1,288 @@
+"""RoomSupervisor + MetaStudioClient against the emulator over real HTTP (AK/SK signed).
+
+Two manual clocks move together: the emulator's simulation clock (job WAITING → PROCESSING, link
+reconnects, exit deadlines) and the supervisor's (grace, backoffs, confirmations). Faults are
+injected through the emulator's admin API. Callbacks from the emulator are delivered in-process
+(an httpx MockTransport handler that parses the real callback body) straight into the room queue,
+standing in for the callback receiver, which has its own tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from orchestrator.clock import ManualClock
+from orchestrator.emulator.app import create_app
+from orchestrator.emulator.clock import ManualClock as EmuClock
+from orchestrator.emulator.service import EmulatorService
+from orchestrator.httpserver import serve
+from orchestrator.metastudio.auth import AkSkAuth
+from orchestrator.metastudio.client import MetaStudioClient
+from orchestrator.metastudio.models import RtmpStreamStateChange, parse_callback
+from orchestrator.metastudio.ratelimit import RateLimits
+from orchestrator.rooms.model import Order, OrderChanged, RoomState, RtmpStateReported
+from orchestrator.rooms.startreq import CallbackTarget, RoomConfig
+from orchestrator.rooms.supervisor import RoomSupervisor, Transition
+from orchestrator.settings import RecoverySettings, RoomSettings
+from orchestrator.store.sql import SqlStore
+
+AK = "ROOMSTESTAK00000000"
+SK = "ROOMSTESTSKroomstestsk0000000000000000"
+PROJECT = "0123456789abcdef0123456789abcdef"
+ROOM = "room-1"
+RTMP = "rtmp://push.example.com/live"
+S = RoomState
+
+
+@dataclass
+class Env:
+    service: EmulatorService
+    base_url: str
+    http: httpx.AsyncClient
+    client: MetaStudioClient
+    store: SqlStore
+    clock: ManualClock
+    cfg: RoomConfig
+    sup: RoomSupervisor | None = None
+    task: asyncio.Task[None] | None = None
+    changed: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ supervisor
+
+    def start_supervisor(self, client: MetaStudioClient | None = None) -> RoomSupervisor:
+        self.changed = asyncio.Event()
+        changed = self.changed
+
+        def listener(_: Transition) -> None:
+            changed.set()
+
+        self.sup = RoomSupervisor(
+            cloud=client or self.client, store=self.store, rooms=lambda: {ROOM: self.cfg},
+            clock=self.clock, rng=random.Random(11), listeners=[listener],
+        )  # fmt: skip
+        self.task = asyncio.create_task(self.sup.run(), name="test:supervisor")
+        return self.sup
+
+    async def stop_supervisor(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.task = None
+
+    def deliver(self, body: bytes) -> None:
+        """The stand-in callback receiver: parse the real body, post a hint to the room."""
+        cb = parse_callback(body)
+        ev = cb.event
+        if self.sup is None or not isinstance(ev, RtmpStreamStateChange) or not ev.job_id:
+            return
+        self.sup.post(
+            ev.room_id or ROOM,
+            RtmpStateReported(
+                job_id=ev.job_id, rtmp_state=str(ev.state), at=self.clock.now(), cause="callback"
+            ),
+        )
+
+    # ------------------------------------------------------------------ waiting + time
+
+    async def until(self, pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        async def loop() -> None:
+            while not pred():
+                assert self.changed is not None
+                self.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), 0.02)
+
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        except TimeoutError:
+            snaps = self.sup.snapshots() if self.sup else []
+            raise AssertionError(f"timed out waiting for {what}: {snaps}") from None
+
+    async def state(self, state: RoomState, what: str = "") -> None:
+        assert self.sup is not None
+        sup = self.sup
+        await self.until(lambda: sup.snapshot(ROOM).state is state, what or state.value)
+
+    async def advance(self, seconds: float) -> None:
+        """Move both clocks; the emulator first (its callbacks are flushed), then ours."""
+        await self.service.advance(seconds)
+        self.clock.advance(seconds)
+
+    # ------------------------------------------------------------------ emulator admin API
+
+    async def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        r = await self.http.request(method, self.base_url + path, json=body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        return list((await self.admin("GET", "/_emulator/jobs"))["jobs"])
+
+    async def running(self) -> list[dict[str, Any]]:
+        return [j for j in await self.jobs() if j["state"] in ("WAITING", "PROCESSING")]
+
+    def make_client(self, timeout: httpx.Timeout | None = None) -> MetaStudioClient:
+        async def no_sleep(_: float) -> None:
+            return None
+
+        return MetaStudioClient(
+            self.http, base_url=self.base_url, project_id=PROJECT,
+            auth=AkSkAuth(AK, SK, PROJECT), limits=RateLimits.unlimited(), sleep=no_sleep,
+            jitter=lambda: 0.0, **({"timeout": timeout} if timeout else {}),
+        )  # fmt: skip
+
+
+def make_cfg(**recovery: Any) -> RoomConfig:
+    return RoomConfig(
+        room=RoomSettings(id=ROOM, output_url=RTMP, stream_key=SecretStr("key-1")),
+        recovery=RecoverySettings(**recovery),
+        callback=CallbackTarget(url="http://liveorch.test/callbacks/metastudio", auth_type="NONE"),
+    )
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    holder: list[Env] = []
+
+    async def on_callback(request: httpx.Request) -> httpx.Response:
+        holder[0].deliver(await request.aread())
+        return httpx.Response(200)
+
+    service = EmulatorService(
+        PROJECT, {AK: SK}, seed=5, clock=EmuClock(), waiting_s=1.0, connect_s=1.0,
+        callback_transport=httpx.MockTransport(on_callback), callback_retry_delays=(),
+    )  # fmt: skip
+    service.add_room(ROOM, {"room_name": "Shop one"})
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'liveorch.db'}")
+    await store.open()
+    try:
+        async with serve(create_app(service)) as served, httpx.AsyncClient() as http:
+            e = Env(service, served.base_url, http, None, store, ManualClock(), make_cfg())  # type: ignore[arg-type]
+            e.client = e.make_client(httpx.Timeout(10.0))
+            holder.append(e)
+            yield e
+            await e.stop_supervisor()
+    finally:
+        await store.close()
+
+
+async def go_live(env: Env) -> str:
+    sup = env.start_supervisor() if env.sup is None else env.sup
+    sup.post(ROOM, OrderChanged(order=Order.ON, cause="test"))
+    await env.until(lambda: sup.snapshot(ROOM).job_id is not None, "job started")
+    await env.advance(3)  # WAITING → PROCESSING → CONNECTING → CONNECTED (callbacks)
+    await env.state(S.LIVE)
+    job = sup.snapshot(ROOM).job_id
+    assert job is not None
+    return job
+
+
+async def test_drop_refresh_back_live(env: Env) -> None:
+    job = await go_live(env)
+    await env.admin("POST", f"/_emulator/jobs/{job}/rtmp", {"state": "DISCONNECTED", "hold_s": 60})
+    await env.service.callbacks.join()
+    await env.state(S.DEGRADED)
+    await env.advance(10)  # grace over → widen exit config → refresh
+    await env.until(
+        lambda: [c["command"] for c in env.service.commands][-1:] == ["REFRESH_OUTPUT_URL"],
+        "refresh sent",
+    )
+    assert [c["command"] for c in env.service.commands] == ["RESET_EXIT_CONFIG",
+                                                           "REFRESH_OUTPUT_URL"]  # fmt: skip
+    await env.advance(2)  # the refreshed link connects
+    await env.state(S.LIVE, "live again after refresh")
+    running = await env.running()
+    assert [j["job_id"] for j in running] == [job]
+    assert env.service.starts == 1
+
+
+async def test_held_drop_refresh_fails_then_restart(env: Env) -> None:
+    env.cfg = make_cfg(widen_exit_minutes=0, refresh_tries=1)
+    first = await go_live(env)
+    await env.admin("POST", "/_emulator/faults", {"operation": "command", "status": 500,
+                                                  "count": 1})  # fmt: skip
+    await env.admin("POST", f"/_emulator/jobs/{first}/rtmp", {"state": "DISCONNECTED"})
+    await env.service.callbacks.join()
+    await env.state(S.DEGRADED)
+    await env.advance(10)
+    assert env.sup is not None
+    sup = env.sup
+    await env.until(lambda: sup.snapshot(ROOM).state is S.BACKOFF, "restart backoff")
+    assert [j for j in await env.running() if j["job_id"] == first] == []
+    await env.advance(10)  # restart backoff over → list → start
+    await env.until(lambda: env.service.starts == 2, "second start")
+    await env.advance(3)
+    await env.state(S.LIVE)
+    running = await env.running()
+    assert len(running) == 1 and running[0]["job_id"] != first
+
+
+async def test_job_failed_restarts(env: Env) -> None:
+    first = await go_live(env)
+    await env.admin("POST", f"/_emulator/jobs/{first}/fail")
+    await env.service.callbacks.join()  # RTMP END
+    assert env.sup is not None
+    sup = env.sup
+    await env.until(lambda: sup.snapshot(ROOM).state is S.BACKOFF, "backoff after failure")
+    await env.advance(10)
+    await env.until(lambda: env.service.starts == 2, "restarted")
+    await env.advance(3)
+    await env.state(S.LIVE)
+    assert len(await env.running()) == 1
+
+
+async def test_ghost_start_does_not_duplicate(env: Env) -> None:
+    await env.admin("POST", "/_emulator/faults", {"operation": "start", "ghost": True, "count": 1})
+    impatient = env.make_client(httpx.Timeout(5.0, read=1.0))
+    sup = env.start_supervisor(impatient)
+    sup.post(ROOM, OrderChanged(order=Order.ON))
+    await env.until(lambda: sup.snapshot(ROOM).job_id is not None, "ghost adopted")
+    assert env.service.starts == 1
+    assert len(await env.running()) == 1
+    await env.advance(3)
+    await env.state(S.LIVE)
+    assert env.service.starts == 1
+
+
+async def test_supervisor_restart_mid_live_adopts(env: Env) -> None:
+    job = await go_live(env)
+    await env.stop_supervisor()
+    sup = env.start_supervisor()
+    await sup.load()
+    report = await sup.adopt_all()
+    assert report.adopted == {ROOM: [job]}
+    await env.state(S.LIVE, "adopted after restart")
+    assert sup.snapshot(ROOM).job_id == job
+    assert env.service.starts == 1
+
+
+async def test_5xx_storm_backs_off_without_crashing(env: Env) -> None:
+    await env.admin("POST", "/_emulator/faults", {"operation": "start", "status": 500,
+                                                  "count": 3})  # fmt: skip
+    sup = env.start_supervisor()
+    sup.post(ROOM, OrderChanged(order=Order.ON))
+    for attempt in (1, 2, 3):
+        await env.until(
+            lambda n=attempt: (
+                sup.snapshot(ROOM).state is S.BACKOFF  # type: ignore[misc]
+                and sup.snapshot(ROOM).attempt == n
+            ),
+            f"backoff after failed start {attempt}",
+        )
+        retry_at = sup.snapshot(ROOM).next_retry_at
+        assert retry_at is not None
+        env.clock.set(retry_at)
+    await env.until(lambda: sup.snapshot(ROOM).job_id is not None, "started at last")
+    assert env.service.starts == 1
+    assert env.task is not None and not env.task.done()
