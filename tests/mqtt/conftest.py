@@ -72,10 +72,11 @@ class Watcher:
         def pred(m: aiomqtt.Message) -> bool:
             if m.topic.value != topic:
                 return False
-            return json.loads(m.payload).get("id") == command_id  # type: ignore[arg-type]
+            return bool(json.loads(m.payload).get("id") == command_id)
 
         m = await self.wait_for(pred)
-        return json.loads(m.payload)  # type: ignore[arg-type,no-any-return]
+        reply: dict[str, Any] = json.loads(m.payload)
+        return reply
 
     async def send(
         self,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -14,6 +17,7 @@ from structlog.testing import capture_logs
 
 from orchestrator.control import CommandError
 from orchestrator.rooms.model import Order, RoomState, Snapshot
+from orchestrator.store.sql import SqlStore
 
 
 def _room_cmd(prefix: str, room: str = "room-a") -> str:
@@ -28,14 +32,14 @@ async def test_birth_publishes_online_info_and_room_states(
     await watcher.wait_topic(f"{prefix}/bridge/state", "online")
     info = await watcher.wait_topic(f"{prefix}/bridge/info")
     assert info.retain is False or info.retain is True  # live delivery; content matters
-    body = json.loads(info.payload)  # type: ignore[arg-type]
+    body = json.loads(info.payload)
     assert body["version"] == "test"
     assert body["rooms"] == ["room-a", "room-b"]
     assert body["config"]["authenticated"] is True
-    assert "hunter2" not in info.payload.decode()  # type: ignore[union-attr]
+    assert "hunter2" not in info.payload.decode()
     for room in ("room-a", "room-b"):
         m = await watcher.wait_topic(f"{prefix}/rooms/{room}/state")
-        assert json.loads(m.payload)["state"] == "IDLE"  # type: ignore[arg-type]
+        assert json.loads(m.payload)["state"] == "IDLE"
 
 
 @pytest.mark.parametrize(
@@ -116,7 +120,7 @@ async def test_get_and_bridge_actions(watcher: Watcher, bridges: BridgeRunner, p
     await watcher.wait_for(
         lambda m: (
             m.topic.value == f"{prefix}/bridge/info" and "room-c" in json.loads(m.payload)["rooms"]
-        )  # type: ignore[arg-type]
+        )
     )
     assert set(store.replies) == {"r1"}  # read-only replies are not stored
 
@@ -133,8 +137,8 @@ async def test_v5_reply_goes_to_response_topic_with_correlation(
     )
     m = await watcher.wait_topic(f"{prefix}/resp/panel-7")
     assert m.properties is not None
-    assert m.properties.CorrelationData == b"\x00corr-42"
-    assert json.loads(m.payload)["id"] == "v5-1"  # type: ignore[arg-type]
+    assert getattr(m.properties, "CorrelationData", None) == b"\x00corr-42"
+    assert json.loads(m.payload)["id"] == "v5-1"
     assert watcher.on(f"{_room_cmd(prefix)}/reply") == []
 
 
@@ -335,8 +339,8 @@ async def test_stream_key_never_leaves_in_replies_or_logs(
     watcher: Watcher, bridges: BridgeRunner, prefix: str
 ) -> None:
     class Echo(RecordingControl):
-        async def set_output(self, room_id: str, **kw: object):  # type: ignore[no-untyped-def,override]
-            await super().set_output(room_id, **kw)  # type: ignore[arg-type]
+        async def set_output(self, room_id: str, **kw: Any) -> Mapping[str, Any]:
+            await super().set_output(room_id, **kw)
             return {"url": kw["url"], "stream_key": kw["stream_key"]}
 
     control = Echo()
@@ -402,13 +406,13 @@ async def test_states_and_events_published_while_connected(
     bridge.publish_event("room-a", {"type": "transition", "from": "STARTING", "to": "LIVE"})
     bridge.publish_event("room-a", {"type": "alert", "status": "SET", "kind": "link_down"})
     await watcher.wait_for(
-        lambda m: m.topic.value == f"{prefix}/rooms/room-a/state" and b'"job_id":"j-1"' in m.payload  # type: ignore[operator]
+        lambda m: m.topic.value == f"{prefix}/rooms/room-a/state" and b'"job_id":"j-1"' in m.payload
     )
     ev = await watcher.wait_for(
-        lambda m: m.topic.value == f"{prefix}/rooms/room-a/events" and b"SET" in m.payload  # type: ignore[operator]
+        lambda m: m.topic.value == f"{prefix}/rooms/room-a/events" and b"SET" in m.payload
     )
     assert ev.retain is False
-    events = [json.loads(m.payload) for m in watcher.on(f"{prefix}/rooms/room-a/events")]  # type: ignore[arg-type]
+    events = [json.loads(m.payload) for m in watcher.on(f"{prefix}/rooms/room-a/events")]
     assert [e["type"] for e in events] == ["transition", "alert"]
 
 
@@ -428,3 +432,25 @@ async def test_relay_messages_go_to_handler_with_persistent_session(
     await watcher.send(f"{prefix}/callbacks/in", b'{"path":"/callbacks/metastudio"}')
     payload, _ = await asyncio.wait_for(got.get(), 5)
     assert payload == b'{"path":"/callbacks/metastudio"}'
+
+
+async def test_idempotency_survives_a_bridge_restart_with_the_sql_store(
+    watcher: Watcher, bridges: BridgeRunner, prefix: str, tmp_path: Path
+) -> None:
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'replies.db'}")
+    await store.open()
+    try:
+        control = RecordingControl()
+        t = _room_cmd(prefix)
+        bridge, _, _ = bridges.make(control=control, store=store)  # type: ignore[arg-type]
+        await bridges.start(bridge)
+        await watcher.send(t, {"id": "sql-1", "action": "refresh_output"})
+        first = await watcher.wait_reply(f"{t}/reply", "sql-1")
+        await bridges.stop(bridges.tasks[-1])
+        again, _, _ = bridges.make(control=control, store=store)  # type: ignore[arg-type]
+        await bridges.start(again)
+        await watcher.send(t, {"id": "sql-1", "action": "refresh_output"}, response_topic=f"{t}/r2")
+        assert await watcher.wait_reply(f"{t}/r2", "sql-1") == first
+        assert control.methods() == ["refresh_output"]
+    finally:
+        await store.close()

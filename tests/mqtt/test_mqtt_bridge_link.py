@@ -65,7 +65,7 @@ async def test_reconnects_after_broker_restart_and_republishes_state(
     async with watching(prefix, port) as w:
         await w.wait_topic(f"{prefix}/bridge/state", "online")
         state = await w.wait_topic(f"{prefix}/rooms/room-a/state")
-        assert json.loads(state.payload)["state"] == "LIVE"  # type: ignore[arg-type]
+        assert json.loads(state.payload)["state"] == "LIVE"
         await w.wait_topic(f"{prefix}/rooms/room-b/state")
         t = f"{prefix}/rooms/room-b/command"
         await w.send(t, {"id": "after-1", "action": "restart"})
@@ -106,7 +106,7 @@ async def test_outboxes_stay_bounded_while_disconnected_then_converge(
 
         async def count() -> None:
             async for m in c.messages:
-                latest[m.topic.value.split("/")[-2]] = json.loads(m.payload)["v"]  # type: ignore[arg-type]
+                latest[m.topic.value.split("/")[-2]] = json.loads(m.payload)["v"]
                 if len(latest) == n and all(v == 2 for v in latest.values()):
                     done.set()
 
