@@ -12,7 +12,7 @@ from typing import Any
 import aiomqtt
 import pytest
 from _mqtt_fakes import MemoryReplyStore, RecordingControl
-from conftest import BridgeRunner, Watcher
+from _mqtt_helpers import BridgeRunner, Watcher
 from structlog.testing import capture_logs
 
 from orchestrator.control import CommandError

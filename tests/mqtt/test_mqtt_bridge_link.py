@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiomqtt
 from _mqtt_fakes import RecordingControl
-from conftest import BridgeRunner, PrivateBroker, Watcher, watching
+from _mqtt_helpers import BridgeRunner, PrivateBroker, Watcher, watching
 
 from orchestrator.mqtt.link import Backoff
 
