@@ -53,8 +53,10 @@ from orchestrator.rooms.model import (
     QueryFailed,
     RaiseAlert,
     RefreshOutput,
+    RefreshRequested,
     Reset,
     ResetExitConfig,
+    RestartRequested,
     Resumed,
     Room,
     RoomState,
@@ -225,6 +227,23 @@ def _quarantine(room: Room, reason: str) -> Result:
         alert=ALERT_QUARANTINED,
     )  # fmt: skip
     return room, [*actions, RaiseAlert(ALERT_QUARANTINED, reason)]
+
+
+def _operator_restart(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """Restart on request: stop, back off, list-and-start — without counting a failure."""
+    if room.job_id is None:
+        return room, []  # nothing to restart yet (a list or start is in flight)
+    room = replace(room, last_error=None, drop_since=None)
+    if _job_alive(room):
+        return _stop(_go(replace(room, op=None), S.RESTARTING, wait=None))
+    return _after_restart_stop(room, now, p, ev.jitter)
+
+
+def _operator_refresh(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """Refresh on request: the refresh ladder from the primary output, no grace, no widening."""
+    if room.op is not None or room.job_id is None:
+        return room, []
+    return _refresh_now(replace(room, output_index=0, refresh_try=0, drop_since=now))
 
 
 def _restart(room: Room, now: datetime, p: Policy, u: float, reason: str) -> Result:
@@ -635,6 +654,14 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     **{(s, WindowClosed): _rule(_window_closed, _OFF.get(s, ())) for s in _ALL},
     **{(s, Reset): _rule(_reset, S.UNKNOWN if s is S.QUARANTINED else ()) for s in _ALL},
     **{(s, Resumed): _rule(_resumed, S.UNKNOWN) for s in _ALL if s is not S.QUARANTINED},
+    # --- operator requests (MQTT/CLI restart and refresh_output)
+    **{
+        (s, RestartRequested): _rule(_operator_restart, S.RESTARTING, S.BACKOFF)
+        for s in (S.STARTING, S.LIVE, S.DEGRADED, S.REFRESHING)
+    },
+    (S.BACKOFF, RestartRequested): _rule(_backoff_timer, S.STARTING, S.IDLE),
+    (S.LIVE, RefreshRequested): _rule(_operator_refresh, S.REFRESHING),
+    (S.DEGRADED, RefreshRequested): _rule(_operator_refresh, S.REFRESHING),
     # --- UNKNOWN: reconcile before anything else
     (S.UNKNOWN, JobsListed): _rule(_reconcile_listed, _ADOPT, S.STARTING, S.STOPPING, S.IDLE),
     (S.UNKNOWN, JobObserved): _rule(_poke_list),

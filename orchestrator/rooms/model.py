@@ -101,6 +101,16 @@ class OutputChanged(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RestartRequested(Event):
+    """An operator asked for a restart of the room's job (does not count towards quarantine)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefreshRequested(Event):
+    """An operator asked for REFRESH_OUTPUT_URL now (starts the refresh ladder at the primary)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Resumed(Event):
     """A worker (re)attached to the room (startup, reload, crash recovery): reconcile first.
 

@@ -71,6 +71,12 @@ class RoomConfig:
         room = settings.room(room_id)
         if room is None:
             raise KeyError(room_id)
+        return cls.build(settings, room)
+
+    @classmethod
+    def build(cls, settings: Settings, room: RoomSettings) -> RoomConfig:
+        """``room`` may differ from ``settings.room(id)`` (e.g. a runtime output override)."""
+        room_id = room.id
         callback = None
         if settings.http.public_callback_url:
             callback = CallbackTarget(

@@ -22,7 +22,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import structlog
 
@@ -50,6 +50,8 @@ from orchestrator.rooms.model import (
     JobStopped,
     ListJobs,
     ObservedJob,
+    Order,
+    OrderChanged,
     OutputChanged,
     Poked,
     QueryFailed,
@@ -68,6 +70,7 @@ from orchestrator.rooms.model import (
     TimerFired,
 )
 from orchestrator.rooms.startreq import RoomConfig, build_start_request
+from orchestrator.settings import RoomSettings, Settings
 from orchestrator.store.base import StartIntent, Store, StoreError, TransitionRecord
 
 __all__ = ["AdoptionReport", "CloudPort", "RoomSupervisor", "Transition"]
@@ -128,6 +131,29 @@ class Transition:
     cause: str
     alert: tuple[str, Literal["SET", "CLEARED"], str] | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """The non-retained MQTT event (same shape as ``mqtt.topics.transition_event``)."""
+        after = self.after
+        out: dict[str, Any] = {
+            "type": "transition",
+            "room_id": self.room_id,
+            "at": self.at.isoformat(),
+            "from": self.before.state.value,
+            "to": after.state.value,
+            "event": self.event,
+            "cause": self.cause,
+            "detail": {
+                "job_id": after.job_id,
+                "attempt": after.attempt,
+                "next_retry_at": after.next_retry_at.isoformat() if after.next_retry_at else None,
+                "last_error": after.last_error,
+            },
+        }
+        if self.alert is not None:
+            kind, status, message = self.alert
+            out["alert"] = {"kind": kind, "status": status, "message": message}
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class AdoptionReport:
@@ -136,6 +162,15 @@ class AdoptionReport:
     adopted: dict[str, list[str]] = field(default_factory=dict)
     unmanaged: list[tuple[str, str]] = field(default_factory=list)  # (room_id, job_id)
     without_jobs: list[str] = field(default_factory=list)
+
+    def to_log(self) -> dict[str, int]:
+        """Counts for one structured log line (ids would make it unbounded)."""
+        return {
+            "adopted_rooms": len(self.adopted),
+            "adopted_jobs": sum(len(v) for v in self.adopted.values()),
+            "unmanaged_jobs": len(self.unmanaged),
+            "rooms_without_jobs": len(self.without_jobs),
+        }
 
 
 def _state_of(job: _Job) -> str:
@@ -170,23 +205,55 @@ class RoomSupervisor:
         *,
         cloud: CloudPort,
         store: Store,
-        rooms: Callable[[], Mapping[str, RoomConfig]],
+        rooms: Callable[[], Mapping[str, RoomConfig]] | Callable[[str], RoomSettings | None],
         clock: Clock,
         rng: random.Random,
         listeners: Sequence[Callable[[Transition], None]] = (),
         poll_interval_s: float | None = None,
+        room_ids: Callable[[], Sequence[str]] | None = None,
+        settings: Callable[[], Settings] | None = None,
     ) -> None:
+        """Two ways to name the rooms.
+
+        * ``rooms()`` returns ``{room_id: RoomConfig}`` (fixed at construction; reload through
+          ``add_room``/``update_room``/``remove_room``), or
+        * ``room_ids()`` lists the managed rooms and ``rooms(room_id)`` returns that room's
+          current :class:`RoomSettings` (with runtime overrides); together with ``settings()``
+          the config is re-resolved before every event, so a reload or an output override is
+          seen without a restart.
+        """
         self._cloud = cloud
         self._store = store
         self._clock = clock
         self._rng = rng
         self._listeners = list(listeners)
         self._poll_interval_s = poll_interval_s
+        self._lookup: Callable[[str], RoomSettings | None] | None = None
+        self._settings = settings
+        if room_ids is None:
+            configs = cast(Callable[[], Mapping[str, RoomConfig]], rooms)()
+        else:
+            self._lookup = cast(Callable[[str], RoomSettings | None], rooms)
+            resolved = {rid: self._resolve(rid) for rid in room_ids()}
+            configs = {rid: cfg for rid, cfg in resolved.items() if cfg is not None}
         self._slots: dict[str, _Slot] = {
-            rid: _Slot(cfg, Room(room_id=rid)) for rid, cfg in rooms().items()
+            rid: _Slot(cfg, Room(room_id=rid)) for rid, cfg in configs.items()
         }
         self._tg: asyncio.TaskGroup | None = None
         self._loaded = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._job_rooms: dict[str, str] = {}
+
+    def _resolve(self, room_id: str) -> RoomConfig | None:
+        """The room's current config in lookup mode (None: not managed / fixed mode)."""
+        if self._lookup is None:
+            return None
+        room = self._lookup(room_id)
+        if room is None:
+            return None
+        if self._settings is not None:
+            return RoomConfig.build(self._settings(), room)
+        return RoomConfig(room=room)
 
     # ------------------------------------------------------------------ RoomSink + views
 
@@ -210,12 +277,32 @@ class RoomSupervisor:
     def room_ids(self) -> list[str]:
         return sorted(self._slots)
 
+    def room_for_job(self, job_id: str) -> str | None:
+        """The managed room whose current job is ``job_id`` (callback routing), else None."""
+        rid = self._job_rooms.get(job_id)
+        if rid is not None:
+            slot = self._slots.get(rid)
+            if slot is not None and slot.room.job_id == job_id:
+                return rid
+        for rid, slot in self._slots.items():  # index miss (e.g. restored rooms): scan once
+            if slot.room.job_id == job_id:
+                self._job_rooms[job_id] = rid
+                return rid
+        return None
+
     def add_listener(self, listener: Callable[[Transition], None]) -> None:
         self._listeners.append(listener)
 
     # ------------------------------------------------------------------ reload
 
-    def add_room(self, cfg: RoomConfig) -> None:
+    def add_room(self, room: RoomConfig | str) -> None:
+        """Supervise a new room (a room id in lookup mode); it reconciles at once."""
+        if isinstance(room, str):
+            found = self._resolve(room)
+            if found is None:
+                raise KeyError(room)
+            room = found
+        cfg = room
         if cfg.room_id in self._slots:
             self.update_room(cfg)
             return
@@ -225,14 +312,47 @@ class RoomSupervisor:
             self._spawn(cfg.room_id, slot)
         slot.queue.put_nowait(Poked(cause="reload:added"))
 
-    def remove_room(self, room_id: str) -> None:
-        """Stop supervising (jobs are left alone; post an OFF order first to stop them)."""
-        slot = self._slots.pop(room_id, None)
+    async def remove_room(
+        self,
+        room_id: str,
+        *,
+        stop_job: bool = False,
+        cause: str = "reload:removed",
+        timeout_s: float = 30.0,
+    ) -> None:
+        """Stop supervising. Jobs are left alone unless ``stop_job`` (then stopped first,
+        waiting up to ``timeout_s``)."""
+        slot = self._slots.get(room_id)
         if slot is None:
             return
+        if stop_job and slot.worker is not None:
+            slot.queue.put_nowait(OrderChanged(order=Order.OFF, cause=cause))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._until_stopped([room_id]), timeout_s)
+        self._slots.pop(room_id, None)
         for task in (slot.worker, slot.timer):
             if task is not None:
                 task.cancel()
+
+    async def stop_all(self, *, cause: str = "shutdown") -> None:
+        """Order every room OFF and wait until none has a job (bound it with a timeout)."""
+        for rid in list(self._slots):
+            self.post(rid, OrderChanged(order=Order.OFF, cause=cause))
+        await self._until_stopped(list(self._slots))
+
+    async def _until_stopped(self, room_ids: Sequence[str]) -> None:
+        def stopped(rid: str) -> bool:
+            slot = self._slots.get(rid)
+            if slot is None:
+                return True
+            room = slot.room
+            return room.state in (RoomState.IDLE, RoomState.QUARANTINED) or (
+                room.state is RoomState.UNKNOWN and room.job_id is None and room.op is None
+            )
+
+        while not all(stopped(rid) for rid in room_ids):
+            self._changed.clear()
+            await self._changed.wait()
 
     def update_room(self, cfg: RoomConfig) -> None:
         slot = self._slots.get(cfg.room_id)
@@ -323,11 +443,19 @@ class RoomSupervisor:
     # ------------------------------------------------------------------ one event
 
     async def _handle(self, rid: str, slot: _Slot, event: Event) -> None:
+        fresh = self._resolve(rid)
+        if fresh is not None:
+            slot.cfg = fresh
         event = replace(event, jitter=self._rng.random())
         now = self._clock.now()
         before = slot.room
         after, actions = step(before, event, now, slot.cfg.policy)
         slot.room = after
+        if after.job_id != before.job_id:
+            if before.job_id is not None:
+                self._job_rooms.pop(before.job_id, None)
+            if after.job_id is not None:
+                self._job_rooms[after.job_id] = rid
         alert: tuple[str, Literal["SET", "CLEARED"], str] | None = None
         for action in actions:
             if isinstance(action, RaiseAlert):
@@ -369,6 +497,7 @@ class RoomSupervisor:
             log.error("room_persist_failed", room_id=rid, error=_short(exc))
 
     def _notify(self, transition: Transition) -> None:
+        self._changed.set()
         for listener in self._listeners:
             try:
                 listener(transition)

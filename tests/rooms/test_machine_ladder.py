@@ -353,3 +353,25 @@ def test_ladder_worst_case_fits_inside_the_service_patience() -> None:
     p = Policy()
     assert p.ladder_worst_case_s() == 46.0
     assert p.ladder_worst_case_s(call_s=15.0) < 180.0
+
+
+def test_operator_restart_does_not_count_as_failure() -> None:
+    sim = Sim(policy=Policy(quarantine_after=1))
+    sim.go_live()
+    from orchestrator.rooms.model import RefreshRequested, RestartRequested
+
+    sim.feed(RestartRequested(cause="mqtt:restart"))
+    assert sim.room.state is S.RESTARTING
+    stop = sim.one(StopJob)
+    sim.feed(JobStopped(seq=stop.seq, job_id="job-1"))  # type: ignore[attr-defined]
+    assert sim.room.state is S.BACKOFF
+    assert sim.room.restart_failures == ()
+    sim.feed(RestartRequested())  # skip the wait
+    assert sim.room.state is S.STARTING
+    assert isinstance(sim.one(ListJobs), ListJobs)
+    live = Sim()
+    live.go_live()
+    live.feed(RefreshRequested())
+    assert live.room.state is S.REFRESHING
+    ref = live.one(RefreshOutput)
+    assert isinstance(ref, RefreshOutput) and ref.output_index == 0

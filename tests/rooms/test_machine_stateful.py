@@ -38,8 +38,10 @@ from orchestrator.rooms.model import (
     Poked,
     QueryFailed,
     RefreshOutput,
+    RefreshRequested,
     Reset,
     ResetExitConfig,
+    RestartRequested,
     Resumed,
     Room,
     RoomState,
@@ -222,9 +224,12 @@ class RoomInTenant(RuleBasedStateMachine):
         at = self.now + timedelta(seconds=age)
         self.feed(RtmpStateReported(job_id=job, rtmp_state=state, at=at))
 
-    @rule(kind=st.sampled_from(["poke", "reset", "output"]))
+    @rule(kind=st.sampled_from(["poke", "reset", "output", "restart", "refresh"]))
     def operator(self, kind: str) -> None:
-        ev = {"poke": Poked(), "reset": Reset(), "output": OutputChanged()}[kind]
+        ev = {
+            "poke": Poked(), "reset": Reset(), "output": OutputChanged(),
+            "restart": RestartRequested(), "refresh": RefreshRequested(),
+        }[kind]  # fmt: skip
         self.feed(ev)
 
     @rule(took_effect=st.booleans())

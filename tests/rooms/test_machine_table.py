@@ -26,7 +26,9 @@ from orchestrator.rooms.model import (
     OutputChanged,
     Poked,
     QueryFailed,
+    RefreshRequested,
     Reset,
+    RestartRequested,
     Resumed,
     Room,
     RoomState,
@@ -91,6 +93,8 @@ def sample_events() -> list[Event]:
         Resumed(),
         Poked(),
         OutputChanged(),
+        RestartRequested(),
+        RefreshRequested(),
         JobStarted(seq=10, job_id="j9"),
         JobStarted(seq=3, job_id="j9"),
         JobStopped(seq=10, job_id="j1"),
@@ -149,7 +153,7 @@ def test_every_pair_lands_in_a_declared_state(state: RoomState) -> None:
                 assert room.op is Op.LIST
                 assert not [j for j in ev.jobs if j.state in ("WAITING", "PROCESSING")]
                 assert room.order is Order.ON
-    assert len(seen_types) >= 17
+    assert len(seen_types) >= 19
 
 
 def test_stale_results_and_timers_change_nothing() -> None:

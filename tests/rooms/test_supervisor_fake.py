@@ -15,6 +15,7 @@ from orchestrator.errors import CloudUnavailable, InvalidRequest, Throttled
 from orchestrator.rooms.model import (
     Order,
     OrderChanged,
+    OutputChanged,
     Poked,
     Reset,
     RoomState,
@@ -22,6 +23,7 @@ from orchestrator.rooms.model import (
     WindowOpened,
 )
 from orchestrator.rooms.supervisor import RoomSupervisor
+from orchestrator.settings import RoomSettings
 from orchestrator.store.sql import SqlStore
 
 S = RoomState
@@ -308,8 +310,53 @@ async def test_reload_add_update_remove(make_harness: MakeHarness, cloud: FakeCl
                         recovery=new.recovery)  # fmt: skip
         h.sup.update_room(new)
         await h.until(lambda: ("refresh", "rtmp://new/live") in cloud.calls, "output applied")
-        h.sup.remove_room("room-b")
+        await h.sup.remove_room("room-b")
         assert "room-b" not in h.sup.room_ids()
         assert h.sup.post("room-b", Poked()) is False
+    finally:
+        await h.stop()
+
+
+async def test_lookup_mode_sees_overrides_and_stop_all_stops_every_job(
+    cloud: FakeCloud, store: SqlStore, clock: ManualClock
+) -> None:
+    from orchestrator.settings import Settings
+
+    settings = Settings(
+        rooms=[room_config("room-a").room, room_config("room-b").room],
+        http={"public_callback_url": "https://cb.example.com/callbacks/metastudio"},
+        callbacks={"auth_type": "MSS_A_HEAD", "key": "k3yExample"},
+    )
+    overrides: dict[str, str] = {}
+
+    def lookup(room_id: str) -> RoomSettings | None:
+        room = settings.room(room_id)
+        if room is not None and room_id in overrides:
+            room = room.model_copy(update={"output_url": overrides[room_id]})
+        return room
+
+    sup = RoomSupervisor(
+        cloud=cloud, store=store, rooms=lookup, room_ids=lambda: [r.id for r in settings.rooms],
+        settings=lambda: settings, clock=clock, rng=random.Random(3),
+    )  # fmt: skip
+    h = Harness(sup, clock)
+    h.start()
+    try:
+        for rid in ("room-a", "room-b"):
+            await go_live(h, rid)
+        req = cloud.requests[0]
+        assert req.live_event_callback_config is not None
+        assert req.live_event_callback_config.auth_type == "MSS_A_HEAD"
+        job_a = sup.snapshot("room-a").job_id
+        assert job_a is not None and sup.room_for_job(job_a) == "room-a"
+        assert sup.room_for_job("nobody") is None
+        overrides["room-a"] = "rtmp://override/live"
+        sup.post("room-a", OutputChanged(cause="mqtt:set_output"))
+        await h.until(lambda: ("refresh", "rtmp://override/live") in cloud.calls, "override used")
+        event = h.transitions[-1].to_json()
+        assert event["type"] == "transition" and event["room_id"] in ("room-a", "room-b")
+        await asyncio.wait_for(sup.stop_all(cause="shutdown"), 5)
+        assert cloud.running() == []
+        assert {s.state for s in sup.snapshots()} == {S.IDLE}
     finally:
         await h.stop()
