@@ -219,6 +219,9 @@ class MqttBridge:
     def pending_events(self) -> int:
         return len(self._events)
 
+    def pending_replies(self) -> int:
+        return len(self._replies)
+
     def publish_state(self, room_id: str, snapshot: Snapshot | Mapping[str, Any]) -> None:
         """Queue a room's retained state. Never blocks; call from the event loop's thread.
 

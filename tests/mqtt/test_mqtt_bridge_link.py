@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -13,6 +14,7 @@ import aiomqtt
 from _mqtt_fakes import RecordingControl
 from _mqtt_helpers import BridgeRunner, PrivateBroker, Watcher, watching
 
+from orchestrator.mqtt.bridge import MqttBridge
 from orchestrator.mqtt.link import Backoff
 
 PROC = Path(__file__).with_name("_mqtt_bridge_proc.py")
@@ -152,3 +154,36 @@ async def test_relay_session_persists_while_daemon_is_down(
         await r.publish(f"{prefix}/callbacks/in", b"while-down", qos=1)
     await bridges.run(**kw)  # same client id: the queued callback is delivered
     assert await asyncio.wait_for(got.get(), 5) == b"while-down"
+
+
+async def test_reply_computed_while_disconnected_is_sent_after_reconnect(
+    watcher: Watcher, bridges: BridgeRunner, prefix: str
+) -> None:
+    control = RecordingControl()
+    gate = control.gates["room-a"] = asyncio.Event()
+    pending_at_reconnect: list[int] = []
+    bridge: MqttBridge | None = None
+
+    def on_connected(up: bool) -> None:
+        assert bridge is not None
+        if not up:
+            gate.set()  # the slow command finishes while the link is down
+        elif gate.is_set():
+            pending_at_reconnect.append(bridge.pending_replies())
+
+    bridge, _, _ = bridges.make(control=control, on_connected=on_connected)
+    await bridges.start(bridge)
+    t = f"{prefix}/rooms/room-a/command"
+    await watcher.send(t, {"id": "slow-1", "action": "restart"})
+    await asyncio.wait_for(control.called.wait(), 5)
+    # an impostor with the bridge's client id takes its session over: the link drops
+    impostor = aiomqtt.Client("127.0.0.1", 1883, identifier=bridge.settings.client_id)
+    async with impostor:
+        reply = await watcher.wait_reply(f"{t}/reply", "slow-1")
+        # the bridge's reconnect kicked the impostor out in turn; consume its disconnect error
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with asyncio.timeout(5):
+                async for _ in impostor.messages:
+                    pass
+    assert reply["status"] == "ok"
+    assert pending_at_reconnect[:1] == [1]
