@@ -106,10 +106,11 @@ class Command(BaseModel):
     sent_at: AwareDatetime | None = None
     room_id: str | None = None
 
-    @field_validator("id")
+    @field_validator("id", "client")
     @classmethod
-    def _check_id(cls, v: str) -> str:
-        if not _ID.match(v):
+    def _check_token(cls, v: str | None) -> str | None:
+        # both end up in audit causes and log fields: no spaces, control or non-ASCII characters
+        if v is not None and not _ID.match(v):
             raise ValueError("must be 1-128 printable ASCII characters without spaces")
         return v
 

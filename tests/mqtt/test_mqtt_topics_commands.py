@@ -158,6 +158,7 @@ def test_set_output_secret_is_masked_everywhere() -> None:
         (b'{"id":"x y","action":"stop"}', "bad_payload", "id"),
         (b'{"id":"' + b"x" * 129 + b'","action":"stop"}', "bad_payload", "id"),
         (b'{"id":"x","action":"stop","client":""}', "bad_payload", "client"),
+        (b'{"id":"x","action":"stop","client":"a\\nb"}', "bad_payload", "client"),
         (b'{"id":"x","action":"stop","expires_at":"2026-01-01T00:00:00"}', "bad_payload",
          "expires_at"),
         (b'{"id":"x","action":"insert_script","text":""}', "bad_payload", "text"),
