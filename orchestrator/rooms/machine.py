@@ -83,6 +83,7 @@ ACTIVE_JOB_STATES = frozenset({"WAITING", "PROCESSING"})
 _DOWN = frozenset({"DISCONNECTED", "RECONNECTING"})
 ALERT_QUARANTINED = "quarantined"
 ALERT_STRAY = "stray_jobs"
+ALERT_UNRECOVERED = "unrecovered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,8 @@ def _to_backoff(
 
 def _quarantine(room: Room, reason: str) -> Result:
     actions: list[Action] = []
+    if room.alert == ALERT_UNRECOVERED:
+        actions.append(ClearAlert(ALERT_UNRECOVERED))  # superseded by the quarantine alert
     if _job_alive(room) and room.job_id is not None:
         actions.append(StopJob(0, room.job_id))  # last act: do not leave a broken job pushing
     room = _go(
@@ -233,7 +236,7 @@ def _operator_restart(room: Room, ev: Event, now: datetime, p: Policy) -> Result
     """Restart on request: stop, back off, list-and-start — without counting a failure."""
     if room.job_id is None:
         return room, []  # nothing to restart yet (a list or start is in flight)
-    room = replace(room, last_error=None, drop_since=None)
+    room = replace(room, last_error=None)
     if _job_alive(room):
         return _stop(_go(replace(room, op=None), S.RESTARTING, wait=None))
     return _after_restart_stop(room, now, p, ev.jitter)
@@ -243,14 +246,14 @@ def _operator_refresh(room: Room, ev: Event, now: datetime, p: Policy) -> Result
     """Refresh on request: the refresh ladder from the primary output, no grace, no widening."""
     if room.op is not None or room.job_id is None:
         return room, []
-    return _refresh_now(replace(room, output_index=0, refresh_try=0, drop_since=now))
+    return _refresh_now(replace(room, output_index=0, refresh_try=0))
 
 
 def _restart(room: Room, now: datetime, p: Policy, u: float, reason: str) -> Result:
     """The job failed or the ladder is exhausted: stop it, back off, then list-and-start."""
     horizon = now - timedelta(seconds=p.quarantine_window_s)
     failures = (*(t for t in room.restart_failures if t > horizon), now)
-    room = replace(room, restart_failures=failures, last_error=reason, drop_since=None)
+    room = replace(room, restart_failures=failures, last_error=reason)
     if len(failures) >= p.quarantine_after:
         return _quarantine(
             room,
@@ -770,7 +773,29 @@ def step(room: Room, event: Event, now: datetime, policy: Policy) -> Result:
     room, actions = rule.handler(room, event, now, policy)
     if room.state is not before:
         room = replace(room, since=now)
-    return room, actions
+    room, more = _watch_downtime(before, room, now, policy)
+    return room, actions + more
+
+
+def _watch_downtime(before: RoomState, room: Room, now: datetime, p: Policy) -> Result:
+    """Track how long a room that should be on air has been off it since leaving LIVE; alert
+    ``unrecovered`` once it exceeds ``unrecovered_alert_s`` (a dead stream must not look green).
+    Checked on every event of the room (ladder timers, polls), cleared on LIVE or order OFF."""
+    if room.state is S.LIVE or room.order is Order.OFF:
+        if room.alert == ALERT_UNRECOVERED:
+            return replace(room, alert=None, drop_since=None), [ClearAlert(ALERT_UNRECOVERED)]
+        return (replace(room, drop_since=None) if room.drop_since else room), []
+    if room.state is S.QUARANTINED:
+        return room, []
+    if room.drop_since is None and before is S.LIVE:
+        room = replace(room, drop_since=now)
+    if room.drop_since is None or room.alert is not None:
+        return room, []
+    down = (now - room.drop_since).total_seconds()
+    if down < p.unrecovered_alert_s:
+        return room, []
+    message = f"not live for {down:.0f}s since the drop (now {room.state.value})"
+    return replace(room, alert=ALERT_UNRECOVERED), [RaiseAlert(ALERT_UNRECOVERED, message)]
 
 
 # ----------------------------------------------------------------------------- diagram

@@ -34,6 +34,7 @@ class Policy:
     stop_confirm_s: float = 60.0
     stale_after_s: float = 90.0
     stray_jobs: Literal["stop", "alert"] = "stop"
+    unrecovered_alert_s: float = 120.0
     outputs: int = 1
     """How many RTMP targets the room has: the primary plus its backups."""
 
@@ -55,6 +56,7 @@ class Policy:
             stop_confirm_s=s.stop_confirm_s,
             stale_after_s=s.stale_after_s,
             stray_jobs=s.stray_jobs,
+            unrecovered_alert_s=s.unrecovered_alert_s,
             outputs=max(1, outputs),
         )
 

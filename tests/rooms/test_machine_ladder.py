@@ -375,3 +375,25 @@ def test_operator_restart_does_not_count_as_failure() -> None:
     assert live.room.state is S.REFRESHING
     ref = live.one(RefreshOutput)
     assert isinstance(ref, RefreshOutput) and ref.output_index == 0
+
+
+def test_unrecovered_alert_after_the_threshold_and_cleared_on_live() -> None:
+    sim = Sim(policy=Policy(unrecovered_alert_s=60, widen_exit_minutes=0, outputs=3))
+    sim.go_live()
+    sim.at(0).rtmp("DISCONNECTED")
+    assert sim.room.drop_since == sim.now
+    raised: list[RaiseAlert] = []
+    while sim.room.state in (S.DEGRADED, S.REFRESHING) and not raised:
+        if sim.room.op is not None:
+            sim.feed(CommandSucceeded(seq=sim.room.op_seq, command="REFRESH_OUTPUT_URL"))
+        else:
+            sim.fire()
+        raised = [a for a in sim.actions if isinstance(a, RaiseAlert)]
+    assert raised and raised[0].kind == "unrecovered"
+    assert (sim.now - T0).total_seconds() >= 60
+    assert sim.room.alert == "unrecovered"
+    sim.rtmp("CONNECTED")
+    assert sim.room.state is S.LIVE
+    cleared = sim.one(ClearAlert)
+    assert isinstance(cleared, ClearAlert) and cleared.kind == "unrecovered"
+    assert sim.room.alert is None and sim.room.drop_since is None
