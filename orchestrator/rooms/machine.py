@@ -12,12 +12,12 @@ How to read it:
 * :func:`step` first applies four uniform filters, so handlers never repeat them:
 
   1. a QUARANTINED room only takes ``Reset`` and order changes (it never acts on its own);
-  2. a result (``OpResult``) whose ``seq`` is not the room's ``op_seq`` is stale and dropped;
-     a matching one clears the room's in-flight call;
+  2. a result (``OpResult``) that does not answer the room's current call (kind and ``seq``)
+     is stale and dropped; a matching one clears the room's in-flight call;
   3. a ``TimerFired`` whose ``seq`` is not the room's ``timer_seq`` is stale and dropped;
-  4. callbacks are hints: an ``RtmpStateReported`` for another job, or older than what the room
-     already observed, is dropped; a fresh one, and a ``JobObserved`` of the room's job, are
-     recorded before the handler runs.
+  4. callbacks are hints: an ``RtmpStateReported`` for another job, or older than the link state
+     the room already knows (from a report or a read that carried it), is dropped; a fresh
+     one, and a ``JobObserved`` of the room's job, are recorded before the handler runs.
 
 Safety rules the table keeps (and the hypothesis tests check): a ``StartJob`` is only emitted
 in answer to the room's *own* ``ListJobs`` that showed no WAITING/PROCESSING job, with no start
@@ -742,8 +742,9 @@ def _fresh_callback(room: Room, ev: RtmpStateReported) -> bool:
     """A callback counts only for the room's current job and only if not older than we know."""
     if room.job_id is None or ev.job_id != room.job_id:
         return False
-    newest = max((t for t in (room.last_observed_at, room.rtmp_at) if t is not None), default=None)
-    return newest is None or ev.at >= newest
+    # Only link-state knowledge counts: a job read without RTMP state (the real API has none)
+    # must not make a slightly older DISCONNECTED report look stale.
+    return room.rtmp_at is None or ev.at >= room.rtmp_at
 
 
 def step(room: Room, event: Event, now: datetime, policy: Policy) -> Result:

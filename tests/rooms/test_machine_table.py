@@ -166,8 +166,13 @@ def test_stale_results_and_timers_change_nothing() -> None:
 def test_a_callback_older_than_the_last_observation_is_ignored() -> None:
     room = Room(room_id="r1", state=RoomState.LIVE, order=Order.ON, job_id="j1",
                 job_state="PROCESSING", last_observed_at=NOW)  # fmt: skip
+    seen, _ = step(room, JobObserved(job_id="j1", state="PROCESSING", rtmp_state="CONNECTED"),
+                   NOW, POLICY)  # fmt: skip
     old = RtmpStateReported(job_id="j1", rtmp_state="DISCONNECTED", at=NOW - timedelta(seconds=1))
-    assert step(room, old, NOW, POLICY) == (room, [])
+    assert step(seen, old, NOW, POLICY) == (seen, [])
+    # a read without link state (the real API) does not make the report stale
+    new, _ = step(room, old, NOW, POLICY)
+    assert new.state is RoomState.DEGRADED
     other = RtmpStateReported(job_id="j0", rtmp_state="DISCONNECTED", at=NOW)
     assert step(room, other, NOW, POLICY) == (room, [])
 
