@@ -411,7 +411,12 @@ def _starting_listed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     if room.order is Order.OFF:  # defensive: OFF normally moves STARTING to STOPPING
         return _stopping_listed(_go(room, S.STOPPING), ev, now, p)
     if active:
-        return _adopt(room, active, now, p)
+        return _adopt(replace(room, start_unknown=False), active, now, p)
+    if room.start_unknown:
+        # The start may have failed or its job is not listed yet: retry only after a backoff,
+        # so a service that keeps answering 409/timeouts is not hammered in a tight loop.
+        room = replace(room, start_unknown=False)
+        return _to_backoff(room, now, p, ev.jitter)
     return _start(room)
 
 
@@ -425,7 +430,7 @@ def _start_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     assert isinstance(ev, JobStartFailed)
     room = _error(room, ev.error)
     if ev.outcome_unknown:
-        return _list(room)  # a job may exist: look before anything else
+        return _list(replace(room, start_unknown=True))  # a job may exist: look first
     if ev.temporary:
         return _to_backoff(room, now, p, ev.jitter, retry_after=ev.retry_after)
     return _quarantine(room, f"start refused: {ev.error}")
@@ -672,7 +677,7 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.UNKNOWN, QueryFailed): _rule(_list_failed, S.QUARANTINED),
     (S.UNKNOWN, TimerFired): _rule(_retry_list),
     # --- STARTING: list-and-adopt, start, wait for PROCESSING + CONNECTED
-    (S.STARTING, JobsListed): _rule(_starting_listed, _ADOPT, S.STOPPING, S.IDLE),
+    (S.STARTING, JobsListed): _rule(_starting_listed, _ADOPT, S.BACKOFF, S.STOPPING, S.IDLE),
     (S.STARTING, JobStarted): _rule(_job_started),
     (S.STARTING, JobStartFailed): _rule(_start_failed, S.BACKOFF, S.QUARANTINED),
     (S.STARTING, JobObserved): _rule(_starting_observed, S.LIVE, _RESTART),

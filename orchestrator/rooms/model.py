@@ -404,6 +404,7 @@ class Room:
     output_index: int = 0
     refresh_try: int = 0  # tries on the current output
     widened: bool = False  # RESET_EXIT_CONFIG applied to the current job
+    start_unknown: bool = False  # the last start's outcome is unknown; its list is pending
     drop_since: datetime | None = None
     next_retry_at: datetime | None = None
     last_error: str | None = None

@@ -397,3 +397,21 @@ def test_unrecovered_alert_after_the_threshold_and_cleared_on_live() -> None:
     cleared = sim.one(ClearAlert)
     assert isinstance(cleared, ClearAlert) and cleared.kind == "unrecovered"
     assert sim.room.alert is None and sim.room.drop_since is None
+
+
+def test_unknown_start_with_nothing_listed_backs_off_instead_of_looping() -> None:
+    sim = Sim()
+    sim.feed(OrderChanged(order=Order.ON))
+    delays = []
+    for _ in range(3):
+        sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+        start = sim.one(StartJob)
+        sim.feed(JobStartFailed(seq=start.seq, error="409 Conflict", temporary=True,  # type: ignore[attr-defined]
+                                outcome_unknown=True))  # fmt: skip
+        assert isinstance(sim.one(ListJobs), ListJobs)
+        sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+        assert sim.room.state is S.BACKOFF
+        assert not [a for a in sim.actions if isinstance(a, StartJob)]
+        delays.append((sim.timer().at - sim.now).total_seconds())
+        sim.fire()
+    assert delays == [5.0, 10.0, 20.0]
