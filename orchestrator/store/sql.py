@@ -315,6 +315,10 @@ class SqlStore:
         # SQLite has one writer at a time anyway; queueing writers here is FIFO-fair and spares
         # them the busy handler's sleep-and-retry. busy_timeout still covers other processes.
         self._write_lock: asyncio.Lock | None = None
+        database = self._url.database or ""
+        self._one_connection = self._is_sqlite and (
+            database in ("", ":memory:") or "mode=memory" in database
+        )
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -469,8 +473,13 @@ class SqlStore:
         engine = self._read_engine
         if engine is None:
             raise StoreError("store is not open")
-        async with self._errors(op), engine.connect() as conn:
-            yield conn
+        if self._one_connection and self._write_lock is not None:
+            # An in-memory database lives on one shared connection: readers must queue too.
+            async with self._errors(op), self._write_lock, engine.connect() as conn:
+                yield conn
+        else:
+            async with self._errors(op), engine.connect() as conn:
+                yield conn
 
     async def _check_fence(self, conn: AsyncConnection, room_id: str, fence: int | None) -> None:
         if fence is None:

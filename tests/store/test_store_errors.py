@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import asyncpg
 import pytest
 from _storekit import PG_DSN, StoreTarget
 
-from orchestrator.store import SqlStore, StoreError, StoreUnavailable
+from orchestrator.store import FencedOut, SqlStore, StoreError, StoreUnavailable
 
 
 def _closed_port() -> int:
@@ -63,3 +64,33 @@ async def test_killed_postgres_connections_are_replaced(pg_target: StoreTarget) 
     assert killed >= 1
     # pool_pre_ping notices the dead connection and reconnects instead of failing the call
     assert await store.load_rooms() == {"r1": {"v": 1}}
+
+
+@pytest.mark.external_service
+async def test_fenced_write_waits_for_a_takeover_in_flight_then_fails(
+    pg_target: StoreTarget,
+) -> None:
+    """The fence check holds the lease row (FOR SHARE) in the write's own transaction."""
+    store = await pg_target.make()
+    await store.acquire_leases("a", ["r1"], ttl_s=30, now=pg_target.clock.now)
+    other = await asyncpg.connect(PG_DSN, server_settings={"search_path": str(pg_target.schema)})
+    watcher = await asyncpg.connect(PG_DSN)  # outside the transaction: fresh activity snapshots
+    try:
+        takeover = other.transaction()
+        await takeover.start()
+        await other.execute("UPDATE leases SET owner = 'b', fence = fence + 1 WHERE room_id = 'r1'")
+        write = asyncio.create_task(store.save_room("r1", {"late": True}, fence=1))
+        # wait until the write is blocked on the row lock held by the takeover
+        while not await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+            "AND wait_event_type = 'Lock'",
+            f"liveorch:{pg_target.schema}",
+        ):
+            assert not write.done(), "the fenced write did not wait for the lease row"
+        await takeover.commit()
+        with pytest.raises(FencedOut):
+            await asyncio.wait_for(write, timeout=5)
+    finally:
+        await other.close()
+        await watcher.close()
+    assert await store.load_rooms() == {}

@@ -110,3 +110,31 @@ async def test_sigkill_mid_run_keeps_every_reported_batch(tmp_path: Path) -> Non
     assert set(batches.values()) == {50}
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.timeout(20)
+async def test_in_memory_store_serves_concurrent_callers() -> None:
+    """:memory: lives on one shared connection; concurrent calls must queue, not deadlock."""
+    from datetime import UTC, datetime
+
+    from orchestrator.store import InboxItem
+
+    store = SqlStore("sqlite+aiosqlite:///:memory:")
+    await store.open()
+    try:
+        now = datetime.now(UTC)
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(store.save_room(f"r{i}", {"i": i}) for i in range(20)),
+                *(store.load_rooms() for _ in range(20)),
+                *(
+                    store.inbox_append([InboxItem(f"k{i}", None, None, "x", {}, now)])
+                    for i in range(20)
+                ),
+            ),
+            timeout=10,
+        )
+        assert len(await store.load_rooms()) == 20
+        assert len(await store.inbox_pending()) == 20
+    finally:
+        await store.close()
