@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import structlog
-from conftest import FakeCloud, FakeJob, Harness, room_config  # type: ignore[import-not-found]
+from rooms_support import FakeCloud, FakeJob, Harness, room_config
 
 from orchestrator.clock import ManualClock
 from orchestrator.errors import CloudUnavailable, InvalidRequest, Throttled
