@@ -1,0 +1,683 @@
+"""Wiring and lifecycle: one TaskGroup of named services, signals, readiness.
+
+Start order (each step finishes before the next begins)::
+
+    store open → MetaStudio client → room supervisor → HTTP server (ops + callbacks)
+    → inbox replay → adoption of running jobs → schedule (catch-up) → MQTT → poller
+    → READY=1 (systemd)
+
+Every long-running service is a named task in one TaskGroup. A service that crashes is logged
+with context and brings the whole process down with exit code 1 (systemd restarts it): never a
+silent half-alive daemon. Room workers are the exception: the supervisor restarts a crashed room
+worker itself, because one bad room must not take the others off the air.
+
+Signals: SIGTERM/SIGINT → graceful stop within ``shutdown.timeout_s`` (jobs keep streaming unless
+``shutdown.stop_jobs``); SIGHUP → reload config and schedules without touching running jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from orchestrator import __version__
+from orchestrator import logging as olog
+from orchestrator.alerts import Alert, WebhookSender
+from orchestrator.callbacks.parse import CallbackEvent
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.control import CommandError
+from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.httpserver import serve
+from orchestrator.metastudio.auth import AkSkAuth, IamTokenAuth
+from orchestrator.metastudio.client import MetaStudioClient
+from orchestrator.metastudio.ratelimit import ApiGroup, RateLimits, RateSpec, default_specs
+from orchestrator.ops import systemd
+from orchestrator.ops.http import Readiness
+from orchestrator.ops.metrics import Metrics
+from orchestrator.rooms import model
+from orchestrator.rooms.supervisor import RoomSupervisor, Transition
+from orchestrator.settings import RoomSettings, Settings, load_settings
+from orchestrator.sla import SlaAccumulator
+from orchestrator.store.base import Store
+from orchestrator.store.sql import SqlStore
+
+log = structlog.get_logger(__name__)
+
+
+def register_secrets(settings: Settings) -> None:
+    """Teach the log redactor every secret value we hold."""
+    c = settings.cloud
+    values = [c.ak, c.sk, c.password, c.security_token, settings.mqtt.password]
+    values += [settings.callbacks.key, settings.callbacks.previous_key, settings.ops.token]
+    for r in settings.rooms:
+        values += [r.stream_key, r.callback_key]
+        values += [b.stream_key for b in r.backup_outputs]
+    olog.register_secrets(v.get_secret_value() for v in values if v is not None)
+
+
+class Daemon:
+    """The running daemon. Implements :class:`orchestrator.control.Control`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+        listeners: Sequence[Callable[[Transition], None]] = (),
+    ) -> None:
+        self.settings = settings
+        self._extra_listeners = list(listeners)
+        self.config_path = config_path
+        self.clock: Clock = clock or SystemClock()
+        self._transport = transport
+        self.rng = rng or random.Random()
+        self.metrics = Metrics(version=__version__)
+        self.readiness = Readiness(
+            api_reachable_s=settings.ops.api_reachable_s, mqtt_required=settings.mqtt.enabled
+        )
+        self.started = False
+        self.sla = SlaAccumulator()
+        self.instance_id = settings.store.instance_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.stop_requested = asyncio.Event()
+        self.reload_requested = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.http_port: int | None = None
+        self.store: Store = SqlStore(settings.store.url)
+        self._http: httpx.AsyncClient | None = None
+        self.client: MetaStudioClient | None = None
+        self.supervisor: RoomSupervisor | None = None
+        self.bridge: Any = None
+        self.scheduler: Any = None
+        self.webhook: WebhookSender | None = None
+        self._outputs: dict[str, tuple[str, str]] = {}
+
+    # --- construction helpers ------------------------------------------------------------
+
+    def _build_client(self) -> MetaStudioClient:
+        c = self.settings.cloud
+        timeout = httpx.Timeout(c.read_timeout_s, connect=c.connect_timeout_s)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=self._transport)
+        base_url = c.base_url or MetaStudioClient.endpoint_for_region(c.region)
+        auth: httpx.Auth | None = None
+        if c.auth == "aksk" and c.ak is not None and c.sk is not None:
+            auth = AkSkAuth(
+                c.ak.get_secret_value(),
+                c.sk.get_secret_value(),
+                c.project_id,
+                security_token=c.security_token.get_secret_value() if c.security_token else None,
+            )
+        elif c.auth == "token" and c.password is not None:
+            auth = IamTokenAuth.with_password(
+                http=self._http,
+                iam_url=c.iam_url,
+                user=c.iam_user,
+                password=c.password.get_secret_value(),
+                domain=c.iam_domain,
+                project_id=c.project_id or None,
+                project_name=None if c.project_id else c.region,
+            )
+        specs = default_specs(c.region)
+        specs[ApiGroup.START] = RateSpec(c.rate_start_per_s)
+        specs[ApiGroup.STOP] = RateSpec(c.rate_write_per_s)
+        specs[ApiGroup.COMMAND] = RateSpec(c.rate_write_per_s)
+        specs[ApiGroup.JOB_QUERY] = RateSpec(c.rate_query_per_s)
+        specs[ApiGroup.ROOM_QUERY] = RateSpec(c.rate_query_per_s)
+        self.rate_limits = RateLimits(specs=specs)
+        return MetaStudioClient(
+            self._http,
+            base_url=base_url,
+            project_id=c.project_id,
+            auth=auth,
+            limits=self.rate_limits,
+            app_user_id=c.app_user_id,
+            timeout=timeout,
+            on_call=self._on_api_call,
+        )
+
+    def _on_api_call(self, operation: str, code: str, seconds: float) -> None:
+        self.metrics.api_call(operation, code, seconds)
+        if code.isdigit() and int(code) < 500 and int(code) not in (401, 403, 429):
+            self.readiness.api_ok()
+
+    def room_config(self, room_id: str) -> RoomSettings | None:
+        room = self.settings.room(room_id)
+        if room is None:
+            return None
+        override = self._outputs.get(room_id)
+        if override is not None:
+            from pydantic import SecretStr
+
+            room = room.model_copy(
+                update={"output_url": override[0], "stream_key": SecretStr(override[1])}
+            )
+        return room
+
+    # --- transitions fan-out -------------------------------------------------------------
+
+    def _on_transition(self, t: Transition) -> None:
+        before, after = t.before, t.after
+        if before.state != after.state:
+            self.metrics.transition(before.state.value, after.state.value)
+        self.sla.observe(
+            t.room_id, state=after.state.value, order_on=after.order is model.Order.ON, at=t.at
+        )
+        if self.bridge is not None:
+            self.bridge.publish_state(t.room_id, after)
+            self.bridge.publish_event(t.room_id, t.to_json())
+        if t.alert is not None:
+            kind, status, message = t.alert
+            alert = Alert(t.room_id, kind, status, message, t.at)
+            log.warning("alert", room_id=t.room_id, kind=kind, status=status, message=message)
+            if self.webhook is not None:
+                self.webhook.submit(alert)
+        self._refresh_room_gauge()
+
+    def _refresh_room_gauge(self) -> None:
+        if self.supervisor is not None:
+            snaps = self.supervisor.snapshots()
+            self.metrics.rooms(
+                [s.state.value for s in snaps], alerting=sum(1 for s in snaps if s.alert)
+            )
+
+    # --- services ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or ``stop_requested``). Returns the process exit code."""
+        s = self.settings
+        await self.store.open()
+        self.client = self._build_client()
+        self.supervisor = RoomSupervisor(
+            cloud=self.client,
+            store=self.store,
+            rooms=self.room_config,
+            room_ids=lambda: [r.id for r in self.settings.rooms],
+            settings=lambda: self.settings,
+            clock=self.clock,
+            rng=self.rng,
+            listeners=[self._on_transition, *self._extra_listeners],
+        )
+        for rid, ov in (await self._load_output_overrides()).items():
+            self._outputs[rid] = ov
+        rc = 0
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.supervisor.run(), name="supervisor")
+                served = await self._start_http(tg)
+                self.http_port = served
+                await self._replay_inbox()
+                report = await self.supervisor.adopt_all()
+                log.info("adoption_done", **report.to_log())
+                await self._start_schedule(tg)
+                if s.mqtt.enabled:
+                    await self._start_mqtt(tg)
+                if s.alerts.webhook_url and self._http is not None:
+                    self.webhook = WebhookSender(
+                        s.alerts.webhook_url, http=self._http, retries=s.alerts.webhook_retries
+                    )
+                    tg.create_task(self.webhook.run(), name="alert-webhook")
+                tg.create_task(self._poller(), name="poller")
+                if s.probe.enabled and any(r.playback_url for r in s.rooms):
+                    tg.create_task(self._probe_runner().run(), name="probe")
+                tg.create_task(self._sla_flusher(), name="sla-flush")
+                tg.create_task(systemd.watchdog_loop(), name="sd-watchdog")
+                self.started = True
+                self.ready.set()
+                systemd.ready(self._status_text())
+                log.info(
+                    "daemon_ready",
+                    rooms=len(s.rooms),
+                    http_port=self.http_port,
+                    instance=self.instance_id,
+                    version=__version__,
+                )
+                await self._main_loop()
+                raise _Shutdown
+        except* _Shutdown:
+            pass
+        except* Exception as eg:
+            for exc in eg.exceptions:
+                log.error("service_crashed", error=repr(exc), exc_info=exc)
+            rc = 1
+        finally:
+            await self._close()
+        return rc
+
+    async def _main_loop(self) -> None:
+        while True:
+            stop = asyncio.create_task(self.stop_requested.wait(), name="wait-stop")
+            reload_ = asyncio.create_task(self.reload_requested.wait(), name="wait-reload")
+            done, pending = await asyncio.wait({stop, reload_}, return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+            if stop in done:
+                await self._graceful_stop()
+                return
+            self.reload_requested.clear()
+            try:
+                await self.reload(cause="signal:SIGHUP")
+            except (ConfigError, CommandError) as exc:
+                log.error("reload_failed", error=str(exc))
+
+    async def _graceful_stop(self) -> None:
+        systemd.stopping()
+        log.info("daemon_stopping", stop_jobs=self.settings.shutdown.stop_jobs)
+        if self.settings.shutdown.stop_jobs and self.supervisor is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.supervisor.stop_all(cause="shutdown"), self.settings.shutdown.timeout_s
+                )
+        await self._flush_sla()
+
+    async def _close(self) -> None:
+        if self.bridge is not None:
+            with contextlib.suppress(Exception):
+                await self.bridge.aclose()
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+        if self._http is not None:
+            await self._http.aclose()
+        with contextlib.suppress(Exception):
+            await self._flush_sla()
+        await self.store.close()
+        log.info("daemon_stopped")
+
+    def _status_text(self) -> str:
+        if self.supervisor is None:
+            return "starting"
+        counts: dict[str, int] = {}
+        for snap in self.supervisor.snapshots():
+            counts[snap.state.value] = counts.get(snap.state.value, 0) + 1
+        return " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no rooms"
+
+    async def _start_http(self, tg: asyncio.TaskGroup) -> int:
+        routes: list[BaseRoute] = []
+        routes += self._callback_routes()
+        routes += self._ops_routes()
+        app = Starlette(routes=routes)
+        started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def _serve() -> None:
+            async with serve(app, host=self.settings.http.host, port=self.settings.http.port) as sv:
+                started.set_result(sv.port)
+                await asyncio.Event().wait()
+
+        tg.create_task(_serve(), name="http")
+        return await started
+
+    def _callback_routes(self) -> list[BaseRoute]:
+        from orchestrator.callbacks.receiver import CallbackIntake
+
+        assert self.supervisor is not None
+        sup = self.supervisor
+        self.callback_intake = CallbackIntake(
+            self.settings.callbacks,
+            store=self.store,
+            sink=sup,
+            room_for_job=sup.room_for_job,
+            key_for_room=self._callback_keys,
+            clock=self.clock.now,
+            on_event=self._on_callback_event,
+            metrics=_CallbackMetrics(self.metrics),
+            public_url=self.settings.http.public_callback_url,
+        )
+        return list(self.callback_intake.routes())
+
+    def _callback_keys(self, room_id: str) -> list[str]:
+        """The room's own key if it has one, else the current and previous global keys."""
+        room = self.settings.room(room_id)
+        if room is not None and room.callback_key is not None:
+            return [room.callback_key.get_secret_value()]
+        return [
+            k.get_secret_value()
+            for k in (self.settings.callbacks.key, self.settings.callbacks.previous_key)
+            if k is not None
+        ]
+
+    async def _on_callback_event(self, event: CallbackEvent, room_id: str | None) -> None:
+        """Script switches and reply completions matter to shop backends: publish them."""
+        if self.bridge is not None and room_id is not None:
+            self.bridge.publish_event(
+                room_id,
+                {
+                    "type": event.event_type,
+                    "job_id": event.job_id,
+                    "scene_script_name": event.scene_script_name,
+                    "shoot_script_sequence_no": event.shoot_script_sequence_no,
+                    "shoot_script_title": event.shoot_script_title,
+                    "reply_id": event.reply_id,
+                },
+            )
+
+    def _ops_routes(self) -> list[BaseRoute]:
+        from orchestrator.ops.http import ops_routes
+
+        return ops_routes(
+            rooms=self,
+            store=self.store,
+            metrics=self.metrics,
+            readiness=self.readiness,
+            token=self.settings.ops.token,
+            now=self.clock.now,
+        )
+
+    async def _replay_inbox(self) -> None:
+        n = await self.callback_intake.replay()
+        if n:
+            log.info("inbox_replayed", count=n)
+
+    async def _start_schedule(self, tg: asyncio.TaskGroup) -> None:
+        from orchestrator.schedule.scheduler import WindowScheduler
+
+        assert self.supervisor is not None
+        self.scheduler = WindowScheduler(
+            self.supervisor,
+            now=self.clock.now,
+            misfire_grace_s=self.settings.schedule.misfire_grace_s,
+            start_rate_per_s=self.settings.cloud.rate_start_per_s,
+        )
+        await self._apply_schedules()
+        for room_id, ev in self.scheduler.startup_events(self.clock.now()):
+            self.supervisor.post(room_id, ev)
+        self.scheduler.start()
+
+    async def _apply_schedules(self) -> None:
+        """(Re)build every room's schedule from config + stored overrides; the scheduler posts
+        what changes for rooms whose current window moved (never a restart of a room that is
+        still inside its window)."""
+        from orchestrator.schedule.holidays import load_holidays
+        from orchestrator.schedule.preview import schedule_for_room
+
+        assert self.scheduler is not None
+        lists = load_holidays(self.settings.schedule.holidays_file)
+        schedules = {r.id: schedule_for_room(r, self.settings, lists) for r in self.settings.rooms}
+        overrides = {
+            r.id: dict((await self.store.get_overrides(r.id)).get("schedule", {}))
+            for r in self.settings.rooms
+        }
+        self.scheduler.apply(schedules, overrides)
+
+    async def _start_mqtt(self, tg: asyncio.TaskGroup) -> None:
+        from orchestrator.mqtt.bridge import MqttBridge
+
+        self.bridge = MqttBridge(
+            self.settings.mqtt,
+            self,
+            self.store,
+            version=__version__,
+            on_connected=self._mqtt_connected,
+            on_relayed_callback=self._relayed if self.settings.mqtt.consume_relay else None,
+        )
+        tg.create_task(self.bridge.run(), name="mqtt")
+
+    def _mqtt_connected(self, connected: bool) -> None:
+        self.readiness.mqtt(connected)
+        self.metrics.mqtt_connected(connected)
+
+    async def _relayed(self, payload: bytes, properties: object) -> None:
+        from orchestrator.callbacks.relay import handle_relayed
+
+        await handle_relayed(payload, properties, intake=self.callback_intake)
+
+    def _probe_runner(self) -> Any:
+        from orchestrator.probe import ProbeRunner, ProbeSettings
+
+        assert self.supervisor is not None
+        sup = self.supervisor
+
+        def rooms() -> dict[str, tuple[str, ProbeSettings]]:
+            cfg = self.settings  # re-read on every tick so a reload applies
+            return {
+                r.id: (r.playback_url, cfg.probe_for(r.id))
+                for r in cfg.rooms
+                if r.playback_url and cfg.probe_for(r.id).enabled
+            }
+
+        def snapshot(room_id: str) -> model.Snapshot | None:
+            return sup.snapshot(room_id) if self.settings.room(room_id) else None
+
+        return ProbeRunner(sup, rooms=rooms, snapshot=snapshot, clock=self.clock)
+
+    async def _poller(self) -> None:
+        """Level-triggered safety net: the paged tenant job list, every poll interval ± jitter."""
+        assert self.supervisor is not None
+        interval = self.settings.recovery.poll_interval_s
+        while True:
+            await asyncio.sleep(interval * (0.8 + 0.4 * self.rng.random()))
+            try:
+                await self.supervisor.poll_once()
+            except OrchestratorError as exc:
+                log.warning("poll_failed", error=str(exc))
+            systemd.status(self._status_text())
+
+    async def _sla_flusher(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            await self._flush_sla()
+
+    async def _flush_sla(self) -> None:
+        self.sla.tick(self.clock.now())
+        for (room_id, day), d in self.sla.drain().items():
+            for i, rec in enumerate(d.recoveries or [None]):
+                await self.store.add_sla(
+                    room_id,
+                    day,
+                    scheduled_s=d.scheduled_s if i == 0 else 0.0,
+                    live_s=d.live_s if i == 0 else 0.0,
+                    drops=d.drops if i == 0 else 0,
+                    recovery_s=rec,
+                )
+            self.metrics.sla(room_id, live_s=d.live_s, scheduled_s=d.scheduled_s)
+
+    async def _load_output_overrides(self) -> dict[str, tuple[str, str]]:
+        out: dict[str, tuple[str, str]] = {}
+        for room in self.settings.rooms:
+            ov = await self.store.get_overrides(room.id)
+            o = ov.get("output")
+            if isinstance(o, Mapping) and o.get("url") and o.get("stream_key"):
+                out[room.id] = (str(o["url"]), str(o["stream_key"]))
+                olog.register_secret(str(o["stream_key"]))
+        return out
+
+    # --- Control --------------------------------------------------------------------------
+
+    def _need_room(self, room_id: str) -> None:
+        if self.settings.room(room_id) is None:
+            raise CommandError("unknown_room", f"room {room_id!r} is not managed here")
+
+    def _post(self, room_id: str, event: model.Event) -> None:
+        self._need_room(room_id)
+        assert self.supervisor is not None
+        if not self.supervisor.post(room_id, event):
+            raise CommandError("unknown_room", f"room {room_id!r} has no worker")
+
+    def room_ids(self) -> Sequence[str]:
+        return [r.id for r in self.settings.rooms]
+
+    def rooms_json(self) -> list[Mapping[str, Any]]:
+        return [self.room_state(rid) for rid in self.room_ids()]
+
+    def room_state(self, room_id: str) -> Mapping[str, Any]:
+        from orchestrator.mqtt.topics import snapshot_json
+
+        self._need_room(room_id)
+        assert self.supervisor is not None
+        return snapshot_json(self.supervisor.snapshot(room_id))
+
+    async def start(self, room_id: str, *, until: datetime | None, cause: str) -> Mapping[str, Any]:
+        self._post(room_id, model.OrderChanged(order=model.Order.ON, deadline=until, cause=cause))
+        return {"accepted": True}
+
+    async def stop(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        self._post(room_id, model.OrderChanged(order=model.Order.OFF, cause=cause))
+        return {"accepted": True}
+
+    async def restart(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        self._post(room_id, model.RestartRequested(cause=cause))
+        return {"accepted": True}
+
+    async def refresh_output(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        self._post(room_id, model.RefreshRequested(cause=cause))
+        return {"accepted": True}
+
+    async def set_output(
+        self, room_id: str, *, url: str, stream_key: str, cause: str
+    ) -> Mapping[str, Any]:
+        self._need_room(room_id)
+        olog.register_secret(stream_key)
+        ov = dict(await self.store.get_overrides(room_id))
+        ov["output"] = {"url": url, "stream_key": stream_key}
+        await self.store.put_overrides(room_id, ov)
+        self._outputs[room_id] = (url, stream_key)
+        self._post(room_id, model.OutputChanged(cause=cause))
+        return {"accepted": True, "output_url": url}
+
+    async def reset(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        self._post(room_id, model.Reset(cause=cause))
+        return {"accepted": True}
+
+    async def insert_script(
+        self, room_id: str, *, text: str, play_type: str, cause: str
+    ) -> Mapping[str, Any]:
+        self._need_room(room_id)
+        assert self.supervisor is not None and self.client is not None
+        snap = self.supervisor.snapshot(room_id)
+        if snap.job_id is None or snap.state not in (
+            model.RoomState.LIVE,
+            model.RoomState.DEGRADED,
+        ):
+            raise CommandError("not_live", f"room {room_id!r} has no live job (state {snap.state})")
+        try:
+            res = await self.client.insert_play_script(
+                room_id, snap.job_id, text, play_type=play_type
+            )
+        except OrchestratorError as exc:
+            raise CommandError("cloud_error", str(exc)) from exc
+        return {"command_id": res.command_id, "job_id": snap.job_id}
+
+    async def _schedule_override(
+        self, room_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> Mapping[str, Any]:
+        self._need_room(room_id)
+        ov = dict(await self.store.get_overrides(room_id))
+        sched = change(dict(ov.get("schedule", {})))
+        ov["schedule"] = sched
+        await self.store.put_overrides(room_id, ov)
+        await self._apply_schedules()
+        return {"schedule": sched}
+
+    async def pause_schedule(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        from orchestrator.schedule import windows
+
+        return await self._schedule_override(room_id, windows.pause)
+
+    async def resume_schedule(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        from orchestrator.schedule import windows
+
+        return await self._schedule_override(room_id, windows.resume)
+
+    async def add_window(
+        self, room_id: str, *, start: datetime, end: datetime, cause: str
+    ) -> Mapping[str, Any]:
+        from orchestrator.schedule import windows
+
+        if end <= start:
+            raise CommandError("bad_payload", "end must be after start")
+        return await self._schedule_override(room_id, lambda ov: windows.add_window(ov, start, end))
+
+    async def skip_next_window(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
+        from orchestrator.schedule import windows
+        from orchestrator.schedule.preview import schedule_for_room
+
+        self._need_room(room_id)
+        room = self.settings.room(room_id)
+        assert room is not None
+        sched = schedule_for_room(room, self.settings)
+        now = self.clock.now()
+        return await self._schedule_override(room_id, lambda ov: windows.skip_next(ov, sched, now))
+
+    async def reload(self, *, cause: str) -> Mapping[str, Any]:
+        """Re-read the config; apply rooms and schedules without touching jobs still desired."""
+        systemd.reloading()
+        try:
+            new = load_settings(self.config_path)
+        except ConfigError as exc:
+            raise CommandError("bad_config", str(exc)) from exc
+        register_secrets(new)
+        old_ids = {r.id for r in self.settings.rooms}
+        new_ids = {r.id for r in new.rooms}
+        self.settings = new
+        assert self.supervisor is not None
+        for rid in sorted(new_ids - old_ids):
+            self.supervisor.add_room(rid)
+        for rid in sorted(old_ids - new_ids):
+            await self.supervisor.remove_room(rid, stop_job=new.reload.stop_removed, cause=cause)
+        await self._apply_schedules()
+        systemd.ready(self._status_text())
+        log.info(
+            "config_reloaded",
+            added=sorted(new_ids - old_ids),
+            removed=sorted(old_ids - new_ids),
+            cause=cause,
+        )
+        return {
+            "rooms": sorted(new_ids),
+            "added": sorted(new_ids - old_ids),
+            "removed": sorted(old_ids - new_ids),
+        }
+
+
+class _CallbackMetrics:
+    """Adapts the receiver's metrics protocol to :class:`Metrics`."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def callback(self, event_type: str, result: str) -> None:
+        self._m.callback(event_type, result)
+
+    def lag(self, seconds: float) -> None:
+        self._m.callback_lag(seconds)
+
+
+class _Shutdown(Exception):
+    """Raised inside the TaskGroup to cancel every service on a requested stop."""
+
+
+def install_signal_handlers(daemon: Daemon) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, daemon.stop_requested.set)
+    loop.add_signal_handler(signal.SIGINT, daemon.stop_requested.set)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload_requested.set)
+
+
+async def amain(settings: Settings, config_path: Path | None) -> int:
+    daemon = Daemon(settings, config_path=config_path)
+    install_signal_handlers(daemon)
+    return await daemon.run()
+
+
+def run(settings: Settings, *, config_path: Path | None = None) -> int:
+    olog.configure(settings.log.level, settings.log.format)
+    register_secrets(settings)
+    return asyncio.run(amain(settings, config_path))
+
+
+__all__ = ["Daemon", "amain", "install_signal_handlers", "register_secrets", "run"]
+
+_unused: tuple[Any, ...] = (Awaitable, UTC)

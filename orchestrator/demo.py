@@ -1,0 +1,214 @@
+"""`liveorch demo`: the emulator and the daemon in one process, a forced RTMP drop, its repair.
+
+Nothing outside this process is needed: the MetaStudio emulator serves on a loopback port, the
+daemon talks to it over real HTTP with AK/SK signatures, callbacks come back over HTTP with
+MSS_A_HEAD auth, and the store is a SQLite file in a temporary directory. Two rooms:
+
+* ``demo-247``: a 24/7 window; once it is LIVE the demo holds its RTMP link down, and the daemon
+  repairs it (grace → REFRESH_OUTPUT_URL → LIVE).
+* ``demo-window``: a one-off window that opens a short while after start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from orchestrator import logging as olog
+from orchestrator.rooms.model import RoomState
+from orchestrator.rooms.supervisor import Transition
+from orchestrator.settings import Settings
+
+ROOM_247 = "demo-247"
+ROOM_WINDOW = "demo-window"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def demo_settings(
+    *,
+    base_url: str,
+    project_id: str,
+    ak: str,
+    sk: str,
+    http_port: int,
+    state_dir: Path,
+    window_in_s: float,
+) -> Settings:
+    now = datetime.now(UTC)
+    data: dict[str, Any] = {
+        "cloud": {"base_url": base_url, "project_id": project_id, "ak": ak, "sk": sk},
+        "store": {"url": f"sqlite+aiosqlite:///{state_dir / 'demo.db'}"},
+        "http": {
+            "port": http_port,
+            "public_callback_url": f"http://127.0.0.1:{http_port}/callbacks/metastudio",
+        },
+        "callbacks": {"auth_type": "MSS_A_HEAD", "key": secrets.token_hex(8)},
+        # short ladder so the demo shows a repair within seconds
+        "recovery": {
+            "grace_s": 2.0,
+            "widen_exit_minutes": 10,
+            "refresh_confirm_s": 6.0,
+            "refresh_backoff_s": 1.0,
+            "restart_backoff_s": 2.0,
+            "poll_interval_s": 10.0,
+            "stale_after_s": 30.0,
+        },
+        "log": {"level": "warning"},
+        "rooms": [
+            {
+                "id": ROOM_247,
+                "name": "24/7 shop",
+                "output_url": "rtmp://push.example.com/live",
+                "stream_key": "demo-key-247-" + secrets.token_hex(4),
+                "windows": [{"always": True}],
+            },
+            {
+                "id": ROOM_WINDOW,
+                "name": "evening show",
+                "output_url": "rtmp://push.example.com/live",
+                "stream_key": "demo-key-win-" + secrets.token_hex(4),
+                "windows": [
+                    {
+                        "start": (now + timedelta(seconds=window_in_s)).isoformat(),
+                        "end": (now + timedelta(hours=1)).isoformat(),
+                    }
+                ],
+            },
+        ],
+    }
+    return Settings.model_validate(data)
+
+
+class _Printer:
+    """Prints one readable line per state change."""
+
+    def __init__(self, out: TextIO, t0: float) -> None:
+        self.out = out
+        self.t0 = t0
+        self.changed = asyncio.Event()
+
+    def line(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.1f}s] {text}", file=self.out, flush=True)
+
+    def __call__(self, t: Transition) -> None:
+        if t.before.state != t.after.state:
+            job = (t.after.job_id or "-")[:8]
+            why = f"  ({t.cause})" if t.cause else ""
+            self.line(
+                f"{t.room_id:<12} {t.before.state.value:>11} → {t.after.state.value:<11} "
+                f"job {job}{why}"
+            )
+        if t.alert is not None:
+            kind, status, message = t.alert
+            self.line(f"{t.room_id:<12} ALERT {status} {kind}: {message}")
+        self.changed.set()
+
+
+async def _wait_for(
+    daemon: Any, printer: _Printer, room: str, state: RoomState, timeout: float
+) -> bool:
+    deadline = time.monotonic() + timeout
+    while daemon.supervisor is None or daemon.supervisor.snapshot(room).state is not state:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        printer.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(printer.changed.wait(), left)
+    return True
+
+
+async def run_demo(*, duration_s: float = 90.0, fast: bool = True, out: TextIO = sys.stdout) -> int:
+    from orchestrator.app import Daemon
+    from orchestrator.emulator.app import create_app
+    from orchestrator.emulator.service import EmulatorService
+    from orchestrator.httpserver import serve
+    from orchestrator.status import render_table
+
+    olog.configure("warning", "console", stream=sys.stderr)
+    t0 = time.monotonic()
+    printer = _Printer(out, t0)
+    ak, sk = "DEMO" + secrets.token_hex(8).upper(), secrets.token_hex(20)
+    project_id = secrets.token_hex(16)
+    service = EmulatorService(project_id, {ak: sk}, seed=7, time_scale=10.0 if fast else 1.0)
+    for rid in (ROOM_247, ROOM_WINDOW):
+        service.add_room(rid)
+    with tempfile.TemporaryDirectory(prefix="liveorch-demo-") as tmp:
+        async with serve(create_app(service)) as emu:
+            settings = demo_settings(
+                base_url=emu.base_url,
+                project_id=project_id,
+                ak=ak,
+                sk=sk,
+                http_port=_free_port(),
+                state_dir=Path(tmp),
+                window_in_s=20.0,
+            )
+            printer.line(
+                f"emulator at {emu.base_url}; daemon ops at "
+                f"http://127.0.0.1:{settings.http.port}/  (status page)"
+            )
+            daemon = Daemon(settings, listeners=[printer])
+            task = asyncio.create_task(daemon.run(), name="daemon")
+            rc = 1
+            try:
+                await asyncio.wait_for(daemon.ready.wait(), 30)
+                printer.line("daemon ready: adoption done, schedule loaded")
+                if not await _wait_for(daemon, printer, ROOM_247, RoomState.LIVE, 60):
+                    printer.line(f"{ROOM_247} did not go LIVE within 60 s")
+                    return 1
+                assert daemon.supervisor is not None
+                job_id = daemon.supervisor.snapshot(ROOM_247).job_id
+                async with httpx.AsyncClient(base_url=emu.base_url) as admin:
+                    await admin.post(
+                        f"/_emulator/jobs/{job_id}/rtmp",
+                        json={"state": "DISCONNECTED", "hold_s": 600},
+                    )
+                drop_at = time.monotonic()
+                printer.line(f"{ROOM_247:<12} >>> forced RTMP drop (held down until refreshed)")
+                await _wait_for(daemon, printer, ROOM_247, RoomState.DEGRADED, 30)
+                if await _wait_for(daemon, printer, ROOM_247, RoomState.LIVE, 120):
+                    printer.line(
+                        f"{ROOM_247:<12} <<< recovered in {time.monotonic() - drop_at:.1f}s"
+                    )
+                    rc = 0
+                else:
+                    printer.line(f"{ROOM_247:<12} did not recover within 120 s")
+                remaining = duration_s - (time.monotonic() - t0)
+                if remaining > 0:
+                    await _wait_for(daemon, printer, ROOM_WINDOW, RoomState.LIVE, remaining)
+                    left = duration_s - (time.monotonic() - t0)
+                    if left > 0:
+                        await asyncio.sleep(left)  # let the operator watch the status page
+                print("", file=out)
+                print(
+                    render_table([dict(r) for r in daemon.rooms_json()], datetime.now(UTC)),
+                    file=out,
+                )
+                jobs = service.admin_jobs()
+                running = [j for j in jobs if j["state"] in ("WAITING", "PROCESSING")]
+                print(
+                    f"\nemulator: {len(jobs)} jobs created, {len(running)} running "
+                    f"(one per room: {len(running) == len({j['room_id'] for j in running})})",
+                    file=out,
+                )
+            finally:
+                daemon.stop_requested.set()
+                rc_daemon = await task
+            return rc if rc_daemon == 0 else rc_daemon
