@@ -57,7 +57,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from orchestrator import demo
 
-    return asyncio.run(demo.run_demo(duration_s=args.duration, fast=not args.real_time))
+    if args.state_dir is not None:
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(
+        demo.run_demo(duration_s=args.duration, fast=not args.real_time, state_dir=args.state_dir)
+    )
 
 
 def _console_logs() -> None:
@@ -165,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="emulator + daemon in one process, with a forced drop")
     p.add_argument("--duration", type=float, default=90.0, help="seconds to run (default 90)")
     p.add_argument("--real-time", action="store_true", help="do not accelerate emulator time")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="keep the demo's SQLite store here (default: a temporary directory)",
+    )
     p.set_defaults(func=cmd_demo)
 
     _optional(

@@ -134,7 +134,15 @@ async def _wait_for(
     return True
 
 
-async def run_demo(*, duration_s: float = 90.0, fast: bool = True, out: TextIO = sys.stdout) -> int:
+async def run_demo(
+    *,
+    duration_s: float = 90.0,
+    fast: bool = True,
+    out: TextIO = sys.stdout,
+    state_dir: Path | None = None,
+) -> int:
+    """Run the demo; with ``state_dir`` (an existing directory) the SQLite store ``demo.db``
+    survives the run, so ``liveorch report`` can read the SLA it accounted."""
     from orchestrator.app import Daemon
     from orchestrator.emulator.app import create_app
     from orchestrator.emulator.service import EmulatorService
@@ -149,7 +157,8 @@ async def run_demo(*, duration_s: float = 90.0, fast: bool = True, out: TextIO =
     service = EmulatorService(project_id, {ak: sk}, seed=7, time_scale=10.0 if fast else 1.0)
     for rid in (ROOM_247, ROOM_WINDOW):
         service.add_room(rid)
-    with tempfile.TemporaryDirectory(prefix="liveorch-demo-") as tmp:
+    keep = contextlib.nullcontext(str(state_dir)) if state_dir is not None else None
+    with keep or tempfile.TemporaryDirectory(prefix="liveorch-demo-") as tmp:
         async with serve(create_app(service)) as emu:
             settings = demo_settings(
                 base_url=emu.base_url,
@@ -211,4 +220,10 @@ async def run_demo(*, duration_s: float = 90.0, fast: bool = True, out: TextIO =
             finally:
                 daemon.stop_requested.set()
                 rc_daemon = await task
+            if state_dir is not None:
+                print(
+                    f"\nstore kept: {settings.store.url}\n"
+                    f"  liveorch report --since 1d --store {settings.store.url}",
+                    file=out,
+                )
             return rc if rc_daemon == 0 else rc_daemon
