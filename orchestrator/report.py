@@ -20,6 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", default="7d", help="7d, 24h, 2w or a date YYYY-MM-DD")
     parser.add_argument("--room", default=None)
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="SQLAlchemy store URL (default: [store] url of the config), e.g. the demo's "
+        "sqlite+aiosqlite:///DIR/demo.db",
+    )
 
 
 def parse_since(value: str, today: date) -> date:
@@ -87,7 +94,7 @@ async def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.store.sql import SqlStore
 
     since = parse_since(args.since, datetime.now(UTC).date())
-    store = SqlStore(settings.store.url)
+    store = SqlStore(getattr(args, "store", None) or settings.store.url)
     await store.open()
     try:
         rows = await store.sla(since, args.room)
