@@ -121,9 +121,9 @@ class _Printer:
 
 
 async def _wait_for(
-    daemon: Any, printer: _Printer, room: str, state: RoomState, timeout: float
+    daemon: Any, printer: _Printer, room: str, state: RoomState, within_s: float
 ) -> bool:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while daemon.supervisor is None or daemon.supervisor.snapshot(room).state is not state:
         left = deadline - time.monotonic()
         if left <= 0:
