@@ -23,8 +23,8 @@ import os
 import random
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -680,4 +680,3 @@ def run(settings: Settings, *, config_path: Path | None = None) -> int:
 
 __all__ = ["Daemon", "amain", "install_signal_handlers", "register_secrets", "run"]
 
-_unused: tuple[Any, ...] = (Awaitable, UTC)
