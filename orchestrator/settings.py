@@ -87,7 +87,15 @@ class StoreSettings(_Section):
     instance_id: str = ""
     """Stable id of this instance (multi-instance leases); default hostname:pid."""
     lease_ttl_s: float = 15.0
+    """Room lease lifetime (several instances): a dead instance's rooms move after at most this
+    plus a third of it. Keep it well above clock skew and the cloud read timeout."""
     max_rooms_per_instance: int | None = None
+    """Cap on rooms one instance works on (several instances); default: a fair share."""
+    leases: Literal["auto", "on", "off"] = "auto"
+    """Room ownership by leases: "auto" = on for PostgreSQL, off for SQLite (one instance owns
+    every room, unfenced, as before)."""
+    pg_schema: str | None = None
+    """PostgreSQL schema for every table (side-by-side deployments or tests in one database)."""
 
 
 class MqttSettings(_Section):
