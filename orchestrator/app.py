@@ -39,7 +39,7 @@ from orchestrator.alerts import Alert, WebhookSender
 from orchestrator.callbacks.parse import CallbackEvent
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.control import CommandError
-from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.errors import ConfigError, OrchestratorError, TemporaryError
 from orchestrator.httpserver import serve
 from orchestrator.metastudio.auth import AkSkAuth, IamTokenAuth
 from orchestrator.metastudio.client import MetaStudioClient
@@ -221,7 +221,7 @@ class Daemon:
                 served = await self._start_http(tg)
                 self.http_port = served
                 await self._replay_inbox()
-                report = await self.supervisor.adopt_all()
+                report = await self._adopt_all()
                 log.info("adoption_done", **report.to_log())
                 await self._start_schedule(tg)
                 if s.mqtt.enabled:
@@ -257,6 +257,20 @@ class Daemon:
         finally:
             await self._close()
         return rc
+
+    async def _adopt_all(self) -> Any:
+        """Adoption with retries: adopt_all() leaves retrying to us, and a MetaStudio outage
+        (5xx/429 storm, network) at boot must not kill the daemon (rooms wait in UNKNOWN)."""
+        assert self.supervisor is not None
+        delay = 1.0
+        while True:
+            try:
+                return await self.supervisor.adopt_all()
+            except TemporaryError as exc:
+                wait = max(delay, exc.retry_after or 0.0) * (0.8 + 0.4 * self.rng.random())
+                log.warning("adoption_retry", error=str(exc)[:300], retry_in_s=round(wait, 2))
+                await asyncio.sleep(wait)
+                delay = min(delay * 2.0, 30.0)
 
     async def _main_loop(self) -> None:
         while True:
