@@ -186,14 +186,8 @@ class Daemon:
             log.warning("alert", room_id=t.room_id, kind=kind, status=status, message=message)
             if self.webhook is not None:
                 self.webhook.submit(alert)
-        self._refresh_room_gauge()
-
-    def _refresh_room_gauge(self) -> None:
-        if self.supervisor is not None:
-            snaps = self.supervisor.snapshots()
-            self.metrics.rooms(
-                [s.state.value for s in snaps], alerting=sum(1 for s in snaps if s.alert)
-            )
+        # rooms-by-state gauges are computed at scrape time (ops.http), not per transition:
+        # with thousands of rooms a per-transition recount would be O(rooms) on the hot path.
 
     # --- services ------------------------------------------------------------------------
 
@@ -299,16 +293,22 @@ class Daemon:
         await self._flush_sla()
 
     async def _close(self) -> None:
+        """Release everything; one failing step is logged and never skips the others."""
+        steps: list[tuple[str, Callable[[], Any]]] = []
         if self.bridge is not None:
-            with contextlib.suppress(Exception):
-                await self.bridge.aclose()
+            steps.append(("mqtt", self.bridge.aclose))
         if self.scheduler is not None:
-            self.scheduler.shutdown()
+            steps.append(("scheduler", self.scheduler.shutdown))
         if self._http is not None:
-            await self._http.aclose()
-        with contextlib.suppress(Exception):
-            await self._flush_sla()
-        await self.store.close()
+            steps.append(("http_client", self._http.aclose))
+        steps += [("sla_flush", self._flush_sla), ("store", self.store.close)]
+        for name, step in steps:
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:  # shutdown must reach every step, whatever one raises
+                log.warning("shutdown_step_failed", step=name, error=repr(exc))
         log.info("daemon_stopped")
 
     def _status_text(self) -> str:
@@ -693,4 +693,3 @@ def run(settings: Settings, *, config_path: Path | None = None) -> int:
 
 
 __all__ = ["Daemon", "amain", "install_signal_handlers", "register_secrets", "run"]
-
