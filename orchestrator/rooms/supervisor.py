@@ -12,6 +12,13 @@ was in flight is lost. Nothing one room does can stop another's worker.
 
 Every cloud error is turned into an event that says what happened (see ``rooms.model``): the
 machine decides what to do next. Start intents are written to the store *before* the start call.
+
+Several instances (``orchestrator.ownership``): a room is only worked on while this instance
+owns it. ``take_over`` starts supervising rooms whose leases we gained (last stored state,
+then UNKNOWN → list-and-adopt, never a blind start); every store write for a room carries the
+fence of the lease it was taken with; a ``FencedOut`` from the store, or the ``owns`` check
+failing before an event or an action, makes the room stand down at once (``room_fenced_out`` /
+``room_stood_down``): no further action, the job keeps running for the next owner.
 """
 
 from __future__ import annotations
@@ -71,7 +78,7 @@ from orchestrator.rooms.model import (
 )
 from orchestrator.rooms.startreq import RoomConfig, build_start_request
 from orchestrator.settings import RoomSettings, Settings
-from orchestrator.store.base import StartIntent, Store, StoreError, TransitionRecord
+from orchestrator.store.base import FencedOut, StartIntent, Store, StoreError, TransitionRecord
 
 __all__ = ["AdoptionReport", "CloudPort", "RoomSupervisor", "Transition"]
 
@@ -195,6 +202,13 @@ class _Slot:
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
     timer: asyncio.Task[None] | None = None
+    fence: int | None = None  # the lease's fencing token (None: single instance, unfenced)
+    closing: bool = False  # standing down: handle no further event
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while one event is handled
+
+
+class _NotOwned(Exception):
+    """The lease is about to run out (or is gone): stop acting on this room now."""
 
 
 class RoomSupervisor:
@@ -212,6 +226,8 @@ class RoomSupervisor:
         poll_interval_s: float | None = None,
         room_ids: Callable[[], Sequence[str]] | None = None,
         settings: Callable[[], Settings] | None = None,
+        owns: Callable[[str, datetime], bool] | None = None,
+        on_dropped: Callable[[str, str], None] | None = None,
     ) -> None:
         """Two ways to name the rooms.
 
@@ -221,6 +237,10 @@ class RoomSupervisor:
           current :class:`RoomSettings` (with runtime overrides); together with ``settings()``
           the config is re-resolved before every event, so a reload or an output override is
           seen without a restart.
+
+        ``owns(room_id, now)`` (several instances) is asked before every event and every action;
+        False stands the room down. ``on_dropped(room_id, reason)`` tells the ownership manager
+        that the supervisor dropped a room by itself (``"fenced"`` or ``"not_owned"``).
         """
         self._cloud = cloud
         self._store = store
@@ -243,6 +263,8 @@ class RoomSupervisor:
         self._loaded = asyncio.Event()
         self._changed = asyncio.Event()
         self._job_rooms: dict[str, str] = {}
+        self._owns = owns
+        self._on_dropped = on_dropped
 
     def _resolve(self, room_id: str) -> RoomConfig | None:
         """The room's current config in lookup mode (None: not managed / fixed mode)."""
@@ -334,6 +356,90 @@ class RoomSupervisor:
             if task is not None:
                 task.cancel()
 
+    # ------------------------------------------------------------------ ownership
+
+    async def take_over(
+        self, fences: Mapping[str, int | None], *, cause: str = "lease:gained"
+    ) -> list[str]:
+        """Start supervising rooms whose leases we just gained; returns the rooms taken.
+
+        Each room starts from its last stored state (the previous owner's order and window, now
+        UNKNOWN) and reconciles at once: list its jobs and adopt the running one. Rooms not
+        configured here are skipped; a room already supervised only gets its new fence.
+        """
+        stored = await self._store.load_rooms()
+        taken: list[str] = []
+        for rid, fence in sorted(fences.items()):
+            current = self._slots.get(rid)
+            if current is not None:
+                current.fence = fence
+                continue
+            cfg = self._resolve(rid)
+            if cfg is None:
+                log.warning("room_take_over_unknown", room_id=rid)
+                continue
+            slot = _Slot(cfg, Room(room_id=rid), fence=fence)
+            restored = _restored(rid, stored.get(rid))
+            if restored is not None:
+                slot.room = restored
+            self._slots[rid] = slot
+            if self._tg is not None:
+                self._spawn(rid, slot)
+            slot.queue.put_nowait(Poked(cause=cause))
+            taken.append(rid)
+        if taken:
+            log.info("rooms_taken_over", rooms=len(taken), cause=cause)
+        return taken
+
+    async def stand_down(self, room_ids: Sequence[str], *, cause: str, wait_s: float = 0.0) -> None:
+        """Stop working on rooms without stopping their jobs (another instance adopts them).
+
+        No event is handled after this starts. With ``wait_s`` the event being handled (a call
+        in flight) may finish first, up to ``wait_s`` seconds: used when we give a room away
+        and still hold its lease. The room's last state is then saved with our fence, so the
+        next owner starts from it; if the lease already moved, the store refuses that write.
+        """
+        slots = [(rid, self._slots.pop(rid, None)) for rid in room_ids]
+        await asyncio.gather(
+            *(self._stand_down(rid, slot, cause, wait_s) for rid, slot in slots if slot is not None)
+        )
+        self._changed.set()
+
+    async def _stand_down(self, rid: str, slot: _Slot, cause: str, wait_s: float) -> None:
+        slot.closing = True
+        if wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s), slot.busy:
+                    pass
+        tasks = [t for t in (slot.worker, slot.timer) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._flush(rid, slot, cause)
+        log.info("room_stood_down", room_id=rid, cause=cause, state=slot.room.state.value)
+
+    async def _flush(self, rid: str, slot: _Slot, cause: str) -> None:
+        """Save the room's last state under its fence (a moved lease makes this a no-op)."""
+        try:
+            await self._store.save_room(rid, slot.room.to_json(), fence=slot.fence)
+        except FencedOut:
+            log.warning("room_fenced_out", room_id=rid, fence=slot.fence, cause=cause)
+        except StoreError as exc:
+            log.warning("room_flush_failed", room_id=rid, cause=cause, error=_short(exc))
+
+    def _drop(self, rid: str, slot: _Slot) -> None:
+        """Forget a room from inside its own worker (the worker returns right after)."""
+        slot.closing = True
+        if self._slots.get(rid) is slot:
+            del self._slots[rid]
+        if slot.timer is not None:
+            slot.timer.cancel()
+        self._changed.set()
+
+    def _owned(self, rid: str) -> bool:
+        return self._owns is None or self._owns(rid, self._clock.now())
+
     async def stop_all(self, *, cause: str = "shutdown") -> None:
         """Order every room OFF and wait until none has a job (bound it with a timeout)."""
         for rid in list(self._slots):
@@ -374,21 +480,9 @@ class RoomSupervisor:
             return
         stored = await self._store.load_rooms()
         for rid, slot in self._slots.items():
-            data = stored.get(rid)
-            if data is None:
-                continue
-            try:
-                room = Room.from_json(data)
-            except (ValueError, TypeError, KeyError) as exc:
-                log.warning("room_state_unreadable", room_id=rid, error=_short(exc))
-                continue
-            if room.state is not RoomState.QUARANTINED:
-                # calls in flight and link hints died with the previous process
-                room = replace(
-                    room, state=RoomState.UNKNOWN, op=None, wait=None, rtmp_state=None,
-                    rtmp_at=None,
-                )  # fmt: skip
-            slot.room = replace(room, room_id=rid)
+            room = _restored(rid, stored.get(rid))
+            if room is not None:
+                slot.room = room
         self._loaded.set()
 
     async def run(self) -> None:
@@ -419,8 +513,24 @@ class RoomSupervisor:
         while True:
             try:
                 await self._work(rid, slot)
+                return  # standing down
             except asyncio.CancelledError:
                 raise
+            except FencedOut:
+                # another instance holds the room now: nothing more from us, not even a flush
+                log.warning("room_fenced_out", room_id=rid, fence=slot.fence, cause="write")
+                self._drop(rid, slot)
+                if self._on_dropped is not None:
+                    self._on_dropped(rid, "fenced")
+                return
+            except _NotOwned:
+                self._drop(rid, slot)
+                await self._flush(rid, slot, "lease:expiring")
+                log.warning("room_stood_down", room_id=rid, cause="lease:expiring",
+                            state=slot.room.state.value)  # fmt: skip
+                if self._on_dropped is not None:
+                    self._on_dropped(rid, "not_owned")
+                return
             except Exception as exc:  # contain any bug to this room; never kill the group
                 delay = _CRASH_DELAYS[min(crashes, len(_CRASH_DELAYS) - 1)]
                 crashes += 1
@@ -438,7 +548,10 @@ class RoomSupervisor:
     async def _work(self, rid: str, slot: _Slot) -> None:
         while True:
             event = await slot.queue.get()
-            await self._handle(rid, slot, event)
+            if slot.closing:
+                return
+            async with slot.busy:
+                await self._handle(rid, slot, event)
 
     # ------------------------------------------------------------------ one event
 
@@ -448,6 +561,8 @@ class RoomSupervisor:
             slot.cfg = fresh
         event = replace(event, jitter=self._rng.random())
         now = self._clock.now()
+        if self._owns is not None and not self._owns(rid, now):
+            raise _NotOwned(rid)
         before = slot.room
         after, actions = step(before, event, now, slot.cfg.policy)
         slot.room = after
@@ -463,7 +578,7 @@ class RoomSupervisor:
             elif isinstance(action, ClearAlert):
                 alert = (action.kind, "CLEARED", "")
         if after != before:
-            await self._persist(rid, before, after, event, now)
+            await self._persist(rid, before, after, event, now, slot.fence)
         for action in actions:  # durable before anyone hears of it
             if isinstance(action, RaiseAlert | ClearAlert):
                 await self._alert(rid, action)
@@ -473,13 +588,15 @@ class RoomSupervisor:
                 event=type(event).__name__, cause=event.cause, alert=alert,
             ))  # fmt: skip
         for action in actions:
+            if not self._owned(rid):
+                raise _NotOwned(rid)
             await self._execute(rid, slot, action)
 
     async def _persist(
-        self, rid: str, before: Room, after: Room, event: Event, now: datetime
+        self, rid: str, before: Room, after: Room, event: Event, now: datetime, fence: int | None
     ) -> None:
         try:
-            await self._store.save_room(rid, after.to_json())
+            await self._store.save_room(rid, after.to_json(), fence=fence)
             if after.state is not before.state or after.alert != before.alert:
                 await self._store.append_transition(
                     TransitionRecord(
@@ -490,8 +607,11 @@ class RoomSupervisor:
                         event=type(event).__name__,
                         cause=event.cause,
                         detail={"job_id": after.job_id, "last_error": after.last_error},
-                    )
+                    ),
+                    fence=fence,
                 )
+        except FencedOut:
+            raise
         except StoreError as exc:
             # The machine state stays authoritative in memory; the next change retries.
             log.error("room_persist_failed", room_id=rid, error=_short(exc))
@@ -516,6 +636,8 @@ class RoomSupervisor:
             return  # persisted with the transition
         try:
             result = await self._call(rid, slot, action)
+        except FencedOut:
+            raise
         except Exception as exc:  # an unmapped failure must still answer, or the room hangs
             log.exception("room_action_failed", room_id=rid, action=type(action).__name__)
             result = _unexpected(action, exc)
@@ -595,7 +717,9 @@ class RoomSupervisor:
             room_id=rid, window_key=a.window_key, attempt=a.attempt, created_at=now
         )
         try:
-            fresh = await self._store.put_start_intent(intent)
+            fresh = await self._store.put_start_intent(intent, fence=slot.fence)
+        except FencedOut:
+            raise  # another instance owns the room: it must not see a start from us
         except StoreError as exc:
             return JobStartFailed(seq=a.seq, error=f"start intent not stored: {_short(exc)}",
                                   temporary=True)  # fmt: skip
@@ -737,6 +861,23 @@ class RoomSupervisor:
                 await self.poll_once()
             except OrchestratorError as exc:
                 log.warning("rooms_poll_failed", error=_short(exc))
+
+
+def _restored(rid: str, data: Mapping[str, Any] | None) -> Room | None:
+    """A room from its stored JSON, ready to reconcile (None: nothing usable stored)."""
+    if data is None:
+        return None
+    try:
+        room = Room.from_json(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("room_state_unreadable", room_id=rid, error=_short(exc))
+        return None
+    if room.state is not RoomState.QUARANTINED:
+        # calls in flight and link hints died with the previous process (or owner)
+        room = replace(
+            room, state=RoomState.UNKNOWN, op=None, wait=None, rtmp_state=None, rtmp_at=None
+        )
+    return replace(room, room_id=rid)
 
 
 def _command_failed(seq: int, command: str, exc: OrchestratorError) -> CommandFailed:

@@ -1,0 +1,299 @@
+"""Room ownership between several daemons sharing one PostgreSQL: leases, fences, rebalancing.
+
+PostgreSQL is the only arbiter. Each instance runs one :class:`OwnershipManager` loop that,
+every ``ttl/3`` (jittered downwards, never later), renews and takes leases in one
+``acquire_leases`` batch for every configured room plus its own membership key
+(:func:`~orchestrator.store.leases.member_key`). What it holds afterwards is what it works on:
+
+* a room it now holds and did not before is *gained* → ``on_gained({room: fence})``
+  (the supervisor loads the room's last state, reconciles with list-and-adopt, never a blind start);
+* a room it held and no longer holds, or whose fence moved, is *lost* → ``on_lost([room])``
+  (stand down without stopping the job: the other instance adopts it).
+
+Why a safety margin: our lease may expire while we are paused (GC, SIGSTOP, a slow PostgreSQL).
+:meth:`is_owned` turns False ``margin`` (default ``ttl/3``) *before* ``expires_at``, so this
+instance stops acting before anyone else can take the room. A write that slips past anyway
+carries the lease's fence and the store refuses it (``FencedOut``). Clocks of the instances
+must agree to well within the margin (NTP).
+
+Why a fair share: with ``n`` rooms and ``k`` live instances, nobody takes more than
+``ceil(n/k)`` rooms (or ``max_rooms`` if lower). When a newcomer appears, instances over the
+share release their excess (``plan_balance``): stand down first, then release the lease, and
+the newcomer adopts the running jobs. Leases are acquired with the share computed on the
+*previous* tick, so after a PostgreSQL outage an instance does not grab rooms whose owners have
+simply not renewed yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from orchestrator.clock import Clock
+from orchestrator.store.base import Lease, Store, StoreError
+from orchestrator.store.leases import (
+    fair_share,
+    is_member_key,
+    live_instances,
+    member_key,
+    plan_balance,
+)
+
+__all__ = ["OwnershipManager", "RoomLease"]
+
+log = structlog.get_logger(__name__)
+
+_NOBODY = "~nobody"  # placeholder owner of unassigned rooms for plan_balance (never live)
+
+GainedCallback = Callable[[Mapping[str, int]], Awaitable[None]]
+LostCallback = Callable[[Sequence[str], str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLease:
+    """A room this instance holds: the fence every write for the room must carry."""
+
+    room_id: str
+    fence: int
+    expires_at: datetime
+
+
+async def _nothing_gained(rooms: Mapping[str, int]) -> None:
+    return None
+
+
+async def _nothing_lost(rooms: Sequence[str], cause: str) -> None:
+    return None
+
+
+class OwnershipManager:
+    """Keeps this instance's leases and tells the supervisor which rooms to work on.
+
+    ``on_lost(rooms, cause)`` receives ``cause`` ``"lease:lost"`` (another instance holds it now),
+    ``"lease:expiring"`` (we could not renew in time) or ``"lease:rebalance"`` (we give it up
+    for a newcomer; the lease is released right after the callback returns, so the callback
+    must have stopped acting on the room by then).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        owner: str,
+        room_ids: Callable[[], Sequence[str]],
+        ttl_s: float,
+        max_rooms: int | None,
+        clock: Clock,
+        rng: random.Random | None = None,
+        safety_margin_s: float | None = None,
+        on_gained: GainedCallback = _nothing_gained,
+        on_lost: LostCallback = _nothing_lost,
+    ) -> None:
+        if not owner:
+            raise ValueError("owner must be a non-empty string")
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be > 0")
+        self.owner = owner
+        self._store = store
+        self._room_ids = room_ids
+        self._ttl_s = ttl_s
+        self._max_rooms = max_rooms
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._margin = timedelta(seconds=ttl_s / 3 if safety_margin_s is None else safety_margin_s)
+        self.on_gained = on_gained
+        self.on_lost = on_lost
+        self._held: dict[str, RoomLease] = {}  # what the store said on the last good tick
+        self._reported: dict[str, int] = {}  # rooms handed to on_gained (room → fence)
+        self._owners: dict[str, str] = {}  # last known owner of every room (unexpired leases)
+        self._share: int | None = None
+        self.ticks = 0
+        self.first_tick = asyncio.Event()
+
+    # ------------------------------------------------------------------ views
+
+    def owned(self, now: datetime | None = None) -> list[str]:
+        """Rooms this instance works on now (gained and still safely inside the lease)."""
+        at = now if now is not None else self._clock.now()
+        return sorted(r for r in self._reported if self.is_owned(r, at))
+
+    def fence(self, room_id: str) -> int | None:
+        """The fencing token of our lease on ``room_id`` (None when we do not hold it)."""
+        lease = self._held.get(room_id)
+        return lease.fence if lease is not None else None
+
+    def is_owned(self, room_id: str, now: datetime) -> bool:
+        """True while we hold the lease and ``now`` is before ``expires_at - margin``."""
+        lease = self._held.get(room_id)
+        return lease is not None and now < lease.expires_at - self._margin
+
+    def owner_of(self, room_id: str) -> str | None:
+        """Who held ``room_id`` at the last tick (None: nobody / unknown)."""
+        return self._owners.get(room_id)
+
+    def forget(self, room_id: str) -> None:
+        """The supervisor dropped the room on its own (fenced out, lease expiring).
+
+        The next tick decides again: still held with the same fence → gained once more
+        (reconcile), otherwise it stays with whoever holds it.
+        """
+        self._reported.pop(room_id, None)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Tick every ``ttl/3`` times 0.8 to 1.0 until cancelled; errors are logged, never fatal."""
+        period = self._ttl_s / 3
+        while True:
+            await self.tick()
+            delay = period * (0.8 + 0.2 * self._rng.random())
+            await self._clock.sleep_until(self._clock.now() + timedelta(seconds=delay))
+
+    async def tick(self) -> None:
+        """One round: renew/take, tell gains and losses, rebalance, learn the next share."""
+        now = self._clock.now()
+        rooms = sorted({r for r in self._room_ids() if not is_member_key(r)})
+        me = member_key(self.owner)
+        try:
+            if self._share is None:
+                # announce ourselves before taking rooms, so simultaneous starters see each other
+                await self._store.acquire_leases(self.owner, [me], ttl_s=self._ttl_s, now=now)
+                first = await self._observe(rooms, now)
+                live = set(live_instances(first, now)) | {self.owner}
+                self._share = self._cap(fair_share(len(rooms), len(live)))
+            held = await self._store.acquire_leases(
+                self.owner, [*rooms, me], ttl_s=self._ttl_s, now=now, max_rooms=self._share
+            )
+        except StoreError as exc:
+            log.warning("lease_renew_failed", owner=self.owner, error=str(exc)[:300])
+            await self._expire(self._clock.now())
+            return
+        self._held = {
+            lease.room_id: RoomLease(lease.room_id, lease.fence, lease.expires_at)
+            for lease in held
+            if not is_member_key(lease.room_id)
+        }
+        for room in self._held:
+            self._owners[room] = self.owner
+        await self._settle(self._clock.now())
+        try:
+            leases = await self._observe(rooms, now)
+        except StoreError as exc:
+            log.warning("lease_read_failed", owner=self.owner, error=str(exc)[:300])
+        else:
+            await self._rebalance(rooms, leases, now)
+        self.ticks += 1
+        self.first_tick.set()
+
+    async def release_all(self) -> None:
+        """Graceful stop: hand every room over now instead of after the TTL (jobs keep running).
+
+        Call only once nothing acts on the rooms any more (supervisor stopped).
+        """
+        rooms = sorted(self._held)
+        self._held.clear()
+        self._reported.clear()
+        await self._store.release_leases(self.owner, [*rooms, member_key(self.owner)])
+
+    # ------------------------------------------------------------------ internals
+
+    def _cap(self, share: int) -> int:
+        return share if self._max_rooms is None else min(share, self._max_rooms)
+
+    async def _observe(self, rooms: Sequence[str], now: datetime) -> list[Lease]:
+        """Read the lease table; remember owners; return the leases that matter for balance."""
+        configured = set(rooms)
+        leases = [
+            lease
+            for lease in await self._store.leases()
+            if lease.room_id in configured or is_member_key(lease.room_id)
+        ]
+        self._owners = {
+            lease.room_id: lease.owner
+            for lease in leases
+            if not is_member_key(lease.room_id) and lease.expires_at > now
+        }
+        return leases
+
+    async def _settle(self, now: datetime) -> None:
+        """Turn the difference between held and reported into on_lost/on_gained calls."""
+        lost = [
+            r
+            for r, fence in self._reported.items()
+            if r not in self._held or self._held[r].fence != fence
+        ]
+        if lost:
+            for r in lost:
+                del self._reported[r]
+            log.warning("rooms_lease_lost", owner=self.owner, rooms=sorted(lost))
+            await self._call_lost(sorted(lost), "lease:lost")
+        expiring = [r for r in self._reported if not self.is_owned(r, now)]
+        if expiring:
+            await self._drop_expiring(expiring)
+        gained = {
+            r: lease.fence
+            for r, lease in sorted(self._held.items())
+            if r not in self._reported and self.is_owned(r, now)
+        }
+        if gained:
+            self._reported.update(gained)
+            log.info("rooms_lease_gained", owner=self.owner, rooms=sorted(gained))
+            try:
+                await self.on_gained(gained)
+            except Exception as exc:  # the supervisor failed to take them: retry next tick
+                log.error("rooms_gain_failed", owner=self.owner, error=str(exc)[:300])
+                for r in gained:
+                    self._reported.pop(r, None)
+
+    async def _expire(self, now: datetime) -> None:
+        """No renewal this tick: stop working on rooms whose lease is about to run out."""
+        expiring = [r for r in self._reported if not self.is_owned(r, now)]
+        if expiring:
+            await self._drop_expiring(expiring)
+
+    async def _drop_expiring(self, rooms: Sequence[str]) -> None:
+        for r in rooms:
+            self._reported.pop(r, None)
+        log.warning("rooms_lease_expiring", owner=self.owner, rooms=sorted(rooms))
+        await self._call_lost(sorted(rooms), "lease:expiring")
+
+    async def _rebalance(
+        self, rooms: Sequence[str], leases: Sequence[Lease], now: datetime
+    ) -> None:
+        live = sorted(set(live_instances(leases, now)) | {self.owner})
+        self._share = self._cap(fair_share(len(rooms), len(live)))
+        # plan_balance counts assigned leases only; a configured room nobody holds (released,
+        # never taken) still needs an owner, so it enters as a lease of nobody.
+        listed = {lease.room_id for lease in leases}
+        free = [Lease(r, _NOBODY, 0, now) for r in rooms if r not in listed]
+        excess = [
+            r
+            for r in plan_balance([*leases, *free], live, now).get(self.owner, [])
+            if r in self._held
+        ]
+        if not excess:
+            return
+        log.info("rooms_rebalance", owner=self.owner, release=excess, instances=len(live))
+        reported = [r for r in excess if r in self._reported]
+        for r in excess:
+            self._reported.pop(r, None)
+            self._held.pop(r, None)
+        if reported:
+            await self._call_lost(reported, "lease:rebalance")
+        try:
+            await self._store.release_leases(self.owner, excess)
+        except StoreError as exc:  # still ours then: the next tick renews it and gains it again
+            log.warning("lease_release_failed", owner=self.owner, error=str(exc)[:300])
+
+    async def _call_lost(self, rooms: Sequence[str], cause: str) -> None:
+        try:
+            await self.on_lost(rooms, cause)
+        except Exception as exc:  # standing down must not kill the ownership loop
+            log.error(
+                "rooms_stand_down_failed", owner=self.owner, cause=cause, error=str(exc)[:300]
+            )
