@@ -47,6 +47,7 @@ from orchestrator.metastudio.ratelimit import ApiGroup, RateLimits, RateSpec, de
 from orchestrator.ops import systemd
 from orchestrator.ops.http import Readiness
 from orchestrator.ops.metrics import Metrics
+from orchestrator.ownership import OwnershipManager
 from orchestrator.rooms import model
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
 from orchestrator.settings import RoomSettings, Settings, load_settings
@@ -98,7 +99,20 @@ class Daemon:
         self.reload_requested = asyncio.Event()
         self.ready = asyncio.Event()
         self.http_port: int | None = None
-        self.store: Store = SqlStore(settings.store.url)
+        self.store: Store = SqlStore(settings.store.url, schema=settings.store.pg_schema)
+        self.ownership: OwnershipManager | None = None
+        if _leases_on(settings):  # several instances: rooms are owned through leases
+            self.ownership = OwnershipManager(
+                self.store,
+                owner=self.instance_id,
+                room_ids=self.room_ids,
+                ttl_s=settings.store.lease_ttl_s,
+                max_rooms=settings.store.max_rooms_per_instance,
+                clock=self.clock,
+                rng=self.rng,
+                on_gained=self._rooms_gained,
+                on_lost=self._rooms_lost,
+            )
         self._http: httpx.AsyncClient | None = None
         self.client: MetaStudioClient | None = None
         self.supervisor: RoomSupervisor | None = None
@@ -200,11 +214,13 @@ class Daemon:
             cloud=self.client,
             store=self.store,
             rooms=self.room_config,
-            room_ids=lambda: [r.id for r in self.settings.rooms],
+            room_ids=lambda: [] if self.ownership else [r.id for r in self.settings.rooms],
             settings=lambda: self.settings,
             clock=self.clock,
             rng=self.rng,
             listeners=[self._on_transition, *self._extra_listeners],
+            owns=self.ownership.is_owned if self.ownership else None,
+            on_dropped=self.ownership.dropped if self.ownership else None,
         )
         for rid, ov in (await self._load_output_overrides()).items():
             self._outputs[rid] = ov
@@ -215,9 +231,12 @@ class Daemon:
                 served = await self._start_http(tg)
                 self.http_port = served
                 await self._replay_inbox()
-                report = await self._adopt_all()
-                log.info("adoption_done", **report.to_log())
+                if self.ownership is None:
+                    report = await self._adopt_all()
+                    log.info("adoption_done", **report.to_log())
                 await self._start_schedule(tg)
+                if self.ownership is not None:  # rooms arrive as leases are gained
+                    tg.create_task(self.ownership.run(), name="ownership")
                 if s.mqtt.enabled:
                     await self._start_mqtt(tg)
                 if s.alerts.webhook_url and self._http is not None:
@@ -266,6 +285,24 @@ class Daemon:
                 await asyncio.sleep(wait)
                 delay = min(delay * 2.0, 30.0)
 
+    async def _rooms_gained(self, fences: Mapping[str, int]) -> None:
+        """Leases gained: fresh overrides from the store, supervise, catch up on windows."""
+        assert self.supervisor is not None
+        self._outputs.update(await self._load_output_overrides(list(fences)))
+        taken = set(await self.supervisor.take_over(fences))
+        if taken and self.scheduler is not None:
+            await self._apply_schedules()  # the previous owner may have paused or added windows
+            for room_id, ev in self.scheduler.startup_events(self.clock.now()):
+                if room_id in taken:
+                    self.supervisor.post(room_id, ev)
+
+    async def _rooms_lost(self, room_ids: Sequence[str], cause: str) -> None:
+        """Leases lost or given away: stand down, jobs keep running for the next owner."""
+        assert self.supervisor is not None
+        # Giving a room away: let a call in flight finish, but never long enough to miss renewals.
+        wait = self.settings.store.lease_ttl_s / 6 if cause == "lease:rebalance" else 0.0
+        await self.supervisor.stand_down(room_ids, cause=cause, wait_s=wait)
+
     async def _main_loop(self) -> None:
         while True:
             stop = asyncio.create_task(self.stop_requested.wait(), name="wait-stop")
@@ -301,7 +338,10 @@ class Daemon:
             steps.append(("scheduler", self.scheduler.shutdown))
         if self._http is not None:
             steps.append(("http_client", self._http.aclose))
-        steps += [("sla_flush", self._flush_sla), ("store", self.store.close)]
+        steps.append(("sla_flush", self._flush_sla))
+        if self.ownership is not None:  # hand rooms over now instead of after the TTL
+            steps.append(("leases", self.ownership.release_all))
+        steps.append(("store", self.store.close))
         for name, step in steps:
             try:
                 result = step()
@@ -498,13 +538,15 @@ class Daemon:
                 )
             self.metrics.sla(room_id, live_s=d.live_s, scheduled_s=d.scheduled_s)
 
-    async def _load_output_overrides(self) -> dict[str, tuple[str, str]]:
+    async def _load_output_overrides(
+        self, room_ids: Sequence[str] | None = None
+    ) -> dict[str, tuple[str, str]]:
         out: dict[str, tuple[str, str]] = {}
-        for room in self.settings.rooms:
-            ov = await self.store.get_overrides(room.id)
+        for rid in self.room_ids() if room_ids is None else room_ids:
+            ov = await self.store.get_overrides(rid)
             o = ov.get("output")
             if isinstance(o, Mapping) and o.get("url") and o.get("stream_key"):
-                out[room.id] = (str(o["url"]), str(o["stream_key"]))
+                out[rid] = (str(o["url"]), str(o["stream_key"]))
                 olog.register_secret(str(o["stream_key"]))
         return out
 
@@ -513,17 +555,32 @@ class Daemon:
     def _need_room(self, room_id: str) -> None:
         if self.settings.room(room_id) is None:
             raise CommandError("unknown_room", f"room {room_id!r} is not managed here")
+        if self.ownership is not None and room_id not in self.ownership.owned():
+            self._not_owner(room_id)
+
+    def _not_owner(self, room_id: str) -> None:
+        owner = self.ownership.owner_of(room_id) if self.ownership else None
+        raise CommandError(
+            "not_owner",
+            f"room {room_id!r} is owned by instance {owner or '(none right now)'}, "
+            f"not by this one ({self.instance_id}); send it there or retry",
+        )
 
     def _post(self, room_id: str, event: model.Event) -> None:
         self._need_room(room_id)
         assert self.supervisor is not None
         if not self.supervisor.post(room_id, event):
+            if self.ownership is not None:
+                self._not_owner(room_id)
             raise CommandError("unknown_room", f"room {room_id!r} has no worker")
 
     def room_ids(self) -> Sequence[str]:
         return [r.id for r in self.settings.rooms]
 
     def rooms_json(self) -> list[Mapping[str, Any]]:
+        """Every room this instance works on (with leases: the rooms it owns)."""
+        if self.ownership is not None:
+            return [self.room_state(rid) for rid in self.ownership.owned()]
         return [self.room_state(rid) for rid in self.room_ids()]
 
     def room_state(self, room_id: str) -> Mapping[str, Any]:
@@ -638,7 +695,8 @@ class Daemon:
         self.settings = new
         assert self.supervisor is not None
         for rid in sorted(new_ids - old_ids):
-            self.supervisor.add_room(rid)
+            if self.ownership is None:  # with leases the next ownership tick picks it up
+                self.supervisor.add_room(rid)
         for rid in sorted(old_ids - new_ids):
             await self.supervisor.remove_room(rid, stop_job=new.reload.stop_removed, cause=cause)
         await self._apply_schedules()
@@ -654,6 +712,12 @@ class Daemon:
             "added": sorted(new_ids - old_ids),
             "removed": sorted(old_ids - new_ids),
         }
+
+
+def _leases_on(settings: Settings) -> bool:
+    """Room ownership by leases: explicit, or "auto" = on for a PostgreSQL store."""
+    mode = settings.store.leases
+    return mode == "on" or (mode == "auto" and settings.store.url.startswith("postgresql"))
 
 
 class _CallbackMetrics:

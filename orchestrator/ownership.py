@@ -144,6 +144,11 @@ class OwnershipManager:
         """
         self._reported.pop(room_id, None)
 
+    def dropped(self, room_id: str, reason: str) -> None:
+        """``RoomSupervisor(on_dropped=...)`` hook: same as :meth:`forget` (reason is logged)."""
+        log.info("room_dropped_by_supervisor", owner=self.owner, room_id=room_id, reason=reason)
+        self.forget(room_id)
+
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
