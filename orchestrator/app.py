@@ -555,7 +555,11 @@ class Daemon:
     def _need_room(self, room_id: str) -> None:
         if self.settings.room(room_id) is None:
             raise CommandError("unknown_room", f"room {room_id!r} is not managed here")
-        if self.ownership is not None and room_id not in self.ownership.owned():
+        if self.ownership is not None and not (
+            self.ownership.is_owned(room_id, self.clock.now())
+            and self.supervisor is not None
+            and self.supervisor.supervises(room_id)
+        ):
             self._not_owner(room_id)
 
     def _not_owner(self, room_id: str) -> None:
@@ -579,8 +583,10 @@ class Daemon:
 
     def rooms_json(self) -> list[Mapping[str, Any]]:
         """Every room this instance works on (with leases: the rooms it owns)."""
-        if self.ownership is not None:
-            return [self.room_state(rid) for rid in self.ownership.owned()]
+        if self.ownership is not None and self.supervisor is not None:
+            now = self.clock.now()
+            owned = [r for r in self.supervisor.room_ids() if self.ownership.is_owned(r, now)]
+            return [self.room_state(rid) for rid in owned]
         return [self.room_state(rid) for rid in self.room_ids()]
 
     def room_state(self, room_id: str) -> Mapping[str, Any]:

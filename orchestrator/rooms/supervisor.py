@@ -299,6 +299,10 @@ class RoomSupervisor:
     def room_ids(self) -> list[str]:
         return sorted(self._slots)
 
+    def supervises(self, room_id: str) -> bool:
+        """True while this supervisor works on ``room_id`` (with leases: owns and took it)."""
+        return room_id in self._slots
+
     def room_for_job(self, job_id: str) -> str | None:
         """The managed room whose current job is ``job_id`` (callback routing), else None."""
         rid = self._job_rooms.get(job_id)
