@@ -1,0 +1,306 @@
+"""The daemon as a service, end to end: real emulator and daemon processes (``python -m
+orchestrator emulate`` / ``run``), the real mosquitto, signals, restarts and ``$NOTIFY_SOCKET``.
+
+Each test starts its own emulator and daemon (a fresh store file, a free HTTP port, its own MQTT
+prefix). Conditions are polled through the daemon's ``/rooms/{id}`` and the emulator's
+``/_emulator/*`` admin API with a deadline; nothing waits a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiomqtt
+import pytest
+from e2e_support import (
+    ALWAYS,
+    RUNNING,
+    Emulator,
+    Stack,
+    clear_retained,
+    eventually,
+    mqtt_watch,
+    notify_socket,
+    room,
+    sampling,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+def _window(opens: datetime, hours: float = 1.0) -> dict[str, Any]:
+    return {"start": opens.isoformat(), "end": (opens + timedelta(hours=hours)).isoformat()}
+
+
+def _events(stack: Stack, name: str, event: str) -> list[dict[str, Any]]:
+    proc = next(p for p in stack.procs.items if p.name == name)
+    return [e for e in proc.log_events() if e.get("event") == event]
+
+
+async def _command_sent(emu: Emulator, job_id: str, command: str, stack: Stack) -> None:
+    async def probe() -> list[dict[str, Any]] | None:
+        return (await emu.commands(job_id, command)) or None
+
+    await eventually(probe, what=f"{command} on job {job_id}", diag=stack.diag)
+
+
+# --- 1. schedule + retained MQTT state ------------------------------------------------------
+
+
+async def test_rooms_go_live_on_schedule_and_state_is_retained_on_mqtt(
+    stack: Stack, prefix: str, require_service: Callable[[str], None]
+) -> None:
+    require_service("mosquitto")
+    emu = await stack.emulator(["r247", "rwin"])
+    opens = datetime.now(UTC) + timedelta(seconds=8)
+    stack.write(
+        stack.config([room("r247", [ALWAYS]), room("rwin", [_window(opens)])], mqtt_prefix=prefix)
+    )
+    state_topics = {f"{prefix}/rooms/{r}/state" for r in ("r247", "rwin")}
+    try:
+        d = await stack.daemon()  # /readyz includes "MQTT connected"
+        early = await d.wait_room("rwin", "IDLE")
+        if datetime.now(UTC) < opens:  # only meaningful while the window is still ahead
+            assert early["order"] == "OFF" and early["job_id"] is None
+            assert await emu.room_jobs("rwin") == []
+
+        r247 = await d.wait_room("r247", "LIVE")
+        rwin = await d.wait_room("rwin", "LIVE")
+        assert datetime.now(UTC) >= opens
+        [win_job] = await emu.room_jobs("rwin")
+        assert win_job["job_id"] == rwin["job_id"]
+        assert datetime.fromisoformat(win_job["created_at"]) >= opens - timedelta(seconds=1)
+
+        # a fresh subscriber gets the retained snapshots: LIVE with the jobs the emulator runs
+        async with mqtt_watch(prefix) as w:
+            for snap in (r247, rwin):
+                topic = f"{prefix}/rooms/{snap['room_id']}/state"
+
+                def retained_live(m: aiomqtt.Message, topic: str = topic) -> bool:
+                    if m.topic.value != topic or not m.retain or not m.payload:
+                        return False
+                    body = json.loads(m.payload)
+                    return bool(body["state"] == "LIVE")
+
+                msg = await w.wait_for(retained_live, what=f"retained LIVE on {topic}")
+                body = json.loads(msg.payload)
+                assert body["job_id"] == snap["job_id"] and body["order"] == "ON"
+            online = await w.wait_for(
+                lambda m: m.topic.value == f"{prefix}/bridge/state" and m.retain,
+                what="retained bridge/state",
+            )
+            assert online.payload == b"online"
+            state_topics |= w.retained_topics()
+    finally:
+        await clear_retained(prefix, state_topics)
+
+
+# --- 2. a held drop is repaired by REFRESH_OUTPUT_URL ----------------------------------------
+
+
+async def test_held_drop_is_repaired_by_refresh_on_the_same_job(stack: Stack) -> None:
+    emu = await stack.emulator(["r247"])
+    stack.write(stack.config([room("r247", [ALWAYS])]))
+    d = await stack.daemon()
+    job_id = (await d.wait_room("r247", "LIVE"))["job_id"]
+
+    async with sampling(emu) as sampler:
+        await emu.drop(job_id, hold_s=600)  # the service's own reconnects fail for 10 minutes
+        await _command_sent(emu, job_id, "REFRESH_OUTPUT_URL", stack)
+        await d.wait_room("r247", "LIVE", job_id=job_id)
+
+    job = await emu.job(job_id)
+    assert job["state"] == "PROCESSING" and job["rtmp_state"] == "CONNECTED"
+    assert [j["job_id"] for j in await emu.room_jobs("r247")] == [job_id]  # no restart
+    transitions = (await d.room("r247"))["transitions"]
+    assert {"DEGRADED", "REFRESHING"} <= {t["to"] for t in transitions}
+    assert sampler.samples > 0 and sampler.violations == []
+
+
+# --- 3. a failed job is restarted -----------------------------------------------------------
+
+
+async def test_failed_job_is_replaced_by_a_new_one_never_two_running(stack: Stack) -> None:
+    emu = await stack.emulator(["r247"])
+    stack.write(stack.config([room("r247", [ALWAYS])]))
+    d = await stack.daemon()
+    old = (await d.wait_room("r247", "LIVE"))["job_id"]
+
+    async with sampling(emu) as sampler:
+        await emu.fail(old)
+        new = (await d.wait_room("r247", "LIVE", not_job=old))["job_id"]
+
+    assert (await emu.job(old))["state"] not in RUNNING
+    assert [j["job_id"] for j in await emu.running("r247")] == [new]
+    assert sampler.samples > 0 and sampler.violations == [], sampler.violations
+
+
+# --- 4. SIGKILL + restart adopts the running job --------------------------------------------
+
+
+async def test_sigkill_then_restart_adopts_the_running_job(stack: Stack) -> None:
+    emu = await stack.emulator(["r247"])
+    stack.write(stack.config([room("r247", [ALWAYS])]))
+    first = await stack.daemon(name="daemon-1")
+    job_id = (await first.wait_room("r247", "LIVE"))["job_id"]
+
+    async with sampling(emu) as sampler:
+        first.proc.send(signal.SIGKILL)
+        assert await first.proc.wait(10) == -signal.SIGKILL
+        second = await stack.daemon(name="daemon-2")
+        await second.wait_room("r247", "LIVE", job_id=job_id)
+        starts_after = (await emu.stats())["starts"]
+
+    assert sampler.samples > 0 and sampler.violations == [], sampler.violations
+    assert sampler.job_ids.get("r247") == {job_id}  # no job was ever created next to it
+    assert starts_after == 1
+    assert [j["state"] for j in await emu.room_jobs("r247")] == ["PROCESSING"]
+    [adoption] = _events(stack, "daemon-2", "adoption_done")
+    assert adoption["adopted_jobs"] == 1
+
+
+# --- 5. SIGTERM: jobs keep streaming unless stop_jobs ---------------------------------------
+
+
+@pytest.mark.parametrize("stop_jobs", [False, True], ids=["leave-jobs", "stop-jobs"])
+async def test_sigterm_exits_zero_and_honours_stop_jobs(stack: Stack, stop_jobs: bool) -> None:
+    emu = await stack.emulator(["ra", "rb"])
+    cfg = stack.config([room("ra", [ALWAYS]), room("rb", [ALWAYS])], stop_jobs=stop_jobs)
+    stack.write(cfg)
+    d = await stack.daemon()
+    jobs = [(await d.wait_room(r, "LIVE"))["job_id"] for r in ("ra", "rb")]
+
+    d.proc.send(signal.SIGTERM)
+    assert await d.proc.wait(cfg["shutdown"]["timeout_s"]) == 0
+
+    states = {j: (await emu.job(j))["state"] for j in jobs}
+    if stop_jobs:
+        assert all(s not in RUNNING for s in states.values()), states
+    else:
+        assert set(states.values()) == {"PROCESSING"}, states
+        assert (await emu.stats())["calls"].get("stop_smart_live_job", 0) == 0
+    assert _events(stack, "daemon", "daemon_stopping")
+    assert _events(stack, "daemon", "daemon_stopped")
+
+
+# --- 6. SIGHUP applies a config change without touching unchanged rooms ---------------------
+
+
+async def test_sighup_applies_config_without_touching_an_unchanged_room(stack: Stack) -> None:
+    emu = await stack.emulator(["r247", "radd", "rwin"])
+    later = datetime.now(UTC) + timedelta(hours=2)
+    rooms = [room("r247", [ALWAYS]), room("rwin", [_window(later)])]
+    cfg = stack.config(rooms)
+    stack.write(cfg)
+    d = await stack.daemon()
+    kept = (await d.wait_room("r247", "LIVE"))["job_id"]
+    await d.wait_room("rwin", "IDLE")
+
+    # add a room and move rwin's window so that it is open now
+    now = datetime.now(UTC)
+    cfg["rooms"] = [cfg["rooms"][0], room("radd", [ALWAYS]), room("rwin", [_window(now)])]
+    cfg["rooms"][2]["stream_key"] = rooms[1]["stream_key"]
+    stack.write(cfg)
+    async with sampling(emu) as sampler:
+        d.proc.send(signal.SIGHUP)
+        await d.wait_room("radd", "LIVE")
+        await d.wait_room("rwin", "LIVE")
+        still = await d.room("r247")
+
+    assert still["state"] == "LIVE" and still["job_id"] == kept
+    assert [j["job_id"] for j in await emu.room_jobs("r247")] == [kept]
+    assert (await emu.job(kept))["state"] == "PROCESSING"
+    assert sampler.violations == [], sampler.violations
+    [reloaded] = _events(stack, "daemon", "config_reloaded")
+    assert reloaded["added"] == ["radd"] and reloaded["removed"] == []
+    assert d.proc.returncode is None
+
+
+# --- 7. sd_notify under a fake NOTIFY_SOCKET ------------------------------------------------
+
+
+async def test_sd_notify_ready_after_adoption_watchdog_status_stopping(stack: Stack) -> None:
+    emu = await stack.emulator(["r247"])
+    stack.write(stack.config([room("r247", [ALWAYS])]))
+    # a first daemon starts the job and leaves it running, so the second one has one to adopt
+    first = await stack.daemon(name="daemon-1")
+    job_id = (await first.wait_room("r247", "LIVE"))["job_id"]
+    first.proc.send(signal.SIGTERM)
+    assert await first.proc.wait(10) == 0
+
+    async with notify_socket() as ns:
+        env = {"NOTIFY_SOCKET": ns.address, "WATCHDOG_USEC": "1000000"}
+        second = await stack.daemon(name="daemon-2", env=env, ready=False)
+        await ns.wait_count("READY", 1)
+        # READY is sent after adoption: its log line is already written when READY arrives
+        [adoption] = _events(stack, "daemon-2", "adoption_done")
+        assert adoption["adopted_jobs"] == 1
+        await second.wait_room("r247", "LIVE", job_id=job_id)
+        ready_at = ns.with_key("READY")[0][0]
+        before = len([t for t, _ in ns.with_key("WATCHDOG") if t > ready_at])
+        await ns.wait_count("WATCHDOG", len(ns.with_key("WATCHDOG")) + 3)  # keeps coming
+        assert len([t for t, _ in ns.with_key("WATCHDOG") if t > ready_at]) >= before + 3
+        assert all(m["WATCHDOG"] == "1" for _, m in ns.with_key("WATCHDOG"))
+        assert ns.with_key("STATUS"), ns.messages
+        assert all(m["STATUS"] for _, m in ns.with_key("STATUS"))
+
+        second.proc.send(signal.SIGTERM)
+        await ns.wait_count("STOPPING", 1)
+        assert await second.proc.wait(10) == 0
+    assert ns.with_key("READY")[0][1]["READY"] == "1"
+    assert ns.with_key("STOPPING")[0][1]["STOPPING"] == "1"
+    assert ns.with_key("STOPPING")[0][0] > ready_at
+    assert (await emu.job(job_id))["state"] == "PROCESSING"
+
+
+# --- 8. MQTT commands end to end ------------------------------------------------------------
+
+
+async def test_mqtt_start_stop_with_response_topic_and_idempotent_replay(
+    stack: Stack, prefix: str, require_service: Callable[[str], None]
+) -> None:
+    require_service("mosquitto")
+    emu = await stack.emulator(["rcmd"])
+    stack.write(stack.config([room("rcmd")], mqtt_prefix=prefix))  # no window: order OFF
+    topics = {f"{prefix}/rooms/rcmd/state"}
+    try:
+        d = await stack.daemon()
+        await d.wait_room("rcmd", "IDLE")
+        async with mqtt_watch(prefix) as w:
+            started = await w.command("rcmd", {"id": "e2e-start-1", "action": "start"})
+            assert started["status"] == "ok" and started["id"] == "e2e-start-1", started
+            live = await d.wait_room("rcmd", "LIVE")
+            await w.state("rcmd", lambda s: s["state"] == "LIVE", what="LIVE on MQTT")
+            job_id = live["job_id"]
+
+            stopped = await w.command("rcmd", {"id": "e2e-stop-1", "action": "stop"})
+            assert stopped["status"] == "ok", stopped
+            await d.wait_room("rcmd", "IDLE")
+            await w.state("rcmd", lambda s: s["state"] == "IDLE", what="IDLE on MQTT")
+            assert (await emu.job(job_id))["state"] not in RUNNING
+
+            # the same id again: the stored reply, and nothing is done a second time
+            replay = await w.command("rcmd", {"id": "e2e-start-1", "action": "start"})
+            assert replay == started
+            topics |= w.retained_topics()
+
+        replayed = [
+            e
+            for e in _events(stack, "daemon", "mqtt_command_replayed")
+            if e.get("command_id") == "e2e-start-1"
+        ]
+        acted = [
+            e
+            for e in _events(stack, "daemon", "mqtt_command_started")
+            if e.get("command_id") == "e2e-start-1"
+        ]
+        assert len(replayed) == 1 and len(acted) == 1
+        after = await d.room("rcmd")
+        assert after["order"] == "OFF" and after["state"] == "IDLE"
+        assert (await emu.stats())["starts"] == 1
+    finally:
+        await clear_retained(prefix, topics)
