@@ -306,6 +306,9 @@ def _order(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         start = ev.window_start or (room.window_start if same else None) or now
         deadline = ev.deadline
     room = _want_on(room, window_id, start, deadline)
+    if isinstance(ev, WindowOpened):
+        expected = _in(now, ev.expected_delay_s) if ev.expected_delay_s > 0 else None
+        room = replace(room, expected_start_at=expected)
     if room.state is S.IDLE:
         return _list(_go(room, S.STARTING, last_error=None))
     if room.state is S.UNKNOWN:

@@ -64,6 +64,9 @@ class WindowOpened(Event):
     window_id: str
     window_start: datetime
     deadline: datetime | None
+    expected_delay_s: float = 0.0
+    """Herd control: how long this room's start is expected to queue behind the tenant's start
+    rate limit when many windows open at once (shown in the room state while STARTING)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -406,6 +409,7 @@ class Room:
     widened: bool = False  # RESET_EXIT_CONFIG applied to the current job
     start_unknown: bool = False  # the last start's outcome is unknown; its list is pending
     drop_since: datetime | None = None
+    expected_start_at: datetime | None = None  # herd control: queued behind the start limit
     next_retry_at: datetime | None = None
     last_error: str | None = None
     alert: str | None = None
@@ -437,6 +441,9 @@ class Room:
                 "output_index": self.output_index,
                 "refresh_try": self.refresh_try,
                 "last_observed_at": _iso(self.last_observed_at),
+                "expected_start_at": (
+                    _iso(self.expected_start_at) if self.state is RoomState.STARTING else None
+                ),
             },
         )
 

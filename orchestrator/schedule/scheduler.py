@@ -202,7 +202,11 @@ class WindowScheduler:
 
     def _event(self, w: Window, kind: str, delay: float | None = None) -> WindowOpened:
         return WindowOpened(
-            window_id=w.window_id, window_start=w.start, deadline=w.end, cause=_cause(kind, delay)
+            window_id=w.window_id,
+            window_start=w.start,
+            deadline=w.end,
+            expected_delay_s=delay or 0.0,
+            cause=_cause(kind, delay),
         )
 
     def _opened(self, w: Window, kind: str) -> WindowOpened:
