@@ -188,6 +188,17 @@ class Daemon:
         before, after = t.before, t.after
         if before.state != after.state:
             self.metrics.transition(before.state.value, after.state.value)
+            log.info(
+                "room_transition",
+                room_id=t.room_id,
+                from_state=before.state.value,
+                to_state=after.state.value,
+                trigger=t.event,
+                cause=t.cause,
+                job_id=after.job_id,
+                attempt=after.attempt,
+                last_error=after.last_error,
+            )
         self.sla.observe(
             t.room_id, state=after.state.value, order_on=after.order is model.Order.ON, at=t.at
         )
