@@ -97,8 +97,11 @@ def cmd_schedule_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator import logging as olog
     from orchestrator import report
 
+    # stdout is the report (piped to jq or a spreadsheet); store logs go to stderr
+    olog.configure("warning", "auto", stream=sys.stderr)
     return asyncio.run(report.run_from_args(args, _load(args)))
 
 
