@@ -7,7 +7,9 @@ import csv
 import io
 import json
 import re
+import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from orchestrator.settings import Settings
@@ -90,11 +92,28 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
     )
 
 
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite store file that does not exist (opening it would create it)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    db = parsed.database
+    if not parsed.drivername.startswith("sqlite") or not db or db == ":memory:":
+        return None
+    return None if Path(db).exists() else db
+
+
 async def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the report; 2 when the store does not exist (a typo must not create an empty one)."""
     from orchestrator.store.sql import SqlStore
 
     since = parse_since(args.since, datetime.now(UTC).date())
-    store = SqlStore(getattr(args, "store", None) or settings.store.url)
+    url = getattr(args, "store", None) or settings.store.url
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        print(f"liveorch: no store at {missing} (see --store or [store] url)", file=sys.stderr)
+        return 2
+    store = SqlStore(url)
     await store.open()
     try:
         rows = await store.sla(since, args.room)

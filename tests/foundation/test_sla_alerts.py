@@ -67,6 +67,7 @@ async def test_webhook_retries_until_delivered() -> None:
     assert calls == 3
     assert got == [
         {
+            "type": "alert",
             "room_id": "r1",
             "kind": "quarantined",
             "status": "SET",
