@@ -238,6 +238,7 @@ class Daemon:
         rc = 0
         try:
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._stop_during_startup(), name="startup-stop")
                 tg.create_task(self.supervisor.run(), name="supervisor")
                 served = await self._start_http(tg)
                 self.http_port = served
@@ -313,6 +314,15 @@ class Daemon:
         # Giving a room away: let a call in flight finish, but never long enough to miss renewals.
         wait = self.settings.store.lease_ttl_s / 6 if cause == "lease:rebalance" else 0.0
         await self.supervisor.stand_down(room_ids, cause=cause, wait_s=wait)
+
+    async def _stop_during_startup(self) -> None:
+        """SIGTERM before READY (e.g. adoption retrying a cloud outage) must not wait for the
+        startup to finish: abort it. Once started, the main loop handles the stop."""
+        await self.stop_requested.wait()
+        if not self.started:
+            systemd.stopping()
+            log.info("daemon_stopping", during="startup")
+            raise _Shutdown
 
     async def _main_loop(self) -> None:
         while True:
