@@ -15,32 +15,17 @@ import io
 import json
 import re
 import sys
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from ux_harness import running_stack
+from ux_harness import per_day, running_stack
 
 from orchestrator.rooms.model import RoomState
 from orchestrator.store.sql import SqlStore
 
 pytestmark = pytest.mark.e2e
-
-
-def per_day(t0: datetime, spans: list[tuple[float, float]]) -> dict[date, float]:
-    """Seconds of ``[t0+a, t0+b)`` spans per UTC day."""
-    out: dict[date, float] = {}
-    for a, b in spans:
-        start, end = t0 + timedelta(seconds=a), t0 + timedelta(seconds=b)
-        while start < end:
-            midnight = datetime.combine(
-                start.date() + timedelta(days=1), datetime.min.time(), t0.tzinfo
-            )
-            cut = min(end, midnight)
-            out[start.date()] = out.get(start.date(), 0.0) + (cut - start).total_seconds()
-            start = cut
-    return out
 
 
 async def _report(store_url: str, fmt: str, *extra: str) -> str:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,65 @@ async def running_stack(
             daemon.stop_requested.set()
             rc = await asyncio.wait_for(task, WAIT_S)
         assert rc == 0, "the daemon exited with a failure"
+
+
+# --- headless Chromium ---------------------------------------------------------------------
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@dataclass
+class BrowserRun:
+    out: bytes
+    console: list[str]
+
+
+async def chromium(url: str, profile: Path, *extra: str) -> BrowserRun:
+    """Load ``url`` in headless Chromium (scripts run for 5 s of virtual time).
+
+    ``console`` holds every console message Chromium logged (errors, CSP violations, uncaught
+    exceptions); a clean page has none.
+    """
+    binary = shutil.which("chromium")
+    assert binary is not None
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,800",
+        "--virtual-time-budget=5000",
+        "--enable-logging=stderr",
+        "--v=0",
+        *extra,
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=45)
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    console = [
+        line
+        for line in err.decode(errors="replace").splitlines()
+        if ":CONSOLE" in line or "Uncaught" in line
+    ]
+    return BrowserRun(out, console)
+
+
+def per_day(t0: datetime, spans: Sequence[tuple[float, float]]) -> dict[date, float]:
+    """Seconds of the ``[t0+a, t0+b)`` spans per UTC day (an SLA oracle independent of sla.py)."""
+    out: dict[date, float] = {}
+    for a, b in spans:
+        start, end = t0 + timedelta(seconds=a), t0 + timedelta(seconds=b)
+        while start < end:
+            midnight = datetime.combine(start.date() + timedelta(days=1), time(0), UTC)
+            cut = min(end, midnight)
+            out[start.date()] = out.get(start.date(), 0.0) + (cut - start).total_seconds()
+            start = cut
+    return out
