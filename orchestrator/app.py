@@ -715,6 +715,7 @@ class Daemon:
         try:
             new = load_settings(self.config_path)
         except ConfigError as exc:
+            systemd.ready(self._status_text())  # end the reload systemd saw begin; nothing changed
             raise CommandError("bad_config", str(exc)) from exc
         register_secrets(new)
         old_ids = {r.id for r in self.settings.rooms}
