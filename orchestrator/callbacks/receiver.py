@@ -158,15 +158,13 @@ class InboxWriter:
         *,
         linger_s: float = 0.002,
         max_batch: int = 500,
-        pending_scan: int = 2000,
     ) -> None:
         self._store = store
         self._linger_s = linger_s
         self._max_batch = max_batch
-        self._pending_scan = pending_scan
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._done_keys: dict[str, int] = {}
+        self._done_keys: dict[str, None] = {}  # insertion-ordered set
         self._done_ids: list[int] = []
         self._doner: asyncio.Task[None] | None = None
         self.batches = 0
@@ -213,11 +211,11 @@ class InboxWriter:
             p.done.set_result(new)
 
     def mark_done(self, *, item_id: int | None = None, key: str | None = None) -> None:
-        """Queue a processed item for ``inbox_done`` (by id, or looked up by dedupe key)."""
+        """Queue a processed item for ``inbox_done`` (by id) or ``inbox_done_keys`` (by key)."""
         if item_id is not None:
             self._done_ids.append(item_id)
         elif key is not None:
-            self._done_keys[key] = 0
+            self._done_keys[key] = None
         else:
             return
         if self._doner is None or self._doner.done():
@@ -235,16 +233,9 @@ class InboxWriter:
 
     async def _flush_done(self) -> None:
         ids, self._done_ids = self._done_ids, []
-        if self._done_keys:
-            # The store contract returns no ids from inbox_append: find ours among the pending.
-            pending = await self._store.inbox_pending(self._pending_scan)
-            for it in pending:
-                if it.id is not None and self._done_keys.pop(it.dedupe_key, None) is not None:
-                    ids.append(it.id)
-            for k in list(self._done_keys):  # not visible yet: retry a few times, then let go
-                self._done_keys[k] += 1
-                if self._done_keys[k] > 3:
-                    del self._done_keys[k]
+        keys, self._done_keys = list(self._done_keys), {}
+        if keys:
+            await self._store.inbox_done_keys(keys)
         if ids:
             await self._store.inbox_done(ids)
 
@@ -605,7 +596,12 @@ class CallbackIntake:
             body=bytes(buf),
             received_at=self.clock(),
             via="http",
-            request_url=str(request.url),
+            # building starlette's URL costs ~0.2 ms a request: only uri_mode=full needs it
+            request_url=(
+                str(request.url)
+                if self.settings.uri_mode == "full" and not self.public_url
+                else None
+            ),
         )
         result = await self.accept(raw)
         background = BackgroundTask(self.finish, result) if result.new else None

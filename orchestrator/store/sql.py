@@ -744,6 +744,21 @@ class SqlStore:
                     .values(processed=True, processed_at=now)
                 )
 
+    async def inbox_done_keys(self, keys: Sequence[str]) -> None:
+        """Like :meth:`inbox_done`, by the unique dedupe key: the live intake marks what it
+        just handed to a room without reading pending rows back to learn their ids."""
+        if not keys:
+            return
+        now = self._clock()
+        async with self._write("inbox_done_keys") as conn:
+            for start in range(0, len(keys), _INBOX_CHUNK):
+                chunk = list(keys[start : start + _INBOX_CHUNK])
+                await conn.execute(
+                    update(inbox)
+                    .where(inbox.c.dedupe_key.in_(chunk), inbox.c.processed.is_(False))
+                    .values(processed=True, processed_at=now)
+                )
+
     async def prune(self, before: datetime) -> int:
         """Delete processed inbox rows, command replies and transitions older than ``before``.
 

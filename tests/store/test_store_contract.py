@@ -205,6 +205,17 @@ async def test_inbox_pending_limit_and_done(store: SqlStore) -> None:
     assert await store.inbox_append([item("k000")]) == [False]
 
 
+async def test_inbox_done_keys_marks_by_dedupe_key(store: SqlStore) -> None:
+    await store.inbox_append([item(f"d{i:04}") for i in range(1200)])
+    await store.inbox_done_keys([f"d{i:04}" for i in range(0, 1200, 2)] + ["absent"])
+    await store.inbox_done_keys([])
+    rest = await store.inbox_pending(limit=5000)
+    assert [p.dedupe_key for p in rest] == [f"d{i:04}" for i in range(1, 1200, 2)]
+    await store.inbox_done_keys(["d0000", "d0001"])  # already done + still pending
+    assert (await store.inbox_pending(limit=1))[0].dedupe_key == "d0003"
+    assert await store.inbox_append([item("d0000")]) == [False]  # still dedupes
+
+
 async def test_inbox_large_batch_spans_chunks(store: SqlStore) -> None:
     flags = await store.inbox_append([item(f"x{i}") for i in range(2500)] + [item("x0")])
     assert flags.count(True) == 2500
