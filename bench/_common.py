@@ -183,6 +183,8 @@ def record(
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
     notes = notes.replace("|", "/")
     row = f"| {date} | {name} | {machine()} | {commit()} | {cell} | {tcell} | {notes} |\n"
+    if os.environ.get("BENCH_NO_RECORD"):  # profiling runs: print only
+        return
     if not RESULTS.exists():
         RESULTS.write_text(_HEADER, encoding="utf-8")
     with RESULTS.open("a", encoding="utf-8") as out:
