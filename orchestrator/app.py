@@ -209,6 +209,8 @@ class Daemon:
             kind, status, message = t.alert
             alert = Alert(t.room_id, kind, status, message, t.at)
             log.warning("alert", room_id=t.room_id, kind=kind, status=status, message=message)
+            if self.bridge is not None:  # the documented {"type": "alert", ...} event
+                self.bridge.publish_event(t.room_id, alert.to_json())
             if self.webhook is not None:
                 self.webhook.submit(alert)
         # rooms-by-state gauges are computed at scrape time (ops.http), not per transition:
