@@ -13,6 +13,8 @@ real time (the daemon signs requests with the real time; a test advances a few m
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import secrets
 import shutil
 import socket
@@ -23,7 +25,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from orchestrator.app import Daemon
 from orchestrator.clock import ManualClock
@@ -286,3 +293,127 @@ def per_day(t0: datetime, spans: Sequence[tuple[float, float]]) -> dict[date, fl
             out[start.date()] = out.get(start.date(), 0.0) + (cut - start).total_seconds()
             start = cut
     return out
+
+
+# --- MQTT tap and webhook receiver ---------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """Received JSON documents, with a wake-up per arrival."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, item: dict[str, Any]) -> None:
+        self.items.append(item)
+        self.changed.set()
+
+    async def wait(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = WAIT_S
+    ) -> dict[str, Any]:
+        """The first item matching ``pred`` (waiting for it if needed)."""
+
+        async def _loop() -> dict[str, Any]:
+            while True:
+                for item in self.items:
+                    if pred(item):
+                        return item
+                self.changed.clear()
+                await self.changed.wait()
+
+        return await asyncio.wait_for(_loop(), timeout)
+
+
+@dataclass
+class MqttTap:
+    client: aiomqtt.Client
+    prefix: str
+    messages: Seen  # {"topic": ..., "payload": <JSON or text>}
+
+    def alerts(self, room_id: str) -> list[dict[str, Any]]:
+        topic = f"{self.prefix}/rooms/{room_id}/events"
+        return [
+            m["payload"]
+            for m in self.messages.items
+            if m["topic"] == topic
+            and isinstance(m["payload"], dict)
+            and m["payload"].get("type") == "alert"
+        ]
+
+    async def command(self, room_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Publish a room command; return its reply (``…/command/reply``)."""
+        topic = f"{self.prefix}/rooms/{room_id}/command"
+        await self.client.publish(topic, json.dumps(dict(body)).encode(), qos=1)
+        reply = await self.messages.wait(
+            lambda m: (
+                m["topic"] == topic + "/reply"
+                and isinstance(m["payload"], dict)
+                and m["payload"].get("id") == body["id"]
+            )
+        )
+        out: dict[str, Any] = reply["payload"]
+        return out
+
+
+@asynccontextmanager
+async def mqtt_tap(prefix: str) -> AsyncIterator[MqttTap]:
+    """A v5 client on ``{prefix}/#`` of the local mosquitto; clears retained topics after."""
+    client = aiomqtt.Client(
+        "127.0.0.1", 1883, identifier=f"{prefix}-tap", protocol=aiomqtt.ProtocolVersion.V5
+    )
+    seen = Seen()
+    async with client:
+        await client.subscribe(f"{prefix}/#", qos=1)
+
+        async def pump() -> None:
+            async for msg in client.messages:
+                raw = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
+                try:
+                    payload: Any = json.loads(raw)
+                except ValueError:
+                    payload = raw.decode(errors="replace")
+                seen.add({"topic": msg.topic.value, "payload": payload, "retain": msg.retain})
+
+        task = asyncio.create_task(pump(), name="ux-mqtt-tap")
+        try:
+            yield MqttTap(client, prefix, seen)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await task
+            retained = {
+                m["topic"]
+                for m in seen.items
+                if m["retain"] or m["topic"].endswith(("/state", "/info"))
+            }
+            with contextlib.suppress(aiomqtt.MqttError):
+                for topic in sorted(retained):
+                    await client.publish(topic, b"", qos=1, retain=True)
+
+
+@dataclass
+class WebhookReceiver:
+    url: str
+    posts: Seen
+    fail_first: int
+
+
+@asynccontextmanager
+async def webhook_receiver(*, fail_first: int = 0) -> AsyncIterator[WebhookReceiver]:
+    """A Starlette app on a loopback port recording JSON POSTs; answers 503 ``fail_first``
+    times first (to prove the sender retries)."""
+    posts = Seen()
+    calls = 0
+
+    async def hook(request: Request) -> JSONResponse:
+        nonlocal calls
+        calls += 1
+        if calls <= fail_first:
+            return JSONResponse({"error": "busy"}, status_code=503)
+        posts.add(await request.json())
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    async with serve(app) as served:
+        yield WebhookReceiver(served.base_url + "/hook", posts, fail_first)
