@@ -100,6 +100,9 @@ class WebhookSender:
             alert = await self._queue.get()
             try:
                 await self._deliver(alert)
+            except Exception:  # a bug here must not take the daemon's TaskGroup down
+                self.failed += 1
+                log.exception("alert_webhook_crashed", room_id=alert.room_id, kind=alert.kind)
             finally:
                 self._queue.task_done()
 

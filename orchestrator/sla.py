@@ -1,17 +1,28 @@
 """SLA accounting: scheduled seconds, live seconds, drops and recovery times per room and day.
 
-A pure accumulator fed with room transitions and a periodic ``tick``; ``drain`` hands the
-accumulated deltas to the store (``Store.add_sla``). "Scheduled" means the order was ON; "live"
-means the room was LIVE. Days are UTC days; a span that crosses midnight is split.
+A pure accumulator (no clock: every call carries its time) fed with room transitions and a
+periodic ``tick``; ``drain`` hands the accumulated deltas to the store (``Store.add_sla``) and
+``restore`` takes them back when the store could not take them, so an outage loses nothing.
+
+* scheduled: the order was ON; live: LIVE while scheduled (so live <= scheduled, always).
+* a drop: LIVE → an off-air state (DEGRADED, REFRESHING, RESTARTING, BACKOFF, STARTING or
+  QUARANTINED) while the order stays ON; stopping on an order OFF is not a drop.
+* a recovery: back to LIVE after a drop; its duration is drop → LIVE (a quarantine included),
+  counted on the day it ended. An order OFF while down forgets the drop (nothing to recover).
+* days are UTC days; a span that crosses midnight is split.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+
+__all__ = ["DOWN_STATES", "LIVE", "Delta", "SlaAccumulator"]
 
 LIVE = "LIVE"
-DOWN_STATES = frozenset({"DEGRADED", "REFRESHING", "RESTARTING", "BACKOFF", "STARTING"})
+DOWN_STATES = frozenset(
+    {"DEGRADED", "REFRESHING", "RESTARTING", "BACKOFF", "STARTING", "QUARANTINED"}
+)
 
 
 @dataclass(slots=True)
@@ -24,6 +35,8 @@ class _RoomClock:
 
 @dataclass(slots=True)
 class Delta:
+    """What one room accrued on one UTC day since the last ``drain``."""
+
     scheduled_s: float = 0.0
     live_s: float = 0.0
     drops: int = 0
@@ -31,6 +44,8 @@ class Delta:
 
 
 class SlaAccumulator:
+    """Per-room clocks (what the room is doing since when) and undrained per-day deltas."""
+
     def __init__(self) -> None:
         self._rooms: dict[str, _RoomClock] = {}
         self._deltas: dict[tuple[str, date], Delta] = {}
@@ -58,7 +73,8 @@ class SlaAccumulator:
         rc.last = now
 
     def observe(self, room_id: str, *, state: str, order_on: bool, at: datetime) -> None:
-        """Record the room's state as of ``at`` (call on every transition)."""
+        """Record the room's state as of ``at`` (aware; call on every transition)."""
+        at = at.astimezone(UTC)
         rc = self._rooms.setdefault(room_id, _RoomClock())
         self._accrue(room_id, rc, at)
         was_live = rc.live
@@ -74,16 +90,30 @@ class SlaAccumulator:
             rc.down_since = None
 
     def tick(self, now: datetime) -> None:
+        """Accrue every room up to ``now`` (before a drain)."""
+        now = now.astimezone(UTC)
         for room_id, rc in self._rooms.items():
             self._accrue(room_id, rc, now)
 
     def forget(self, room_id: str) -> None:
+        """Stop accounting a removed room (its undrained deltas are still drained)."""
         self._rooms.pop(room_id, None)
 
     def drain(self) -> dict[tuple[str, date], Delta]:
+        """Hand over (and reset) the deltas accrued since the last drain."""
         out, self._deltas = self._deltas, {}
         return out
 
+    def restore(self, deltas: dict[tuple[str, date], Delta]) -> None:
+        """Take back drained deltas the store did not accept; the next drain carries them."""
+        for key, d in deltas.items():
+            mine = self._deltas.setdefault(key, Delta())
+            mine.scheduled_s += d.scheduled_s
+            mine.live_s += d.live_s
+            mine.drops += d.drops
+            mine.recoveries[:0] = d.recoveries
+
     def down_since(self, room_id: str) -> datetime | None:
+        """When the room's current unrecovered drop began, or None."""
         rc = self._rooms.get(room_id)
         return rc.down_since if rc else None
