@@ -499,6 +499,8 @@ class RoomSupervisor:
                     self._spawn(rid, slot)
                 if self._poll_interval_s:
                     tg.create_task(self._poll_loop(self._poll_interval_s), name="rooms:poll")
+                # rooms may all arrive later (leases gained, reload): stay until cancelled
+                await asyncio.Event().wait()
         finally:
             self._tg = None
             for slot in self._slots.values():
@@ -877,10 +879,12 @@ def _restored(rid: str, data: Mapping[str, Any] | None) -> Room | None:
         log.warning("room_state_unreadable", room_id=rid, error=_short(exc))
         return None
     if room.state is not RoomState.QUARANTINED:
-        # calls in flight and link hints died with the previous process (or owner)
+        # calls in flight, link hints and the start-queue estimate died with the previous
+        # process (or owner); Room.from_json also leaves expected_start_at a string today
         room = replace(
-            room, state=RoomState.UNKNOWN, op=None, wait=None, rtmp_state=None, rtmp_at=None
-        )
+            room, state=RoomState.UNKNOWN, op=None, wait=None, rtmp_state=None, rtmp_at=None,
+            expected_start_at=None,
+        )  # fmt: skip
     return replace(room, room_id=rid)
 
 

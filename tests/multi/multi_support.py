@@ -1,0 +1,322 @@
+"""Harness for several real daemons sharing one PostgreSQL, plus the emulator, as child processes.
+
+Why real processes: SIGKILL, SIGSTOP/SIGCONT and a PostgreSQL restart are about processes and
+connections; only separate processes show them honestly. Each test gets its own PostgreSQL
+schema (``store.pg_schema``), dropped afterwards. Nothing waits a fixed time: :func:`eventually`
+polls with a deadline. A :class:`DuplicateWatch` samples the emulator's job list all along.
+
+Imported as ``multi_support`` (tests/ has no ``__init__``; kept out of conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import asyncpg
+import httpx
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[2]
+RUNNING = frozenset({"WAITING", "PROCESSING"})
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+TTL_S = 3.0
+POLL_S = 1.0
+DEADLINE = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "CREDENTIALS_DIRECTORY")
+        and not k.startswith(("LIVEORCH_", "CLOUD_SDK_"))
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Proc:
+    """A child ``python -m orchestrator ...`` with stdout/stderr in files under ``log_dir``."""
+
+    def __init__(self, name: str, args: Sequence[str], log_dir: Path) -> None:
+        self.name = name
+        self.out_path = log_dir / f"{name}.out"
+        self._out: IO[bytes] = self.out_path.open("wb")
+        self._err: IO[bytes] = (log_dir / f"{name}.err").open("wb")
+        self.popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "orchestrator", *args],
+            stdout=self._out,
+            stderr=self._err,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env=_env(),
+            start_new_session=True,
+        )
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(10)
+        for f in (self._out, self._err):
+            if not f.closed:
+                f.close()
+
+    def text(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """JSON log lines whose ``event`` is ``name``."""
+        out: list[dict[str, Any]] = []
+        for line in self.text().splitlines():
+            if line.startswith("{") and f'"{name}"' in line:
+                with contextlib.suppress(ValueError):
+                    rec = json.loads(line)
+                    if rec.get("event") == name:
+                        out.append(rec)
+        return out
+
+    def tail(self, n: int = 25) -> str:
+        lines = self.text().splitlines()[-n:]
+        return f"--- {self.name} (rc={self.popen.poll()})\n" + "\n".join(lines)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    what: str,
+    timeout: float = DEADLINE,
+    diag: Callable[[], str] = lambda: "",
+) -> T:
+    """Poll ``probe`` until it returns non-None; fail with ``diag()`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            result = await probe()
+        except (httpx.TransportError, OSError) as exc:
+            result, last = None, exc
+        if result is not None:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s: {what} (last {last!r})\n{diag()}")
+        await asyncio.sleep(0.05)  # the polling period, not a synchronisation
+
+
+class Emulator:
+    def __init__(self, proc: Proc, info: Mapping[str, Any]) -> None:
+        self.proc = proc
+        self.info = dict(info)
+        self.http = httpx.AsyncClient(base_url=str(info["base_url"]), timeout=5.0)
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        r = await self.http.get("/_emulator/jobs")
+        r.raise_for_status()
+        jobs: list[dict[str, Any]] = r.json()["jobs"]
+        return jobs
+
+    async def running(self) -> dict[str, list[str]]:
+        """room → job ids in WAITING/PROCESSING."""
+        out: dict[str, list[str]] = {}
+        for j in await self.jobs():
+            if j["state"] in RUNNING:
+                out.setdefault(j["room_id"], []).append(j["job_id"])
+        return out
+
+    async def starts(self) -> int:
+        r = await self.http.get("/_emulator/stats")
+        r.raise_for_status()
+        return int(r.json()["starts"])
+
+
+class DuplicateWatch:
+    """Samples the emulator's jobs continuously; counts samples with two running jobs per room."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self._emu = emu
+        self.samples = 0
+        self.duplicates: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                for room, ids in (await self._emu.running()).items():
+                    if len(ids) > 1:
+                        self.duplicates[room] += 1
+                self.samples += 1
+            await asyncio.sleep(0.02)  # sampling period
+
+    def __enter__(self) -> DuplicateWatch:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="dup-watch")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class Cluster:
+    """The emulator and N daemons of one test, with a private PostgreSQL schema."""
+
+    def __init__(self, log_dir: Path, rooms: Sequence[str]) -> None:
+        self.log_dir = log_dir
+        self.rooms = list(rooms)
+        self.schema = "multi_" + uuid.uuid4().hex[:12]
+        self.procs: list[Proc] = []
+        self.emu: Emulator | None = None
+        self.daemons: dict[str, tuple[Proc, int]] = {}
+        self.http = httpx.AsyncClient(timeout=3.0)
+
+    def diag(self) -> str:
+        return "\n".join(p.tail() for p in self.procs)
+
+    async def start_emulator(self) -> Emulator:
+        args = ["emulate", "--port", "0", "--time-scale", "10", "--seed", "3"]
+        for r in self.rooms:
+            args += ["--room", r]
+        proc = Proc("emulator", args, self.log_dir)
+        self.procs.append(proc)
+
+        async def announced() -> dict[str, Any] | None:
+            for line in proc.text().splitlines():
+                if line.startswith("{") and '"base_url"' in line:
+                    info: dict[str, Any] = json.loads(line)
+                    return info
+            return None
+
+        info = await eventually(announced, what="emulator announces itself", diag=self.diag)
+        self.emu = Emulator(proc, info)
+        return self.emu
+
+    def config(self, instance: str, port: int) -> str:
+        assert self.emu is not None
+        info = self.emu.info
+        rooms = "".join(
+            f'\n[[rooms]]\nid = "{r}"\noutput_url = "rtmp://push.example.com/live"\n'
+            f'stream_key = "k-{r}-{uuid.uuid4().hex[:6]}"\nwindows = [{{ always = true }}]\n'
+            for r in self.rooms
+        )
+        return f"""
+[cloud]
+base_url = "{info["base_url"]}"
+project_id = "{info["project_id"]}"
+ak = "{info["ak"]}"
+sk = "{info["sk"]}"
+read_timeout_s = 2.0
+[store]
+url = "{PG_URL}"
+pg_schema = "{self.schema}"
+instance_id = "{instance}"
+lease_ttl_s = {TTL_S}
+[http]
+port = {port}
+public_callback_url = "http://127.0.0.1:{port}/callbacks/metastudio"
+[callbacks]
+auth_type = "MSS_A_HEAD"
+key = "{uuid.uuid4().hex}"
+[recovery]
+poll_interval_s = {POLL_S}
+grace_s = 1.0
+stale_after_s = 10.0
+[schedule]
+min_remaining_s = 5.0
+[probe]
+enabled = false
+[log]
+level = "info"
+format = "json"
+{rooms}"""
+
+    def start_daemon(self, instance: str) -> Proc:
+        port = free_port()
+        path = self.log_dir / f"{instance}.toml"
+        path.write_text(self.config(instance, port))
+        proc = Proc(instance, ["run", "--config", str(path)], self.log_dir)
+        self.procs.append(proc)
+        self.daemons[instance] = (proc, port)
+        return proc
+
+    async def rooms_of(self, instance: str) -> dict[str, dict[str, Any]]:
+        """The rooms ``instance`` works on now (its /rooms), room → state JSON."""
+        proc, port = self.daemons[instance]
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"{instance} exited with {proc.popen.poll()}\n{self.diag()}")
+        r = await self.http.get(f"http://127.0.0.1:{port}/rooms")
+        r.raise_for_status()
+        return {s["room_id"]: s for s in r.json()["rooms"]}
+
+    async def layout(self, instances: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        return {i: await self.rooms_of(i) for i in instances}
+
+    async def wait_split(
+        self,
+        instances: Sequence[str],
+        *,
+        per_instance: int | None = None,
+        timeout: float = DEADLINE,
+    ) -> dict[str, dict[str, str]]:
+        """Until every room is LIVE at exactly one of ``instances`` (and, if given, each has
+        ``per_instance`` rooms). Returns instance → {room: job_id}."""
+
+        async def probe() -> dict[str, dict[str, str]] | None:
+            lay = await self.layout(instances)
+            owners = Counter(r for rooms in lay.values() for r in rooms)
+            if sorted(owners) != sorted(self.rooms) or any(n != 1 for n in owners.values()):
+                return None
+            if per_instance is not None and any(len(v) != per_instance for v in lay.values()):
+                return None
+            if any(s["state"] != "LIVE" for rooms in lay.values() for s in rooms.values()):
+                return None
+            return {i: {r: str(s["job_id"]) for r, s in rooms.items()} for i, rooms in lay.items()}
+
+        return await eventually(
+            probe, what=f"rooms split LIVE over {list(instances)}", timeout=timeout, diag=self.diag
+        )
+
+    async def leases(self) -> dict[str, tuple[str, int]]:
+        """room → (owner, fence) straight from this test's lease table."""
+        conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": self.schema})
+        try:
+            rows = await conn.fetch("SELECT room_id, owner, fence FROM leases")
+        finally:
+            await conn.close()
+        return {r["room_id"]: (r["owner"], int(r["fence"])) for r in rows}
+
+    async def aclose(self) -> None:
+        for p in self.procs:
+            p.kill()
+        await self.http.aclose()
+        if self.emu is not None:
+            await self.emu.http.aclose()
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            conn = await asyncpg.connect(PG_DSN)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            finally:
+                await conn.close()
