@@ -172,7 +172,7 @@ def event_from_message(
 def _load_json(data: bytes | str, reason: str) -> Any:
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: not a callback
         raise CallbackParseError(reason) from None
 
 
@@ -207,7 +207,7 @@ def peek_ids(body: bytes) -> tuple[str | None, str | None]:
     try:
         doc = json.loads(body)
         msg = json.loads(doc["message"]) if isinstance(doc, dict) else None
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
         return None, None
     if not isinstance(msg, dict):
         return None, None
