@@ -294,7 +294,7 @@ def peek_id(payload: bytes) -> str | None:
     """Best-effort command id of a payload we refuse early (so the reply can carry it)."""
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     cid = obj.get("id") if isinstance(obj, dict) else None
     return cid if isinstance(cid, str) and _ID.match(cid) else None
@@ -308,7 +308,7 @@ def parse_command(payload: bytes, target: CommandTarget) -> Command:
     """Validate one command payload sent to ``target``; raise :class:`CommandRejected`."""
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is refused too
         raise CommandRejected("bad_json", "payload is not valid UTF-8 JSON") from None
     if not isinstance(obj, dict):
         raise CommandRejected("bad_payload", "payload must be a JSON object", field="(payload)")
