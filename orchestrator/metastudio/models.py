@@ -594,7 +594,7 @@ class LiveEventCallback(BaseModel):
     def _decode_message(self) -> LiveEventCallback:
         try:
             decoded = json.loads(self.message)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise ValueError("message is not a JSON-encoded string") from None
         if not isinstance(decoded, dict):
             raise ValueError("message must encode a JSON object")
