@@ -53,7 +53,7 @@ def rows_to_dicts(rows: list[SlaRow]) -> list[dict[str, Any]]:
                 "day": r.day.isoformat(),
                 "scheduled_s": round(r.scheduled_s, 1),
                 "live_s": round(r.live_s, 1),
-                "sla_pct": None if pct is None else round(pct, 3),
+                "sla_pct": None if pct is None else round(pct, 2),  # as on the status page
                 "drops": r.drops,
                 "recoveries": r.recoveries,
                 "mean_recovery_s": round(r.recovery_s_total / r.recoveries, 1)

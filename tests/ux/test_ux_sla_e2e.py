@@ -30,18 +30,15 @@ pytestmark = pytest.mark.e2e
 
 async def _report(store_url: str, fmt: str, *extra: str) -> str:
     """``liveorch report`` as an operator runs it: a separate process, stdout only."""
+    return await _cli("report", "--since", "7d", "--store", store_url, "--format", fmt, *extra)
+
+
+async def _cli(*args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "orchestrator",
-        "report",
-        "--since",
-        "7d",
-        "--store",
-        store_url,
-        "--format",
-        fmt,
-        *extra,
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -85,6 +82,12 @@ async def test_sla_seconds_drops_and_recovery_per_room_and_day(tmp_path: Path) -
             "percent": round(100 * live_a[today] / sched_a[today], 2),
         }
         assert sla_today["ux-b"]["percent"] == 100.0
+
+        status = await _cli("status", "--url", st.ops_url)
+        assert [ln.split()[:3] for ln in status.splitlines()[1:]] == [
+            ["ux-a", "LIVE", "ON"],
+            ["ux-b", "LIVE", "ON"],
+        ]
 
         # order OFF: time no longer counts as scheduled, and stopping is not a drop
         await st.daemon.stop("ux-a", cause="test")
