@@ -426,7 +426,11 @@ class Daemon:
         async def probe() -> dict[str, Any] | None:
             if self.proc.returncode is not None:
                 raise AssertionError(f"the daemon exited with {self.proc.returncode}")
-            snap = await self.room(room_id)
+            r = await self.http.get(f"/rooms/{room_id}")
+            if r.status_code == 404:  # not (yet) configured, e.g. before a reload
+                return None
+            r.raise_for_status()
+            snap: dict[str, Any] = r.json()
             if snap["state"] != state:
                 return None
             if job_id is not None and snap["job_id"] != job_id:
@@ -709,3 +713,12 @@ class Stack:
             await d.aclose()
         if self.emu is not None:
             await self.emu.aclose()
+
+
+async def inject_outage(emu: Emulator, *, operation: str = "list", count: int = 100_000) -> None:
+    """Every matching call answers 503 until ``count`` of them have failed."""
+    r = await emu.http.post(
+        "/_emulator/faults",
+        json={"operation": operation, "status": 503, "error_code": "APIGW.0201", "count": count},
+    )
+    r.raise_for_status()

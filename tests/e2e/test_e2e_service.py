@@ -23,6 +23,7 @@ from e2e_support import (
     Stack,
     clear_retained,
     eventually,
+    inject_outage,
     mqtt_watch,
     notify_socket,
     room,
@@ -94,6 +95,14 @@ async def test_rooms_go_live_on_schedule_and_state_is_retained_on_mqtt(
                 what="retained bridge/state",
             )
             assert online.payload == b"online"
+
+            # the process dies without a word: the broker publishes the last will
+            d.proc.send(signal.SIGKILL)
+            await d.proc.wait(10)
+            await w.wait_for(
+                lambda m: m.topic.value == f"{prefix}/bridge/state" and m.payload == b"offline",
+                what="LWT offline on bridge/state",
+            )
             state_topics |= w.retained_topics()
     finally:
         await clear_retained(prefix, state_topics)
@@ -163,18 +172,49 @@ async def test_sigkill_then_restart_adopts_the_running_job(stack: Stack) -> None
     assert adoption["adopted_jobs"] == 1
 
 
+async def test_sigkill_during_a_held_drop_then_restart_repairs_the_same_job(
+    stack: Stack,
+) -> None:
+    """The crash comes at the worst moment: the link is down and nobody is repairing it."""
+    emu = await stack.emulator(["r247"])
+    cfg = stack.config([room("r247", [ALWAYS])])
+    cfg["recovery"]["grace_s"] = 30.0  # the first daemon must not repair before it dies
+    stack.write(cfg)
+    first = await stack.daemon(name="daemon-1")
+    job_id = (await first.wait_room("r247", "LIVE"))["job_id"]
+    await emu.drop(job_id, hold_s=600)
+    await first.wait_room("r247", "DEGRADED", job_id=job_id)
+    first.proc.send(signal.SIGKILL)
+    await first.proc.wait(10)
+
+    cfg["recovery"]["grace_s"] = 1.0
+    stack.write(cfg)
+    async with sampling(emu) as sampler:
+        second = await stack.daemon(name="daemon-2")
+        await _command_sent(emu, job_id, "REFRESH_OUTPUT_URL", stack)
+        await second.wait_room("r247", "LIVE", job_id=job_id)
+    assert sampler.violations == [] and sampler.job_ids.get("r247") == {job_id}
+    assert (await emu.job(job_id))["rtmp_state"] == "CONNECTED"
+
+
 # --- 5. SIGTERM: jobs keep streaming unless stop_jobs ---------------------------------------
 
 
-@pytest.mark.parametrize("stop_jobs", [False, True], ids=["leave-jobs", "stop-jobs"])
-async def test_sigterm_exits_zero_and_honours_stop_jobs(stack: Stack, stop_jobs: bool) -> None:
+@pytest.mark.parametrize(
+    ("sig", "stop_jobs"),
+    [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGINT, False)],
+    ids=["sigterm-leave-jobs", "sigterm-stop-jobs", "sigint-leave-jobs"],
+)
+async def test_sigterm_exits_zero_and_honours_stop_jobs(
+    stack: Stack, sig: signal.Signals, stop_jobs: bool
+) -> None:
     emu = await stack.emulator(["ra", "rb"])
     cfg = stack.config([room("ra", [ALWAYS]), room("rb", [ALWAYS])], stop_jobs=stop_jobs)
     stack.write(cfg)
     d = await stack.daemon()
     jobs = [(await d.wait_room(r, "LIVE"))["job_id"] for r in ("ra", "rb")]
 
-    d.proc.send(signal.SIGTERM)
+    d.proc.send(sig)
     assert await d.proc.wait(cfg["shutdown"]["timeout_s"]) == 0
 
     states = {j: (await emu.job(j))["state"] for j in jobs}
@@ -196,20 +236,26 @@ async def test_sighup_applies_config_without_touching_an_unchanged_room(stack: S
     rooms = [room("r247", [ALWAYS]), room("rwin", [_window(later)])]
     cfg = stack.config(rooms)
     stack.write(cfg)
-    d = await stack.daemon()
-    kept = (await d.wait_room("r247", "LIVE"))["job_id"]
-    await d.wait_room("rwin", "IDLE")
+    async with notify_socket() as ns:
+        d = await stack.daemon(env={"NOTIFY_SOCKET": ns.address})
+        kept = (await d.wait_room("r247", "LIVE"))["job_id"]
+        await d.wait_room("rwin", "IDLE")
 
-    # add a room and move rwin's window so that it is open now
-    now = datetime.now(UTC)
-    cfg["rooms"] = [cfg["rooms"][0], room("radd", [ALWAYS]), room("rwin", [_window(now)])]
-    cfg["rooms"][2]["stream_key"] = rooms[1]["stream_key"]
-    stack.write(cfg)
-    async with sampling(emu) as sampler:
-        d.proc.send(signal.SIGHUP)
-        await d.wait_room("radd", "LIVE")
-        await d.wait_room("rwin", "LIVE")
-        still = await d.room("r247")
+        # add a room and move rwin's window so that it is open now
+        now = datetime.now(UTC)
+        cfg["rooms"] = [cfg["rooms"][0], room("radd", [ALWAYS]), room("rwin", [_window(now)])]
+        cfg["rooms"][2]["stream_key"] = rooms[1]["stream_key"]
+        stack.write(cfg)
+        async with sampling(emu) as sampler:
+            d.proc.send(signal.SIGHUP)
+            await d.wait_room("radd", "LIVE")
+            await d.wait_room("rwin", "LIVE")
+            still = await d.room("r247")
+        # systemd's reload protocol: RELOADING=1 (+ MONOTONIC_USEC), then READY=1 again
+        await ns.wait_count("READY", 2)
+    [reloading] = ns.with_key("RELOADING")
+    assert reloading[1]["RELOADING"] == "1" and int(reloading[1]["MONOTONIC_USEC"]) > 0
+    assert ns.with_key("READY")[1][0] > reloading[0]
 
     assert still["state"] == "LIVE" and still["job_id"] == kept
     assert [j["job_id"] for j in await emu.room_jobs("r247")] == [kept]
@@ -286,6 +332,15 @@ async def test_mqtt_start_stop_with_response_topic_and_idempotent_replay(
             # the same id again: the stored reply, and nothing is done a second time
             replay = await w.command("rcmd", {"id": "e2e-start-1", "action": "start"})
             assert replay == started
+            after = await d.room("rcmd")
+
+            # a clean stop says goodbye itself (retained offline; the LWT is not needed)
+            d.proc.send(signal.SIGTERM)
+            assert await d.proc.wait(10) == 0
+            await w.wait_for(
+                lambda m: m.topic.value == f"{prefix}/bridge/state" and m.payload == b"offline",
+                what="offline on bridge/state after SIGTERM",
+            )
             topics |= w.retained_topics()
 
         replayed = [
@@ -299,8 +354,67 @@ async def test_mqtt_start_stop_with_response_topic_and_idempotent_replay(
             if e.get("command_id") == "e2e-start-1"
         ]
         assert len(replayed) == 1 and len(acted) == 1
-        after = await d.room("rcmd")
         assert after["order"] == "OFF" and after["state"] == "IDLE"
         assert (await emu.stats())["starts"] == 1
     finally:
         await clear_retained(prefix, topics)
+
+
+# --- 5b. SIGTERM while startup waits for an unreachable MetaStudio -------------------------
+
+
+async def test_sigterm_during_a_boot_time_cloud_outage_exits_promptly(stack: Stack) -> None:
+    """systemd sends SIGTERM whenever it likes, also while adoption retries a 5xx storm."""
+    emu = await stack.emulator(["r247"])
+    await inject_outage(emu)
+    cfg = stack.config([room("r247", [ALWAYS])])
+    stack.write(cfg)
+    d = await stack.daemon(ready=False)
+
+    async def retrying() -> bool | None:
+        return True if _events(stack, "daemon", "adoption_retry") else None
+
+    await eventually(retrying, what="adoption_retry in the daemon log", diag=stack.diag)
+    d.proc.send(signal.SIGTERM)
+    assert await d.proc.wait(cfg["shutdown"]["timeout_s"]) == 0
+
+
+# --- 6b. SIGHUP with a broken config changes nothing --------------------------------------
+
+
+async def test_sighup_with_a_broken_config_changes_nothing_and_ends_the_reload(
+    stack: Stack,
+) -> None:
+    await stack.emulator(["r247"])
+    cfg = stack.config([room("r247", [ALWAYS])])
+    stack.write(cfg)
+    async with notify_socket() as ns:
+        d = await stack.daemon(env={"NOTIFY_SOCKET": ns.address})
+        kept = (await d.wait_room("r247", "LIVE"))["job_id"]
+        await ns.wait_count("READY", 1)
+
+        stack.config_path.write_text("[cloud\nthis is not toml\n")
+        d.proc.send(signal.SIGHUP)
+
+        async def failed() -> bool | None:
+            return True if _events(stack, "daemon", "reload_failed") else None
+
+        await eventually(failed, what="reload_failed in the daemon log", diag=stack.diag)
+        # a reload that began with RELOADING=1 must end with READY=1, or systemd shows the
+        # unit "reloading" until its timeout
+        await ns.wait_count("READY", 2, timeout=10)
+        assert d.proc.returncode is None
+        snap = await d.room("r247")
+        assert snap["state"] == "LIVE" and snap["job_id"] == kept
+
+        # the next good config is applied as usual
+        cfg["rooms"][0]["name"] = "renamed"
+        stack.write(cfg)
+        d.proc.send(signal.SIGHUP)
+        await ns.wait_count("READY", 3)
+
+        async def reloaded() -> list[dict[str, Any]] | None:
+            return _events(stack, "daemon", "config_reloaded") or None
+
+        assert len(await eventually(reloaded, what="config_reloaded", diag=stack.diag)) == 1
+    assert (await d.room("r247"))["job_id"] == kept
