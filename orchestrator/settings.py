@@ -361,9 +361,14 @@ def _apply_secret_files(data: dict[str, Any], secrets_dir: Path) -> None:
         f = secrets_dir / fname
         if f.is_file():
             sec = data.setdefault(section, {})
+            if not isinstance(sec, dict):
+                continue  # a malformed section: validation reports it with its line
             if not sec.get(key):
                 sec[key] = f.read_text(encoding="utf-8").strip()
-    for room in data.get("rooms", []):
+    rooms = data.get("rooms", [])
+    for room in rooms if isinstance(rooms, list) else []:
+        if not isinstance(room, dict):
+            continue  # validation reports it
         rid = room.get("id")
         if not isinstance(rid, str):
             continue
@@ -407,11 +412,14 @@ def load_settings(
     secrets_dir = data.get("secrets_dir") or env_vars.get("LIVEORCH_SECRETS_DIR")
     secrets_dir = secrets_dir or env_vars.get("CREDENTIALS_DIRECTORY")
     if secrets_dir:
+        if not isinstance(secrets_dir, str):
+            raise ConfigError("secrets_dir: must be a directory path (a string)", where=str(file))
         _apply_secret_files(data, Path(secrets_dir))
     for env_name, key in (("CLOUD_SDK_AK", "ak"), ("CLOUD_SDK_SK", "sk")):
         if env_vars.get(env_name):
             cloud = data.setdefault("cloud", {})
-            cloud.setdefault(key, env_vars[env_name])
+            if isinstance(cloud, dict):  # else validation reports the malformed section
+                cloud.setdefault(key, env_vars[env_name])
     where = str(file) if file else "<defaults+env>"
     try:
         settings = Settings(**data) if env else Settings.model_validate(data)
