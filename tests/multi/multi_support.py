@@ -64,7 +64,7 @@ class Proc:
         self.out_path = log_dir / f"{name}.out"
         self._out: IO[bytes] = self.out_path.open("wb")
         self._err: IO[bytes] = (log_dir / f"{name}.err").open("wb")
-        self.popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        self.popen = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", *args],
             stdout=self._out,
             stderr=self._err,

@@ -1,0 +1,87 @@
+"""OwnershipManager against a real (SQLite) store and a manual clock: margin, takeover, balance."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+import pytest
+
+from orchestrator.clock import ManualClock
+from orchestrator.ownership import OwnershipManager
+from orchestrator.store.base import FencedOut
+from orchestrator.store.sql import SqlStore
+
+ROOMS = ["r1", "r2", "r3", "r4"]
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[SqlStore]:
+    s = SqlStore("sqlite+aiosqlite:///:memory:")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.gained: list[dict[str, int]] = []
+        self.lost: list[tuple[list[str], str]] = []
+
+    async def on_gained(self, fences: Mapping[str, int]) -> None:
+        self.gained.append(dict(fences))
+
+    async def on_lost(self, rooms: Sequence[str], cause: str) -> None:
+        self.lost.append((list(rooms), cause))
+
+
+def manager(store: SqlStore, owner: str, clock: ManualClock, rec: Recorder) -> OwnershipManager:
+    return OwnershipManager(
+        store, owner=owner, room_ids=lambda: ROOMS, ttl_s=3.0, max_rooms=None, clock=clock,
+        on_gained=rec.on_gained, on_lost=rec.on_lost,
+    )  # fmt: skip
+
+
+async def test_stops_acting_a_third_of_the_ttl_before_expiry(store: SqlStore) -> None:
+    clock, rec = ManualClock(), Recorder()
+    a = manager(store, "A", clock, rec)
+    await a.tick()
+    assert a.owned() == ROOMS and rec.gained == [{r: 1 for r in ROOMS}]
+    clock.advance(1.99)
+    assert a.is_owned("r1", clock.now())
+    clock.advance(0.02)  # 2.01 s of a 3 s lease: inside the safety margin
+    assert not a.is_owned("r1", clock.now()) and a.owned() == []
+
+
+async def test_takeover_bumps_the_fence_and_the_old_owner_is_fenced_out(store: SqlStore) -> None:
+    clock, ra, rb = ManualClock(), Recorder(), Recorder()
+    a, b = manager(store, "A", clock, ra), manager(store, "B", clock, rb)
+    await a.tick()
+    fence = a.fence("r1")
+    assert fence is not None
+    clock.advance(3.5)  # A is silent past its lease
+    await b.tick()
+    assert b.owned() == ROOMS and all(b.fence(r) == fence + 1 for r in ROOMS)
+    with pytest.raises(FencedOut):
+        await store.save_room("r1", {"room_id": "r1"}, fence=fence)
+    await a.tick()  # A wakes up: everything it thought it had is lost
+    assert a.owned() == [] and ra.lost == [(ROOMS, "lease:lost")]
+    assert a.owner_of("r1") == "B"
+
+
+async def test_a_newcomer_gets_its_share_by_release(store: SqlStore) -> None:
+    clock, ra, rb = ManualClock(), Recorder(), Recorder()
+    a, b = manager(store, "A", clock, ra), manager(store, "B", clock, rb)
+    await a.tick()
+    await b.tick()  # B announces itself; A still holds every room
+    assert b.owned() == []
+    clock.advance(1.0)
+    await a.tick()  # A sees B and releases its excess (highest ids first)
+    assert ra.lost == [(["r3", "r4"], "lease:rebalance")] and a.owned() == ["r1", "r2"]
+    await b.tick()
+    assert b.owned() == ["r3", "r4"] and rb.gained == [{"r3": 2, "r4": 2}]
+    clock.advance(1.0)
+    await a.tick()
+    await b.tick()
+    assert a.owned() == ["r1", "r2"] and b.owned() == ["r3", "r4"]  # stable, no churn
