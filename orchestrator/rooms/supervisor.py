@@ -86,6 +86,7 @@ log = structlog.get_logger(__name__)
 
 _ACTIVE = sorted(ACTIVE_JOB_STATES)
 _CRASH_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_ADOPT_HINT_TTL = timedelta(seconds=30)  # how long adopt_all's listing may answer a room's list
 
 
 # ----------------------------------------------------------------------------- the cloud seam
@@ -263,6 +264,9 @@ class RoomSupervisor:
         self._loaded = asyncio.Event()
         self._changed = asyncio.Event()
         self._job_rooms: dict[str, str] = {}
+        # adopt_all's positive answers, kept for each room's first list (see _list)
+        self._adopt_hint: dict[str, tuple[ObservedJob, ...]] = {}
+        self._adopt_hint_until: datetime | None = None
         self._owns = owns
         self._on_dropped = on_dropped
 
@@ -688,6 +692,17 @@ class RoomSupervisor:
         raise TypeError(f"unknown action {type(action).__name__}")
 
     async def _list(self, rid: str, a: ListJobs) -> Event:
+        hint = self._adopt_hint.pop(rid, None)
+        if self._adopt_hint_until is not None and self._clock.now() > self._adopt_hint_until:
+            self._adopt_hint.clear()
+            self._adopt_hint_until = hint = None
+        if hint:
+            # A fresh room (no stored order) is IDLE when adopt_all's listing arrives and lists
+            # again when its window opens a moment later: one rate-limited call per room (2,000
+            # rooms = 100 s at 20 queries/s). A *positive* tenant listing seconds old answers
+            # that first list: it can only lead to adopting, never to a start (an empty or old
+            # answer is never reused), and a job gone since is caught by the next show/poll.
+            return JobsListed(seq=a.seq, jobs=hint, cause="list:startup_adopt")
         try:
             jobs = [
                 ObservedJob(j.job_id, _state_of(j), _rtmp_of(j))
@@ -821,6 +836,8 @@ class RoomSupervisor:
         manage are reported and left alone. Cloud errors propagate: the caller retries.
         """
         by_room = await self._tenant_jobs()
+        self._adopt_hint = {rid: tuple(jobs) for rid, jobs in by_room.items() if rid in self._slots}
+        self._adopt_hint_until = self._clock.now() + _ADOPT_HINT_TTL
         report = AdoptionReport()
         for rid, jobs in sorted(by_room.items()):
             if rid in self._slots:
