@@ -548,17 +548,34 @@ class Daemon:
             await self._flush_sla()
 
     async def _flush_sla(self) -> None:
+        """Hand accumulated SLA seconds to the store. A store failure keeps what was not
+        written for the next flush (never lost, never counted twice) and does not stop the
+        daemon: SLA figures are bookkeeping, streams matter more."""
+        from orchestrator.sla import Delta
+        from orchestrator.store.base import StoreError
+
         self.sla.tick(self.clock.now())
-        for (room_id, day), d in self.sla.drain().items():
-            for i, rec in enumerate(d.recoveries or [None]):
-                await self.store.add_sla(
-                    room_id,
-                    day,
-                    scheduled_s=d.scheduled_s if i == 0 else 0.0,
-                    live_s=d.live_s if i == 0 else 0.0,
-                    drops=d.drops if i == 0 else 0,
-                    recovery_s=rec,
-                )
+        pending = self.sla.drain()
+        for n, ((room_id, day), d) in enumerate(pending.items()):
+            recoveries: list[float | None] = list(d.recoveries) or [None]
+            for i, rec in enumerate(recoveries):
+                first = i == 0
+                try:
+                    await self.store.add_sla(
+                        room_id,
+                        day,
+                        scheduled_s=d.scheduled_s if first else 0.0,
+                        live_s=d.live_s if first else 0.0,
+                        drops=d.drops if first else 0,
+                        recovery_s=rec,
+                    )
+                except StoreError as exc:
+                    left = dict(list(pending.items())[n + 1 :])
+                    rest = [r for r in recoveries[i:] if r is not None]
+                    left[(room_id, day)] = d if first else Delta(recoveries=rest)
+                    self.sla.restore(left)
+                    log.warning("sla_flush_failed", error=str(exc), rooms_pending=len(left))
+                    return
             self.metrics.sla(room_id, live_s=d.live_s, scheduled_s=d.scheduled_s)
 
     async def _load_output_overrides(
@@ -729,6 +746,7 @@ class Daemon:
                 self.supervisor.add_room(rid)
         for rid in sorted(old_ids - new_ids):
             await self.supervisor.remove_room(rid, stop_job=new.reload.stop_removed, cause=cause)
+            self.sla.forget(rid)
         await self._apply_schedules()
         systemd.ready(self._status_text())
         log.info(

@@ -1,0 +1,60 @@
+"""A store failure during the SLA flush keeps the figures for the next flush: none lost, none
+counted twice, and the daemon keeps running."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.app import Daemon
+from orchestrator.clock import ManualClock
+from orchestrator.settings import Settings
+from orchestrator.store.base import StoreError
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+async def test_failed_flush_is_retried_without_loss_or_double_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings.model_validate(
+        {"store": {"url": f"sqlite+aiosqlite:///{tmp_path / 's.db'}"}, "cloud": {"project_id": "p"}}
+    )
+    clock = ManualClock(T0)
+    daemon = Daemon(settings, clock=clock)
+    await daemon.store.open()
+    try:
+        acc = daemon.sla
+        acc.observe("r1", state="LIVE", order_on=True, at=T0)
+        acc.observe("r1", state="DEGRADED", order_on=True, at=T0 + timedelta(seconds=50))
+        acc.observe("r1", state="LIVE", order_on=True, at=T0 + timedelta(seconds=60))
+        acc.observe("r2", state="LIVE", order_on=True, at=T0)
+        clock.set(T0 + timedelta(seconds=100))
+
+        real = daemon.store.add_sla
+        calls = 0
+
+        async def flaky(*args: Any, **kw: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise StoreError("database is locked")
+            await real(*args, **kw)
+
+        monkeypatch.setattr(daemon.store, "add_sla", flaky)
+        await daemon._flush_sla()  # second write fails: the rest is kept
+        monkeypatch.setattr(daemon.store, "add_sla", real)
+        await daemon._flush_sla()
+
+        rows = {r.room_id: r for r in await daemon.store.sla(date(2026, 11, 25))}
+        assert rows["r1"].scheduled_s == 100
+        assert rows["r1"].live_s == 90
+        assert rows["r1"].drops == 1
+        assert rows["r1"].recoveries == 1
+        assert rows["r2"].scheduled_s == 100
+        assert rows["r2"].live_s == 100
+    finally:
+        await daemon.store.close()
