@@ -722,3 +722,9 @@ async def inject_outage(emu: Emulator, *, operation: str = "list", count: int = 
         json={"operation": operation, "status": 503, "error_code": "APIGW.0201", "count": count},
     )
     r.raise_for_status()
+
+
+async def inject_ghost_start(emu: Emulator) -> None:
+    """The next start creates its job but its answer never comes (the client times out)."""
+    r = await emu.http.post("/_emulator/faults", json={"operation": "start", "ghost": True})
+    r.raise_for_status()

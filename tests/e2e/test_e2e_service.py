@@ -23,6 +23,7 @@ from e2e_support import (
     Stack,
     clear_retained,
     eventually,
+    inject_ghost_start,
     inject_outage,
     mqtt_watch,
     notify_socket,
@@ -197,6 +198,33 @@ async def test_sigkill_during_a_held_drop_then_restart_repairs_the_same_job(
     assert (await emu.job(job_id))["rtmp_state"] == "CONNECTED"
 
 
+async def test_sigkill_while_a_start_answer_is_lost_then_restart_adopts_the_ghost_job(
+    stack: Stack,
+) -> None:
+    """The start reached the service but its answer did not reach us, and then we died:
+    the job exists, our store only knows an intent. The next daemon must adopt, not start."""
+    emu = await stack.emulator(["r247"])
+    await inject_ghost_start(emu)
+    cfg = stack.config([room("r247", [ALWAYS])])
+    cfg["cloud"]["read_timeout_s"] = 30.0  # the first daemon is still waiting when it dies
+    stack.write(cfg)
+    async with sampling(emu) as sampler:
+        first = await stack.daemon(name="daemon-1")
+
+        async def ghost() -> list[dict[str, Any]] | None:
+            return (await emu.running("r247")) or None
+
+        [job] = await eventually(ghost, what="the ghost job", diag=stack.diag)
+        assert (await first.room("r247"))["job_id"] is None  # the answer never came
+        first.proc.send(signal.SIGKILL)
+        await first.proc.wait(10)
+
+        second = await stack.daemon(name="daemon-2")
+        await second.wait_room("r247", "LIVE", job_id=job["job_id"])
+    assert sampler.violations == [], sampler.violations
+    assert sampler.job_ids.get("r247") == {job["job_id"]}
+
+
 # --- 5. SIGTERM: jobs keep streaming unless stop_jobs ---------------------------------------
 
 
@@ -231,17 +259,19 @@ async def test_sigterm_exits_zero_and_honours_stop_jobs(
 
 
 async def test_sighup_applies_config_without_touching_an_unchanged_room(stack: Stack) -> None:
-    emu = await stack.emulator(["r247", "radd", "rwin"])
+    emu = await stack.emulator(["r247", "radd", "rwin", "rgone"])
     later = datetime.now(UTC) + timedelta(hours=2)
-    rooms = [room("r247", [ALWAYS]), room("rwin", [_window(later)])]
+    rooms = [room("r247", [ALWAYS]), room("rwin", [_window(later)]), room("rgone", [ALWAYS])]
     cfg = stack.config(rooms)
     stack.write(cfg)
     async with notify_socket() as ns:
         d = await stack.daemon(env={"NOTIFY_SOCKET": ns.address})
         kept = (await d.wait_room("r247", "LIVE"))["job_id"]
+        orphan = (await d.wait_room("rgone", "LIVE"))["job_id"]
         await d.wait_room("rwin", "IDLE")
 
-        # add a room and move rwin's window so that it is open now
+        # add a room, remove one (reload.stop_removed = false: its job keeps streaming) and
+        # move rwin's window so that it is open now
         now = datetime.now(UTC)
         cfg["rooms"] = [cfg["rooms"][0], room("radd", [ALWAYS]), room("rwin", [_window(now)])]
         cfg["rooms"][2]["stream_key"] = rooms[1]["stream_key"]
@@ -262,7 +292,9 @@ async def test_sighup_applies_config_without_touching_an_unchanged_room(stack: S
     assert (await emu.job(kept))["state"] == "PROCESSING"
     assert sampler.violations == [], sampler.violations
     [reloaded] = _events(stack, "daemon", "config_reloaded")
-    assert reloaded["added"] == ["radd"] and reloaded["removed"] == []
+    assert reloaded["added"] == ["radd"] and reloaded["removed"] == ["rgone"]
+    assert (await d.http.get("/rooms/rgone")).status_code == 404
+    assert (await emu.job(orphan))["state"] == "PROCESSING"
     assert d.proc.returncode is None
 
 
