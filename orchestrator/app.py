@@ -604,6 +604,10 @@ class Daemon:
 
     def _not_owner(self, room_id: str) -> None:
         owner = self.ownership.owner_of(room_id) if self.ownership else None
+        if owner is not None and owner != self.instance_id:
+            # Every instance hears every command; the owner answers it. Staying silent here
+            # keeps the requester from getting a second, contradicting reply.
+            raise CommandError("owned_elsewhere", f"room {room_id!r} is owned by {owner}")
         raise CommandError(
             "not_owner",
             f"room {room_id!r} is owned by instance {owner or '(none right now)'}, "

@@ -76,6 +76,18 @@ __all__ = ["BridgeStats", "MqttBridge", "RelayHandler", "ReplyStore"]
 
 log = structlog.get_logger(__name__)
 
+# Multi-instance: every instance receives every command. The owner acts and answers; the others
+# stay silent (owned_elsewhere), or answer not_owner when no instance owns the room right now.
+# Neither answer is stored as the command's reply, so the owner's result is what a replay gets.
+OWNED_ELSEWHERE = "owned_elsewhere"
+UNSTORED_CODES = frozenset({OWNED_ELSEWHERE, "not_owner"})
+
+
+def _code(reply: Mapping[str, Any]) -> str | None:
+    err = reply.get("error")
+    return str(err.get("code")) if isinstance(err, Mapping) and err.get("code") else None
+
+
 RelayHandler = Callable[[bytes, Properties | None], Awaitable[None]]
 """Receives one relayed callback envelope (raw payload + v5 properties)."""
 
@@ -591,6 +603,8 @@ class MqttBridge:
 
     async def _handle_command(self, job: _Job, target: CommandTarget) -> None:
         reply = await self._evaluate(job, target)
+        if _code(reply) == OWNED_ELSEWHERE:
+            return  # another instance owns the room and answers; see Control.owned_elsewhere
         self._reply(job.reply_topic, job.correlation, reply)
 
     async def _evaluate(self, job: _Job, target: CommandTarget) -> Mapping[str, Any]:
@@ -641,6 +655,8 @@ class MqttBridge:
         except CommandRejected as exc:
             return self._rejected(exc, cmd.id, CommandTarget(cmd.room_id))
         reply: Mapping[str, Any] = await self._act(cmd)
+        if _code(reply) in UNSTORED_CODES:
+            return reply  # about ownership, not the command: the owner's answer must win
         try:
             if not await self._store.put_reply(cmd.id, reply, self._clock()):
                 stored = await self._store.get_reply(cmd.id)

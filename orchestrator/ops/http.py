@@ -373,6 +373,8 @@ def ops_routes(
         except CommandError as exc:
             if exc.code == "unknown_room":
                 return _error(404, "unknown_room", f"no room {room_id!r}")
+            if exc.code in ("not_owner", "owned_elsewhere"):
+                return _error(409, exc.code, exc.message)
             raise
         end = now()
         start = end - _HISTORY

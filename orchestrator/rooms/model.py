@@ -363,7 +363,7 @@ class Wait(StrEnum):
 
 _TIMES: tuple[str, ...] = (
     "deadline", "window_start", "since", "next_retry_at", "last_observed_at", "rtmp_at",
-    "drop_since",
+    "drop_since", "expected_start_at",
 )  # fmt: skip
 
 

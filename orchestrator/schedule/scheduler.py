@@ -218,7 +218,8 @@ class WindowScheduler:
 
     def _post(self, room: str, ev: WindowOpened | WindowClosed) -> None:
         if not self._sink.post(room, ev):
-            log.warning("schedule_room_unknown", room_id=room, window_id=ev.window_id)
+            # with several instances a room owned elsewhere is normal: not worth a warning
+            log.debug("schedule_room_not_here", room_id=room, window_id=ev.window_id)
 
     async def _fire_open(self, room: str, w: Window, prev: Window | None) -> None:
         now = self._now()
