@@ -454,3 +454,25 @@ async def test_idempotency_survives_a_bridge_restart_with_the_sql_store(
         assert control.methods() == ["refresh_output"]
     finally:
         await store.close()
+
+
+async def test_non_owner_stays_silent_and_ownership_answers_are_never_stored(
+    watcher: Watcher, bridges: BridgeRunner, prefix: str
+) -> None:
+    """Several instances hear every command; only the owner's answer may reach the requester
+    and the reply store (otherwise a fast non-owner's refusal would win the replay)."""
+    control = RecordingControl()
+    control.fail["stop"] = CommandError("owned_elsewhere", "room is owned by host-b")
+    control.fail["restart"] = CommandError("not_owner", "no instance owns the room right now")
+    _, _, store = await bridges.run(control=control)
+    t = _room_cmd(prefix)
+    await watcher.send(t, {"id": "o1", "action": "stop"})
+    await watcher.send(t, {"id": "o2", "action": "restart"})
+    await watcher.send(t, {"id": "o3", "action": "start"})
+    r2 = await watcher.wait_reply(f"{t}/reply", "o2")
+    r3 = await watcher.wait_reply(f"{t}/reply", "o3")  # sent after o1: o1 was handled by now
+    assert r2["error"]["code"] == "not_owner"
+    assert r3["status"] == "ok"
+    replies = [json.loads(m.payload).get("id") for m in watcher.on(f"{t}/reply")]
+    assert "o1" not in replies, "a non-owner must not answer a room owned elsewhere"
+    assert set(store.replies) == {"o3"}
