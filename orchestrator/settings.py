@@ -86,9 +86,12 @@ class StoreSettings(_Section):
     """SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db."""
     instance_id: str = ""
     """Stable id of this instance (multi-instance leases); default hostname:pid."""
-    lease_ttl_s: float = 15.0
+    lease_ttl_s: float = 50.0
     """Room lease lifetime (several instances): a dead instance's rooms move after at most this
-    plus a third of it. Keep it well above clock skew and the cloud read timeout."""
+    plus a third of it. Keep it above 3 × ``cloud.read_timeout_s`` (so a call still in flight
+    when an instance stalls cannot land after another instance took the room) and well above
+    clock skew between hosts. A stream keeps running during a failover either way; the TTL
+    only bounds how long its repairs pause."""
     max_rooms_per_instance: int | None = None
     """Cap on rooms one instance works on (several instances); default: a fair share."""
     leases: Literal["auto", "on", "off"] = "auto"
@@ -458,6 +461,12 @@ def _check_required_secrets(s: Settings, where: str) -> None:
     if s.cloud.auth == "token" and s.cloud.password is None:
         raise ConfigError(
             "cloud.auth = 'token' needs cloud.password (file cloud.password in the secrets dir)",
+            where=where,
+        )
+    if s.ops.token is not None and not s.ops.token.get_secret_value().strip():
+        # an empty token (e.g. an empty ops.token file) would silently switch auth off
+        raise ConfigError(
+            "ops.token is empty: set a token, or remove the key to run the ops API without one",
             where=where,
         )
     if s.callbacks.auth_type == "NONE" and not s.callbacks.allow_none:
