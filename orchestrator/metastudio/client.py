@@ -220,6 +220,10 @@ class MetaStudioClient:
         self._sleep = sleep
         self._jitter = jitter
 
+    def set_auth(self, auth: httpx.Auth | None) -> None:
+        """Swap the credentials (AK/SK rotation on reload); calls in flight keep their own."""
+        self._auth = auth
+
     def __repr__(self) -> str:
         return f"MetaStudioClient(base_url={self._base_url!r}, project_id={self._project_id!r})"
 
