@@ -50,7 +50,7 @@ from orchestrator.ops.metrics import Metrics
 from orchestrator.ownership import OwnershipManager
 from orchestrator.rooms import model
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
-from orchestrator.settings import RoomSettings, Settings, load_settings
+from orchestrator.settings import CloudSettings, RoomSettings, Settings, load_settings
 from orchestrator.sla import SlaAccumulator
 from orchestrator.store.base import Store
 from orchestrator.store.sql import SqlStore
@@ -123,11 +123,8 @@ class Daemon:
 
     # --- construction helpers ------------------------------------------------------------
 
-    def _build_client(self) -> MetaStudioClient:
-        c = self.settings.cloud
-        timeout = httpx.Timeout(c.read_timeout_s, connect=c.connect_timeout_s)
-        self._http = httpx.AsyncClient(timeout=timeout, transport=self._transport)
-        base_url = c.base_url or MetaStudioClient.endpoint_for_region(c.region)
+    def _build_auth(self, c: CloudSettings) -> httpx.Auth | None:
+        """Credentials from settings (also on reload: rotated AK/SK take effect without restart)."""
         auth: httpx.Auth | None = None
         if c.auth == "aksk" and c.ak is not None and c.sk is not None:
             auth = AkSkAuth(
@@ -136,7 +133,7 @@ class Daemon:
                 c.project_id,
                 security_token=c.security_token.get_secret_value() if c.security_token else None,
             )
-        elif c.auth == "token" and c.password is not None:
+        elif c.auth == "token" and c.password is not None and self._http is not None:
             auth = IamTokenAuth.with_password(
                 http=self._http,
                 iam_url=c.iam_url,
@@ -146,6 +143,14 @@ class Daemon:
                 project_id=c.project_id or None,
                 project_name=None if c.project_id else c.region,
             )
+        return auth
+
+    def _build_client(self) -> MetaStudioClient:
+        c = self.settings.cloud
+        timeout = httpx.Timeout(c.read_timeout_s, connect=c.connect_timeout_s)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=self._transport)
+        base_url = c.base_url or MetaStudioClient.endpoint_for_region(c.region)
+        auth = self._build_auth(c)
         specs = default_specs(c.region)
         specs[ApiGroup.START] = RateSpec(c.rate_start_per_s)
         specs[ApiGroup.STOP] = RateSpec(c.rate_write_per_s)
@@ -732,6 +737,15 @@ class Daemon:
         now = self.clock.now()
         return await self._schedule_override(room_id, lambda ov: windows.skip_next(ov, sched, now))
 
+    def _reload_credentials(self, new: CloudSettings) -> None:
+        """Reload used to keep the AK/SK the client was built with: swap them when rotated."""
+        old = self.settings.cloud
+        keys = ("auth", "ak", "sk", "security_token", "password", "iam_user", "iam_domain")
+        if self.client is None or all(getattr(old, k) == getattr(new, k) for k in keys):
+            return
+        self.client.set_auth(self._build_auth(new))
+        log.info("cloud_credentials_reloaded")
+
     async def reload(self, *, cause: str) -> Mapping[str, Any]:
         """Re-read the config; apply rooms and schedules without touching jobs still desired."""
         systemd.reloading()
@@ -741,6 +755,7 @@ class Daemon:
             systemd.ready(self._status_text())  # end the reload systemd saw begin; nothing changed
             raise CommandError("bad_config", str(exc)) from exc
         register_secrets(new)
+        self._reload_credentials(new.cloud)
         old_ids = {r.id for r in self.settings.rooms}
         new_ids = {r.id for r in new.rooms}
         self.settings = new
