@@ -210,8 +210,7 @@ class Daemon:
         if self.bridge is not None:
             self.bridge.publish_state(t.room_id, after)
             self.bridge.publish_event(t.room_id, t.to_json())
-        if t.alert is not None:
-            kind, status, message = t.alert
+        for kind, status, message in t.alerts:
             alert = Alert(t.room_id, kind, status, message, t.at)
             log.warning("alert", room_id=t.room_id, kind=kind, status=status, message=message)
             if self.bridge is not None:  # the documented {"type": "alert", ...} event

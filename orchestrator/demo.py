@@ -114,8 +114,7 @@ class _Printer:
                 f"{t.room_id:<12} {t.before.state.value:>11} → {t.after.state.value:<11} "
                 f"job {job}{why}"
             )
-        if t.alert is not None:
-            kind, status, message = t.alert
+        for kind, status, message in t.alerts:
             self.line(f"{t.room_id:<12} ALERT {status} {kind}: {message}")
         self.changed.set()
 

@@ -127,6 +127,10 @@ class CloudPort(Protocol):
 # ----------------------------------------------------------------------------- outputs
 
 
+AlertChange = tuple[str, Literal["SET", "CLEARED"], str]
+"""(kind, SET|CLEARED, message)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """What listeners (MQTT, metrics, SLA) learn about each change of a room's snapshot."""
@@ -137,7 +141,14 @@ class Transition:
     after: Snapshot
     event: str
     cause: str
-    alert: tuple[str, Literal["SET", "CLEARED"], str] | None = None
+    alerts: tuple[AlertChange, ...] = ()
+    """Every alert raised or cleared by this step, in order (one step can clear ``unrecovered``
+    and raise ``quarantined``: a pager must hear both)."""
+
+    @property
+    def alert(self) -> AlertChange | None:
+        """The last alert change of this step (most callers care about one)."""
+        return self.alerts[-1] if self.alerts else None
 
     def to_json(self) -> dict[str, Any]:
         """The non-retained MQTT event (same shape as ``mqtt.topics.transition_event``)."""
@@ -157,9 +168,11 @@ class Transition:
                 "last_error": after.last_error,
             },
         }
-        if self.alert is not None:
-            kind, status, message = self.alert
-            out["alert"] = {"kind": kind, "status": status, "message": message}
+        if self.alerts:
+            out["alerts"] = [
+                {"kind": kind, "status": status, "message": message}
+                for kind, status, message in self.alerts
+            ]
         return out
 
 
@@ -581,21 +594,21 @@ class RoomSupervisor:
                 self._job_rooms.pop(before.job_id, None)
             if after.job_id is not None:
                 self._job_rooms[after.job_id] = rid
-        alert: tuple[str, Literal["SET", "CLEARED"], str] | None = None
+        alerts: list[AlertChange] = []
         for action in actions:
             if isinstance(action, RaiseAlert):
-                alert = (action.kind, "SET", action.message)
+                alerts.append((action.kind, "SET", action.message))
             elif isinstance(action, ClearAlert):
-                alert = (action.kind, "CLEARED", "")
+                alerts.append((action.kind, "CLEARED", ""))
         if after != before:
             await self._persist(rid, before, after, event, now, slot.fence)
         for action in actions:  # durable before anyone hears of it
             if isinstance(action, RaiseAlert | ClearAlert):
                 await self._alert(rid, action)
-        if after.snapshot() != before.snapshot() or alert is not None:
+        if after.snapshot() != before.snapshot() or alerts:
             self._notify(Transition(
                 room_id=rid, at=now, before=before.snapshot(), after=after.snapshot(),
-                event=type(event).__name__, cause=event.cause, alert=alert,
+                event=type(event).__name__, cause=event.cause, alerts=tuple(alerts),
             ))  # fmt: skip
         for action in actions:
             if not self._owned(rid):

@@ -38,3 +38,21 @@ def test_expected_start_is_only_shown_while_starting() -> None:
     assert room.snapshot().extra["expected_start_at"] == (NOW + timedelta(seconds=12.5)).isoformat()
     live = replace(room, state=RoomState.LIVE)
     assert live.snapshot().extra["expected_start_at"] is None
+
+
+def test_a_transition_carries_every_alert_of_its_step() -> None:
+    from orchestrator.rooms.supervisor import Transition
+
+    snap = Room(room_id="r", state=RoomState.BACKOFF).snapshot()
+    after = Room(room_id="r", state=RoomState.QUARANTINED).snapshot()
+    t = Transition(
+        room_id="r",
+        at=NOW,
+        before=snap,
+        after=after,
+        event="JobStartFailed",
+        cause="",
+        alerts=(("unrecovered", "CLEARED", ""), ("quarantined", "SET", "ladder exhausted")),
+    )
+    assert t.alert == ("quarantined", "SET", "ladder exhausted")
+    assert [a["kind"] for a in t.to_json()["alerts"]] == ["unrecovered", "quarantined"]
