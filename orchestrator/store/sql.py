@@ -315,6 +315,7 @@ class SqlStore:
         # SQLite has one writer at a time anyway; queueing writers here is FIFO-fair and spares
         # them the busy handler's sleep-and-retry. busy_timeout still covers other processes.
         self._write_lock: asyncio.Lock | None = None
+        self._save_room_stmt: Any = None
         database = self._url.database or ""
         self._one_connection = self._is_sqlite and (
             database in ("", ":memory:") or "mode=memory" in database
@@ -516,20 +517,24 @@ class SqlStore:
     async def save_room(
         self, room_id: str, state: Mapping[str, Any], *, fence: int | None = None
     ) -> None:
-        stmt = self._insert(rooms).values(
-            room_id=room_id, state=dict(state), updated_at=self._clock(), fence=fence
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[rooms.c.room_id],
-            set_={
-                "state": stmt.excluded.state,
-                "updated_at": stmt.excluded.updated_at,
-                "fence": stmt.excluded.fence,
-            },
-        )
+        # Built once, executed with parameters: constructing the upsert with .values() took
+        # ~half of save_room's CPU (every room saves on each poll observation).
+        if self._save_room_stmt is None:
+            upsert = self._insert(rooms)
+            self._save_room_stmt = upsert.on_conflict_do_update(
+                index_elements=[rooms.c.room_id],
+                set_={
+                    "state": upsert.excluded.state,
+                    "updated_at": upsert.excluded.updated_at,
+                    "fence": upsert.excluded.fence,
+                },
+            )
+        params = {
+            "room_id": room_id, "state": dict(state), "updated_at": self._clock(), "fence": fence
+        }  # fmt: skip
         async with self._write("save_room") as conn:
             await self._check_fence(conn, room_id, fence)
-            await conn.execute(stmt)
+            await conn.execute(self._save_room_stmt, params)
 
     async def delete_room(self, room_id: str) -> None:
         async with self._write("delete_room") as conn:
