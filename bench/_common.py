@@ -347,8 +347,12 @@ class DaemonProcess:
     def start(self) -> None:
         config = self.write_config()
         exe = Path(sys.executable)
+        cmd = [str(exe), "-m", "orchestrator", "run", "--config", str(config)]
+        profile = os.environ.get("BENCH_PROFILE_DAEMON")  # a path: pyinstrument text report
+        if profile:
+            cmd[1:2] = ["-m", "pyinstrument", "-o", profile, "-m"]
         self.proc = subprocess.Popen(
-            [str(exe), "-m", "orchestrator", "run", "--config", str(config)],
+            cmd,
             cwd=self.workdir,
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,
@@ -368,6 +372,20 @@ class DaemonProcess:
                         return time.monotonic() - started
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"daemon not ready after {timeout_s}s: {self.tail()}")
+
+    def spy(self, seconds: float, label: str) -> subprocess.Popen[bytes] | None:
+        """With ``BENCH_PYSPY=<py-spy binary>``: sample the daemon for ``seconds`` into
+        ``<workdir>/pyspy-<label>.txt`` (collapsed stacks); profiling runs only."""
+        exe = os.environ.get("BENCH_PYSPY")
+        if not exe or self.proc is None:
+            return None
+        out = self.workdir / f"pyspy-{label}.txt"
+        return subprocess.Popen(
+            [exe, "record", "--pid", str(self.proc.pid), "--duration", str(int(seconds)),
+             "--format", "raw", "--output", str(out), "--nonblocking", "--rate", "200"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
 
     def tail(self, n: int = 15) -> str:
         with contextlib.suppress(OSError):
