@@ -181,6 +181,9 @@ def record(
     cell = "; ".join(f"{k}={fmt(v)}" for k, v in figures.items())
     tcell = "; ".join(str(t) for t in targets) or "—"
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if "load avg" not in notes:  # other engineers' tests share the 2 cores: say how busy they were
+        notes = f"load avg {load} (1/5/15 min) at end; {notes}"
     notes = notes.replace("|", "/")
     row = f"| {date} | {name} | {machine()} | {commit()} | {cell} | {tcell} | {notes} |\n"
     if os.environ.get("BENCH_NO_RECORD"):  # profiling runs: print only
