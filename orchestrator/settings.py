@@ -405,6 +405,10 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
         raise ConfigError("file not found", where=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", where=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {exc.start}): TOML files must be UTF-8", where=str(path)
+        ) from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
