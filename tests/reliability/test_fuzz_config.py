@@ -8,6 +8,7 @@ as before, and no file is created next to the config.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -259,3 +260,21 @@ def _write(base: Path, text: str) -> Path:
     cfg = base / "regression.toml"
     cfg.write_text(text, encoding="utf-8")
     return cfg
+
+
+@pytest.mark.parametrize("raw", [b"\xac", b'[cloud]\nregion = "\xff"\n', b"\xef\xbb\xbf\xc3("])
+def test_regression_non_utf8_file_is_a_config_error(base: Path, raw: bytes) -> None:
+    """Found by atheris: a non-UTF-8 file raised UnicodeDecodeError instead of ConfigError."""
+    cfg = base / "binary.toml"
+    cfg.write_bytes(raw)
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_settings(cfg, env=False)
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_random_bytes_load_or_fail_cleanly(base: Path, raw: bytes) -> None:
+    cfg = base / "bytes.toml"
+    cfg.write_bytes(raw)
+    with contextlib.suppress(ConfigError):
+        load_settings(cfg, env=False)
