@@ -642,7 +642,14 @@ class Daemon:
 
         self._need_room(room_id)
         assert self.supervisor is not None
-        return snapshot_json(self.supervisor.snapshot(room_id))
+        state = snapshot_json(self.supervisor.snapshot(room_id))
+        window = self.scheduler.next_window(room_id, self.clock.now()) if self.scheduler else None
+        if window is not None:
+            state["next_window"] = {
+                "start": window.start.isoformat(),
+                "end": window.end.isoformat() if window.end else None,
+            }
+        return state
 
     async def start(self, room_id: str, *, until: datetime | None, cause: str) -> Mapping[str, Any]:
         self._post(room_id, model.OrderChanged(order=model.Order.ON, deadline=until, cause=cause))

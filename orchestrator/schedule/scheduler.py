@@ -92,6 +92,13 @@ class WindowScheduler:
         if self._sched.running:
             self._sched.shutdown(wait=False)
 
+    def next_window(self, room: str, now: datetime) -> Window | None:
+        """The room's current window (if inside one) or its next one, overrides applied."""
+        sched = self._schedules.get(room)
+        if sched is None:
+            return None
+        return sched.current(now) or sched.next_after(now)
+
     @property
     def job_count(self) -> int:
         return sum(len(j) for j in self._jobs.values())

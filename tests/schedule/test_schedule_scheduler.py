@@ -201,3 +201,18 @@ def test_expected_start_delay() -> None:
     assert expected_start_delay(400, 4) == 100
     with pytest.raises(ValueError):
         expected_start_delay(1, 0)
+
+
+async def test_next_window_is_the_current_one_or_the_next() -> None:
+    clock, sink = Clock(utc(2026, 7, 1, 12)), Sink()
+    ws = await make(clock, sink, {"r1": sched()})
+    try:
+        before = ws.next_window("r1", utc(2026, 7, 1, 12))
+        inside = ws.next_window("r1", utc(2026, 7, 1, 21))
+        after = ws.next_window("r1", utc(2026, 7, 1, 23))
+        assert before is not None and before.start == utc(2026, 7, 1, 20)
+        assert inside is not None and inside.start == utc(2026, 7, 1, 20)
+        assert after is not None and after.start == utc(2026, 7, 2, 20)
+        assert ws.next_window("unknown", utc(2026, 7, 1, 12)) is None
+    finally:
+        ws.shutdown()
