@@ -96,8 +96,15 @@ class Store(Protocol):
     # rooms' runtime state (snapshot JSON of rooms.model.Room)
     async def load_rooms(self) -> dict[str, Mapping[str, Any]]: ...
     async def save_room(
-        self, room_id: str, state: Mapping[str, Any], *, fence: int | None = None
-    ) -> None: ...
+        self,
+        room_id: str,
+        state: Mapping[str, Any],
+        *,
+        fence: int | None = None,
+        transition: TransitionRecord | None = None,
+    ) -> None:
+        """Upsert the room's state; with ``transition``, append it in the same transaction."""
+
     async def delete_room(self, room_id: str) -> None: ...
 
     # audit log

@@ -515,7 +515,12 @@ class SqlStore:
             return {row.room_id: row.state for row in result}
 
     async def save_room(
-        self, room_id: str, state: Mapping[str, Any], *, fence: int | None = None
+        self,
+        room_id: str,
+        state: Mapping[str, Any],
+        *,
+        fence: int | None = None,
+        transition: TransitionRecord | None = None,
     ) -> None:
         # Built once, executed with parameters: constructing the upsert with .values() took
         # ~half of save_room's CPU (every room saves on each poll observation).
@@ -535,6 +540,8 @@ class SqlStore:
         async with self._write("save_room") as conn:
             await self._check_fence(conn, room_id, fence)
             await conn.execute(self._save_room_stmt, params)
+            if transition is not None:  # one transaction instead of two on every state change
+                await self._insert_transition(conn, transition, fence)
 
     async def delete_room(self, room_id: str) -> None:
         async with self._write("delete_room") as conn:
@@ -545,18 +552,24 @@ class SqlStore:
     async def append_transition(self, rec: TransitionRecord, *, fence: int | None = None) -> None:
         async with self._write("append_transition") as conn:
             await self._check_fence(conn, rec.room_id, fence)
-            await conn.execute(
-                transitions.insert().values(
-                    room_id=rec.room_id,
-                    at=rec.at,
-                    from_state=rec.from_state,
-                    to_state=rec.to_state,
-                    event=rec.event,
-                    cause=rec.cause,
-                    detail=dict(rec.detail),
-                    fence=fence,
-                )
+            await self._insert_transition(conn, rec, fence)
+
+    @staticmethod
+    async def _insert_transition(
+        conn: AsyncConnection, rec: TransitionRecord, fence: int | None
+    ) -> None:
+        await conn.execute(
+            transitions.insert().values(
+                room_id=rec.room_id,
+                at=rec.at,
+                from_state=rec.from_state,
+                to_state=rec.to_state,
+                event=rec.event,
+                cause=rec.cause,
+                detail=dict(rec.detail),
+                fence=fence,
             )
+        )
 
     async def transitions(
         self, room_id: str | None = None, *, since: datetime | None = None, limit: int = 100

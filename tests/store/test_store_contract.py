@@ -439,3 +439,23 @@ async def _pg_backends(target: StoreTarget) -> int:
         return count
     finally:
         await conn.close()
+
+
+async def test_save_room_with_transition_is_one_all_or_nothing_write(
+    target: StoreTarget,
+) -> None:
+    store = await target.make()
+    now = target.clock.now
+    await store.acquire_leases("a", ["r1"], ttl_s=30, now=now)
+    rec = TransitionRecord("r1", now, "LIVE", "DEGRADED", "RtmpStateReported", "callback")
+    await store.save_room("r1", {"v": 1}, fence=1, transition=rec)
+    assert await store.load_rooms() == {"r1": {"v": 1}}
+    assert [(t.from_state, t.to_state) for t in await store.transitions("r1")] == [
+        ("LIVE", "DEGRADED")
+    ]
+    with pytest.raises(FencedOut):  # neither the state nor the transition is written
+        await store.save_room("r1", {"v": 2}, fence=0, transition=rec)
+    assert await store.load_rooms() == {"r1": {"v": 1}}
+    assert len(await store.transitions("r1")) == 1
+    await store.save_room("r1", {"v": 3})  # no transition: state only
+    assert len(await store.transitions("r1")) == 1
