@@ -86,7 +86,7 @@ log = structlog.get_logger(__name__)
 
 _ACTIVE = sorted(ACTIVE_JOB_STATES)
 _CRASH_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-_ADOPT_HINT_TTL = timedelta(seconds=30)  # how long adopt_all's listing may answer a room's list
+_ADOPT_HINT_TTL = timedelta(seconds=120)  # how long adopt_all's listing may answer a list
 
 
 # ----------------------------------------------------------------------------- the cloud seam
