@@ -40,20 +40,46 @@ _pattern: re.Pattern[str] | None = None
 
 def register_secret(value: str | None) -> None:
     """Mask this exact string wherever it appears in a log line from now on."""
-    global _pattern
-    if not value or len(value) < 4:  # too short to mask without destroying unrelated text
-        return
-    with _lock:
-        if value in _secrets:
-            return
-        _secrets.add(value)
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+    register_secrets((value,))
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
-    for v in values:
-        register_secret(v)
+    """Register many at once: the pattern is compiled once per call, not once per value
+    (per value made startup O(n^2): 2,000 rooms' stream keys took over a minute)."""
+    global _pattern
+    new = {v for v in values if v and len(v) >= 4}  # shorter: masking would destroy text
+    with _lock:
+        if new <= _secrets:
+            return
+        _secrets.update(new)
+        _pattern = re.compile(_trie_regex(_secrets))
+
+
+def _trie_regex(words: Iterable[str]) -> str:
+    """One regex matching any of ``words``, longest first, factored as a prefix trie.
+
+    A flat ``a|b|c…`` alternation makes ``re`` try every secret at every position of every
+    logged string: with 4,000 secrets (2,000 rooms) that was ~280 us per 100-character string,
+    several ms per log line. The trie fails after a character or two instead.
+    """
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # end of a word
+
+    def build(node: dict[str, Any]) -> str:
+        ends = "" in node
+        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if ends:  # a word ends here but longer ones go on: greedy optional = longest match
+            body = "(?:" + body + ")?"
+        return body
+
+    return build(trie)
 
 
 def is_secret_key(key: str) -> bool:
