@@ -24,17 +24,26 @@ from orchestrator.emulator.callbacks import CallbackEvent, build_request
 QUERY_OPS = ("show", "list", "list_tenant")
 
 
-async def _callbacks(url: str, jobs: list[tuple[str, str]], rate: float, seconds: float) -> int:
+async def _callbacks(
+    url: str, jobs: list[tuple[str, str]], rate: float, seconds: float
+) -> tuple[int, int]:
     """Post signed callbacks at ``rate``/s for ``seconds``; each in its own task (bounded), so
     a slow answer delays nothing after it (a sequential sender reached only ~50/s)."""
     sent = 0
     pending: set[asyncio.Task[object]] = set()
     gate = asyncio.Semaphore(64)
+    failed: list[int] = []
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
 
     async def post(http: httpx.AsyncClient, u: str, headers: dict[str, str], body: bytes) -> None:
         async with gate:
-            await http.post(u, content=body, headers=headers)
+            try:
+                resp = await http.post(u, content=body, headers=headers)
+            except httpx.HTTPError:
+                failed.append(1)  # a timeout is a figure (the daemon fell behind), not a crash
+                return
+            if resp.status_code >= 300:
+                failed.append(1)
 
     async with httpx.AsyncClient(timeout=10.0, limits=limits) as http:
         t0 = time.monotonic()
@@ -62,7 +71,7 @@ async def _callbacks(url: str, jobs: list[tuple[str, str]], rate: float, seconds
                 sent += 1
             await asyncio.sleep(0.005)
         await asyncio.gather(*pending, return_exceptions=True)
-    return sent
+    return sent, len(failed)
 
 
 async def _bench(n: int, quiet_s: float, cb_s: float) -> dict[str, object]:
@@ -87,7 +96,7 @@ async def _bench(n: int, quiet_s: float, cb_s: float) -> dict[str, object]:
             job_ids = [j.job_id for j in emu.service.jobs.values() if j.running]
             jobs = [(j.room_id, j.job_id) for j in emu.service.jobs.values() if j.running]
             d.spy(cb_s - 1, "callbacks")
-            sent = await _callbacks(d.callback_url, jobs, 100.0, cb_s)
+            sent, failed = await _callbacks(d.callback_url, jobs, 100.0, cb_s)
             c2, t2 = d.cpu_seconds(), time.monotonic()
             return {
                 "rooms": n,
@@ -103,6 +112,7 @@ async def _bench(n: int, quiet_s: float, cb_s: float) -> dict[str, object]:
                 "max_unread_gap_s": probe.max_gap(job_ids, t0, t1),
                 "callbacks_sent": sent,
                 "callbacks_per_s": sent / (t2 - t1),
+                "callbacks_failed_or_timed_out": failed,
                 "cpu_callbacks_pct": (c2 - c1) / (t2 - t1) * 100,
                 "daemon_alive": d.proc is not None and d.proc.poll() is None,
             }
