@@ -654,6 +654,24 @@ class MqttBridge:
             check_fresh(cmd, now=self._clock(), max_age_s=self.settings.command_max_age_s)
         except CommandRejected as exc:
             return self._rejected(exc, cmd.id, CommandTarget(cmd.room_id))
+        # A crash between acting and storing the reply must not make a resent id act twice:
+        # mark the id as started first; finding our own mark means the outcome is unknown.
+        marker = f"{cmd.id}\x1fstarted:{self.settings.client_id}"[:256]
+        try:
+            if await self._store.get_reply(marker) is not None:
+                reply_unknown = error_reply(
+                    cmd.id,
+                    "outcome_unknown",
+                    "this id was being executed when the daemon stopped; its outcome is "
+                    "unknown: read the room state (action get) before sending a new command",
+                )
+                log.warning("mqtt_command_outcome_unknown", **cmd.log_fields())
+                await self._store.put_reply(cmd.id, reply_unknown, self._clock())
+                return reply_unknown
+            await self._store.put_reply(marker, {"started": True}, self._clock())
+        except StoreError as exc:
+            log.error("mqtt_command_store_failed", **cmd.log_fields(), error=str(exc)[:200])
+            return error_reply(cmd.id, "internal", "command store unavailable; nothing was done")
         reply: Mapping[str, Any] = await self._act(cmd)
         if _code(reply) in UNSTORED_CODES:
             return reply  # about ownership, not the command: the owner's answer must win

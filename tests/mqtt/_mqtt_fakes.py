@@ -109,6 +109,11 @@ class MemoryReplyStore:
 
     replies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
+    @property
+    def answers(self) -> dict[str, Mapping[str, Any]]:
+        """Stored replies without the bridge's "started" markers."""
+        return {k: v for k, v in self.replies.items() if "\x1f" not in k}
+
     async def get_reply(self, command_id: str) -> Mapping[str, Any] | None:
         return self.replies.get(command_id)
 

@@ -122,7 +122,7 @@ async def test_get_and_bridge_actions(watcher: Watcher, bridges: BridgeRunner, p
             m.topic.value == f"{prefix}/bridge/info" and "room-c" in json.loads(m.payload)["rooms"]
         )
     )
-    assert set(store.replies) == {"r1"}  # read-only replies are not stored
+    assert set(store.answers) == {"r1"}  # read-only replies are not stored
 
 
 async def test_v5_reply_goes_to_response_topic_with_correlation(
@@ -277,7 +277,7 @@ async def test_bad_commands_get_error_reply_and_never_reach_control(
     assert reply["error"]["code"] == code, reply
     assert reply["error"].get("field") == field
     assert control.calls == []
-    assert store.replies == {}
+    assert store.answers == {}
     assert bridge.stats.commands_rejected == 1
 
 
@@ -332,7 +332,7 @@ async def test_control_errors_pass_through_and_crashes_become_internal(
     assert r1["error"] == {"code": "quarantined", "message": "room is quarantined; send reset"}
     assert r2["error"]["code"] == "internal"
     assert "boom" not in json.dumps(r2)
-    assert set(store.replies) == {"f1", "f2"}  # they reached Control: replays must not re-act
+    assert set(store.answers) == {"f1", "f2"}  # they reached Control: replays must not re-act
 
 
 async def test_stream_key_never_leaves_in_replies_or_logs(
@@ -475,4 +475,24 @@ async def test_non_owner_stays_silent_and_ownership_answers_are_never_stored(
     assert r3["status"] == "ok"
     replies = [json.loads(m.payload).get("id") for m in watcher.on(f"{t}/reply")]
     assert "o1" not in replies, "a non-owner must not answer a room owned elsewhere"
-    assert set(store.replies) == {"o3"}
+    assert set(store.answers) == {"o3"}
+
+
+async def test_an_id_started_before_a_crash_is_never_run_again(
+    watcher: Watcher, bridges: BridgeRunner, prefix: str
+) -> None:
+    """SIGKILL after the cloud call but before the reply was stored leaves only the started
+    mark: a resent id must answer outcome_unknown instead of acting a second time."""
+    control = RecordingControl()
+    bridge, _, store = await bridges.run(control=control)
+    marker = f"k1\x1fstarted:{bridge.settings.client_id}"
+    store.replies[marker] = {"started": True}  # what the killed process left behind
+    t = _room_cmd(prefix)
+    await watcher.send(t, {"id": "k1", "action": "stop"})
+    await watcher.send(t, {"id": "k2", "action": "stop"})
+    r1 = await watcher.wait_reply(f"{t}/reply", "k1")
+    r2 = await watcher.wait_reply(f"{t}/reply", "k2")
+    assert r1["error"]["code"] == "outcome_unknown"
+    assert r2["status"] == "ok"
+    assert control.methods() == ["stop"], "only k2 reached the daemon"
+    assert store.answers["k1"] == r1, "later replays get the same answer"
