@@ -58,7 +58,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from orchestrator import demo
 
     if args.state_dir is not None:
-        args.state_dir.mkdir(parents=True, exist_ok=True)
+        args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the demo store
     return asyncio.run(
         demo.run_demo(duration_s=args.duration, fast=not args.real_time, state_dir=args.state_dir)
     )
