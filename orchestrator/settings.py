@@ -96,7 +96,7 @@ class StoreSettings(_Section):
     """Stable id of this instance (multi-instance leases); default hostname:pid."""
     lease_ttl_s: float = 50.0
     """Room lease lifetime (several instances): a dead instance's rooms move after at most this
-    plus a third of it. Keep it above 3 × ``cloud.read_timeout_s`` (so a call still in flight
+    plus a third of it. Keep it above 3 x ``cloud.read_timeout_s`` (so a call still in flight
     when an instance stalls cannot land after another instance took the room) and well above
     clock skew between hosts. A stream keeps running during a failover either way; the TTL
     only bounds how long its repairs pause."""
