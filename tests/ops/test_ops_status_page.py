@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from ops_fakes import NOW, OpsFixture, make_ops
 from starlette.applications import Starlette
+from support.chromium import chromium
 
 from orchestrator.httpserver import serve
 from orchestrator.rooms.model import RoomState
@@ -20,46 +18,6 @@ from orchestrator.rooms.model import RoomState
 pytestmark = pytest.mark.external_service
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@dataclass
-class Run:
-    out: bytes
-    console: list[str]
-
-
-async def chromium(url: str, profile: Path, *extra: str) -> Run:
-    binary = shutil.which("chromium")
-    assert binary is not None
-    proc = await asyncio.create_subprocess_exec(
-        binary,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,800",
-        "--virtual-time-budget=5000",
-        "--enable-logging=stderr",
-        "--v=0",
-        *extra,
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=45)
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-    # every console message (errors, CSP violations, uncaught exceptions) is logged as CONSOLE
-    console = [
-        line
-        for line in err.decode(errors="replace").splitlines()
-        if ":CONSOLE" in line or "Uncaught" in line
-    ]
-    return Run(out, console)
 
 
 def _rows(dom: str) -> dict[str, str]:

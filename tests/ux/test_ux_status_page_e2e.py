@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ux_harness import ARTIFACTS, chromium, per_day, running_stack
+from support.chromium import chromium
+from ux_harness import ARTIFACTS, per_day, running_stack
 
 from orchestrator.rooms.model import RoomState
 

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import shutil
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -236,50 +235,6 @@ async def running_stack(
 # --- headless Chromium ---------------------------------------------------------------------
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@dataclass
-class BrowserRun:
-    out: bytes
-    console: list[str]
-
-
-async def chromium(url: str, profile: Path, *extra: str) -> BrowserRun:
-    """Load ``url`` in headless Chromium (scripts run for 5 s of virtual time).
-
-    ``console`` holds every console message Chromium logged (errors, CSP violations, uncaught
-    exceptions); a clean page has none.
-    """
-    binary = shutil.which("chromium")
-    assert binary is not None
-    proc = await asyncio.create_subprocess_exec(
-        binary,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,800",
-        "--virtual-time-budget=5000",
-        "--enable-logging=stderr",
-        "--v=0",
-        *extra,
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=45)
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-    console = [
-        line
-        for line in err.decode(errors="replace").splitlines()
-        if ":CONSOLE" in line or "Uncaught" in line
-    ]
-    return BrowserRun(out, console)
 
 
 def per_day(t0: datetime, spans: Sequence[tuple[float, float]]) -> dict[date, float]:
