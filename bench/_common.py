@@ -344,6 +344,8 @@ class DaemonProcess:
 
     def write_config(self) -> Path:
         path = self.workdir / "liveorch.toml"
+        path.touch(mode=0o600)  # it holds the emulator's AK/SK: never world-readable
+        path.chmod(0o600)
         path.write_text(toml_dumps(self.config()), encoding="utf-8")
         return path
 
