@@ -626,21 +626,20 @@ class RoomSupervisor:
     async def _persist(
         self, rid: str, before: Room, after: Room, event: Event, now: datetime, fence: int | None
     ) -> None:
+        record = None
+        if after.state is not before.state or after.alert != before.alert:
+            record = TransitionRecord(
+                room_id=rid,
+                at=now,
+                from_state=before.state.value,
+                to_state=after.state.value,
+                event=type(event).__name__,
+                cause=event.cause,
+                detail={"job_id": after.job_id, "last_error": after.last_error},
+            )
         try:
-            await self._store.save_room(rid, after.to_json(), fence=fence)
-            if after.state is not before.state or after.alert != before.alert:
-                await self._store.append_transition(
-                    TransitionRecord(
-                        room_id=rid,
-                        at=now,
-                        from_state=before.state.value,
-                        to_state=after.state.value,
-                        event=type(event).__name__,
-                        cause=event.cause,
-                        detail={"job_id": after.job_id, "last_error": after.last_error},
-                    ),
-                    fence=fence,
-                )
+            # state and its audit row in one transaction: half the commits on the drop path
+            await self._store.save_room(rid, after.to_json(), fence=fence, transition=record)
         except FencedOut:
             raise
         except StoreError as exc:

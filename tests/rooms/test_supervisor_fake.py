@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from rooms_support import FakeCloud, FakeJob, Harness, room_config
@@ -253,11 +254,11 @@ async def test_a_crashing_room_does_not_affect_another(
     real_save = store.save_room
     calls = {"n": 0}
 
-    async def flaky_save(room_id: str, state: object, *, fence: int | None = None) -> None:
+    async def flaky_save(room_id: str, state: object, **kw: Any) -> None:
         if room_id == "bad" and calls["n"] == 0:
             calls["n"] += 1
             raise Boom("disk on fire")
-        await real_save(room_id, state, fence=fence)  # type: ignore[arg-type]
+        await real_save(room_id, state, **kw)  # type: ignore[arg-type]
 
     store.save_room = flaky_save  # type: ignore[method-assign]
     h = make_harness(room_config("bad"), room_config("good"))
