@@ -498,3 +498,20 @@ async def emulator_process(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+# Durations of the recovery ladder that a time-compressed bench divides by its scale.
+_SCALED_RECOVERY = (
+    "grace_s", "refresh_backoff_s", "refresh_confirm_s", "restart_backoff_s",
+    "restart_backoff_max_s", "quarantine_window_s", "start_confirm_s", "stop_confirm_s",
+    "stale_after_s", "poll_interval_s", "unrecovered_alert_s",
+)  # fmt: skip
+
+
+def scaled_recovery(scale: float) -> dict[str, float]:
+    """liveorch's documented recovery defaults (settings.RecoverySettings) divided by ``scale``,
+    for benches that run the emulator ``scale`` times faster than real time."""
+    from orchestrator.settings import RecoverySettings
+
+    defaults = RecoverySettings()
+    return {name: float(getattr(defaults, name)) / scale for name in _SCALED_RECOVERY}

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from bench._common import Emulator, Target, daemon, emulator, record, room_ids
+from bench._common import Emulator, Target, daemon, emulator, record, room_ids, scaled_recovery
 from bench.naive_poller import NaivePoller
 from orchestrator import logging as olog
 from orchestrator.emulator.service import Job
@@ -224,28 +224,10 @@ async def _naive(rooms: list[str], scale: float, reps: int) -> dict[str, list[fl
             await asyncio.to_thread(thread.join, 30.0)
 
 
-def _recovery(scale: float) -> dict[str, float]:
-    """liveorch's documented recovery defaults, in simulated seconds compressed by ``scale``."""
-    seconds = {
-        "grace_s": 10.0,
-        "refresh_backoff_s": 2.0,
-        "refresh_confirm_s": 10.0,
-        "restart_backoff_s": 5.0,
-        "restart_backoff_max_s": 300.0,
-        "quarantine_window_s": 1800.0,
-        "start_confirm_s": 120.0,
-        "stop_confirm_s": 60.0,
-        "stale_after_s": 90.0,
-        "poll_interval_s": 30.0,
-        "unrecovered_alert_s": 120.0,
-    }
-    return {k: v / scale for k, v in seconds.items()}
-
-
 async def _liveorch(rooms: list[str], scale: float, reps: int) -> dict[str, list[float]]:
     async with emulator(rooms, **_emulator_kw(scale)) as emu:
         tracker = Tracker(emu, rooms)
-        async with daemon(emu.base_url, rooms, recovery=_recovery(scale)) as d:
+        async with daemon(emu.base_url, rooms, recovery=scaled_recovery(scale)) as d:
             await d.wait_ready()
             if not await tracker.wait_all_up(rooms, 120.0):
                 raise RuntimeError(f"liveorch did not bring every room up: {d.tail()}")

@@ -61,6 +61,7 @@ from bench._common import (
     free_port,
     record,
     room_ids,
+    scaled_recovery,
 )
 from orchestrator import logging as olog
 
@@ -243,24 +244,6 @@ class SoakDaemon(DaemonProcess):
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
-
-
-def _recovery(scale: float) -> dict[str, float]:
-    """Documented recovery defaults (simulated seconds) compressed by ``scale``."""
-    seconds = {
-        "grace_s": 10.0,
-        "refresh_backoff_s": 2.0,
-        "refresh_confirm_s": 10.0,
-        "restart_backoff_s": 5.0,
-        "restart_backoff_max_s": 300.0,
-        "quarantine_window_s": 1800.0,
-        "start_confirm_s": 120.0,
-        "stop_confirm_s": 60.0,
-        "stale_after_s": 90.0,
-        "poll_interval_s": 30.0,
-        "unrecovered_alert_s": 120.0,
-    }
-    return {k: v / scale for k, v in seconds.items()}
 
 
 def _windows(
@@ -531,7 +514,7 @@ class Soak:
         daemon = SoakDaemon(
             emu_url,
             self.rooms,
-            recovery=_recovery(cfg.time_scale),
+            recovery=scaled_recovery(cfg.time_scale),
             extra={
                 "cloud": {
                     "rate_start_per_s": 4.0 * rate,
