@@ -13,7 +13,10 @@ totals are kept per group in :attr:`RateLimits.stats` for a Prometheus metric.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -88,11 +91,29 @@ def default_specs(region: str | None = None) -> dict[ApiGroup, RateSpec]:
     return dict(_CN_NORTH_4)
 
 
-class TokenBucket:
-    """One bucket. Not thread-safe; safe for many tasks on one event loop (no await inside
-    the bookkeeping)."""
+WINDOW_MARGIN_S = 0.05
+"""Extra spacing added to every sliding second (see :class:`TokenBucket`)."""
 
-    def __init__(self, spec: RateSpec, *, clock: Clock, sleep: Sleep) -> None:
+
+class TokenBucket:
+    """One bucket, plus a sliding-window cap. Not thread-safe; safe for many tasks on one event
+    loop (no await inside the bookkeeping).
+
+    A bucket alone does not keep a *sliding* second under the limit: its steady spacing is
+    exactly ``1/rate``, so the saved-up token plus a second of refill, or a few ms of network
+    jitter between our clock and the gateway's, shows ``rate + 1`` calls in some one-second
+    window (measured: 21 against 20/s). So the last ``floor(rate)`` slots are remembered and the
+    next one is never less than ``1 s + window_margin_s`` after the oldest of them.
+    """
+
+    def __init__(
+        self,
+        spec: RateSpec,
+        *,
+        clock: Clock,
+        sleep: Sleep,
+        window_margin_s: float = WINDOW_MARGIN_S,
+    ) -> None:
         if spec.rate <= 0:
             raise ValueError("rate must be positive")
         self._rate = spec.rate
@@ -101,6 +122,10 @@ class TokenBucket:
         self._sleep = sleep
         self._tokens = self._capacity
         self._stamp = clock()
+        self._window = 1.0 + window_margin_s
+        self._per_window = max(1, math.floor(spec.rate))
+        # twice the window's count: a refunded slot leaves the one before it to constrain
+        self._recent: deque[float] = deque(maxlen=2 * self._per_window)
 
     def _refill(self) -> None:
         now = self._clock()
@@ -108,24 +133,38 @@ class TokenBucket:
         self._stamp = now
         self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
 
-    def reserve(self) -> float:
-        """Take one token now (possibly on credit); return seconds until it is really ours."""
+    def _reserve_slot(self) -> tuple[float, float]:
         self._refill()
+        now = self._stamp
         self._tokens -= 1.0
-        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+        slot = now if self._tokens >= 0 else now - self._tokens / self._rate
+        recent = self._recent
+        if len(recent) >= self._per_window:
+            slot = max(slot, recent[-self._per_window] + self._window)
+        if recent:
+            slot = max(slot, recent[-1])  # first come, first served
+        recent.append(slot)
+        return slot, slot - now
 
-    def refund(self) -> None:
-        """Give back a reserved token (the waiter was cancelled)."""
+    def reserve(self) -> float:
+        """Take one slot now (possibly on credit); return seconds until it is really ours."""
+        return self._reserve_slot()[1]
+
+    def refund(self, slot: float | None = None) -> None:
+        """Give back a reserved token (the waiter was cancelled), and its slot when known."""
         self._tokens = min(self._capacity, self._tokens + 1.0)
+        if slot is not None:
+            with contextlib.suppress(ValueError):  # already pushed out by later reservations
+                self._recent.remove(slot)
 
     async def acquire(self) -> float:
         """Wait for a token; return the seconds waited (0.0 when one was available)."""
-        wait = self.reserve()
+        slot, wait = self._reserve_slot()
         if wait > 0:
             try:
                 await self._sleep(wait)
             except BaseException:
-                self.refund()
+                self.refund(slot)
                 raise
         return wait
 

@@ -8,12 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.errors import AuthError, CloudUnavailable
 from orchestrator.metastudio import signer
 from orchestrator.metastudio.auth import IamTokenAuth
 from orchestrator.metastudio.client import MetaStudioClient
 from orchestrator.metastudio.ratelimit import (
+    WINDOW_MARGIN_S,
     ApiGroup,
     RateLimits,
     RateSpec,
@@ -37,14 +40,22 @@ class FakeTime:
         self.now += seconds
 
 
-async def test_bucket_allows_burst_then_spaces_calls() -> None:
+async def test_bucket_allows_burst_then_waits_for_the_sliding_second() -> None:
     t = FakeTime()
     bucket = TokenBucket(RateSpec(4), clock=t.clock, sleep=t.sleep)
     waits = [await bucket.acquire() for _ in range(6)]
     assert waits[:4] == [0.0] * 4
-    assert waits[4] == pytest.approx(0.25)
-    assert waits[5] == pytest.approx(0.25)
-    assert t.now == pytest.approx(1000.5)
+    # the bucket alone would allow the 5th at +0.25 s: 5 calls in one second
+    assert waits[4] == pytest.approx(1.0 + WINDOW_MARGIN_S)
+    assert waits[5] == pytest.approx(0.0)
+    assert t.now == pytest.approx(1000.0 + 1.0 + WINDOW_MARGIN_S)
+
+
+async def test_one_token_bucket_spaces_calls_evenly() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(RateSpec(20, burst=1), clock=t.clock, sleep=t.sleep)
+    waits = [await bucket.acquire() for _ in range(3)]
+    assert waits == [0.0, pytest.approx(0.05), pytest.approx(0.05)]
 
 
 async def test_bucket_refills_with_time_but_not_past_capacity() -> None:
@@ -53,14 +64,46 @@ async def test_bucket_refills_with_time_but_not_past_capacity() -> None:
     await bucket.acquire()
     await bucket.acquire()
     t.now += 100
-    assert [await bucket.acquire() for _ in range(3)] == [0.0, 0.0, pytest.approx(0.5)]
+    assert [await bucket.acquire() for _ in range(3)] == [
+        0.0,
+        0.0,
+        pytest.approx(1.0 + WINDOW_MARGIN_S),
+    ]
 
 
 async def test_concurrent_waiters_are_served_in_order_by_reservation() -> None:
     t = FakeTime()
     bucket = TokenBucket(RateSpec(1), clock=t.clock, sleep=t.sleep)
     reservations = [bucket.reserve() for _ in range(4)]
-    assert reservations == [0.0, 1.0, 2.0, 3.0]
+    step = 1.0 + WINDOW_MARGIN_S
+    assert reservations == [0.0, pytest.approx(step), pytest.approx(2 * step),
+                            pytest.approx(3 * step)]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.sampled_from([1.0, 3.0, 4.0, 20.0, 2.5]),
+    burst=st.sampled_from([None, 1.0]),
+    gaps=st.lists(st.floats(min_value=0.0, max_value=0.3), min_size=1, max_size=120),
+    jitter=st.lists(st.floats(min_value=-0.02, max_value=0.02), min_size=120, max_size=120),
+)
+def test_no_sliding_second_exceeds_the_rate(
+    rate: float, burst: float | None, gaps: list[float], jitter: list[float]
+) -> None:
+    """Callers arriving at any pace, seen by the gateway up to 20 ms early or late: no
+    one-second window holds more than ``floor(rate)`` calls."""
+    t = FakeTime()
+    bucket = TokenBucket(RateSpec(rate, burst=burst), clock=t.clock, sleep=t.sleep)
+    slots = []
+    for gap in gaps:
+        t.now += gap
+        slots.append(t.now + bucket.reserve())
+    seen = sorted(s + j for s, j in zip(slots, jitter, strict=False))
+    lo = 0
+    for hi, at in enumerate(seen):
+        while seen[lo] <= at - 1.0:
+            lo += 1
+        assert hi - lo + 1 <= max(1, int(rate))
 
 
 async def test_cancelled_waiter_refunds_its_token() -> None:
@@ -79,7 +122,8 @@ async def test_cancelled_waiter_refunds_its_token() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert bucket.reserve() == pytest.approx(1.0)  # not 2.0: the cancelled slot came back
+    # not 2 steps: the cancelled slot came back
+    assert bucket.reserve() == pytest.approx(1.0 + WINDOW_MARGIN_S)
 
 
 async def test_limits_are_per_group_and_counted() -> None:
@@ -96,7 +140,7 @@ async def test_limits_are_per_group_and_counted() -> None:
     assert await limits.acquire(ApiGroup.STOP) == 0.0  # no spec = unlimited
     start = limits.stats[ApiGroup.START]
     assert (start.acquired, start.delayed) == (5, 1)
-    assert start.waited_seconds == pytest.approx(0.25)
+    assert start.waited_seconds == pytest.approx(1.0 + WINDOW_MARGIN_S)
     assert limits.stats[ApiGroup.JOB_QUERY].delayed == 0
 
 
@@ -120,7 +164,7 @@ async def test_client_waits_on_shared_limits() -> None:
     ]
     for c in clients:
         await c.show_job("r", "j")
-    assert t.slept == [pytest.approx(1.0)]
+    assert t.slept == [pytest.approx(1.0 + WINDOW_MARGIN_S)]
 
 
 # ------------------------------------------------------------------------- IAM token
