@@ -83,7 +83,7 @@ class SoakConfig:
     window_off_s: float = 15.0
     sample_s: float = 1.0
     fault_every_s: float = 2.0
-    storm_calls: int = 40
+    storm_real_s: float = 5.0
     daemon_kills: int = 2
     broker_restarts: int = 2
     command_every_s: float = 1.0
@@ -344,7 +344,7 @@ class Soak:
             if time.time() >= until:
                 break
             if self.daemon_down:
-                # count-based storms are consumed by the daemon's calls: none while it is dead
+                # faults need a daemon to hit: none while it is dead or not ready yet
                 continue
             kind = self.rng.choices(kinds, weights)[0]
             with contextlib.suppress(httpx.HTTPError):
@@ -378,13 +378,14 @@ class Soak:
             body: dict[str, Any] = {"operation": "any", "latency_ms": 1500, "count": 20}
         elif kind == "storm_5xx":
             body = {"operation": "any", "status": 503, "error_code": "MSS.00000002"}
-            body["count"] = self.cfg.storm_calls
         else:
             body = {"operation": "any", "status": 429, "error_code": "APIGW.0308"}
-            body["count"] = self.cfg.storm_calls
+        # a storm in time (the emulator's clock is simulated: x scale). It used to be a count
+        # of calls, and a count left by a SIGKILLed daemon outlived the restart: a daemon
+        # retrying adoption every ~30 s took minutes to use it up (CI saw "not ready")
+        body["for_s"] = self.cfg.storm_real_s * s
         if (await admin.post("/_emulator/faults", json=body)).status_code == 200:
-            # count-based: it lasts until that many calls were answered; a few seconds at most
-            self.faults.append(FaultRecord(kind, None, now, now + 5.0))
+            self.faults.append(FaultRecord(kind, None, now, now + self.cfg.storm_real_s))
             self.report.faults[kind] += 1
 
     async def kill_daemon(self, daemon: SoakDaemon, at: Sequence[float]) -> None:

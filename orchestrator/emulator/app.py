@@ -309,11 +309,17 @@ def create_app(service: EmulatorService) -> Starlette:
                 count=int(body.get("count", 1)),
                 latency_ms=float(body.get("latency_ms") or 0),
                 ghost=bool(body.get("ghost", False)),
+                for_s=None if body.get("for_s") is None else float(body["for_s"]),
+                probability=float(body.get("probability", 1.0)),
             )
         except (TypeError, ValueError) as exc:
             raise bad_request("malformed fault") from exc
         service.add_fault(fault)
         return JSONResponse({"faults": len(service.faults)})
+
+    @admin
+    async def admin_clear_faults(request: Request) -> Response:
+        return JSONResponse({"cleared": service.clear_faults(), "faults": 0})
 
     @admin
     async def admin_callbacks(request: Request) -> Response:
@@ -391,6 +397,7 @@ def create_app(service: EmulatorService) -> Starlette:
         Route("/_emulator/jobs/{job_id}/rtmp", admin_rtmp, methods=["POST"]),
         Route("/_emulator/jobs/{job_id}/fail", admin_fail, methods=["POST"]),
         Route("/_emulator/faults", admin_faults, methods=["POST"]),
+        Route("/_emulator/faults", admin_clear_faults, methods=["DELETE"]),
         Route("/_emulator/callbacks", admin_callbacks, methods=["POST"]),
         Route("/_emulator/reset", admin_reset, methods=["POST"]),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),

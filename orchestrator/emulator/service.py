@@ -113,7 +113,12 @@ class MediaBackend(Protocol):
 
 @dataclass(slots=True)
 class Fault:
-    """Fail or delay the next ``count`` calls of ``operation`` (admin API)."""
+    """Fail or delay the next ``count`` calls of ``operation`` (admin API).
+
+    With ``for_s`` the fault is a storm in time instead: every matching call for that many
+    (simulated) seconds, ``count`` ignored. ``probability`` < 1 hits only that share of the
+    matching calls (a partial storm: the gateway answers some calls and fails others).
+    """
 
     operation: str = "any"
     status: int | None = None
@@ -122,6 +127,8 @@ class Fault:
     count: int = 1
     latency_ms: float = 0.0
     ghost: bool = False
+    for_s: float | None = None
+    probability: float = 1.0
 
 
 @dataclass(slots=True)
@@ -327,18 +334,40 @@ class EmulatorService:
     def take_fault(self, operation: str) -> Fault | None:
         fault_op = "list" if operation in ("list", "list_tenant") else operation
         for fault in self.faults:
-            if fault.count > 0 and fault.operation in (fault_op, "any"):
+            if fault.for_s is None and fault.count <= 0:
+                continue
+            if fault.operation not in (fault_op, "any"):
+                continue
+            if fault.probability < 1.0 and self._rng.random() >= fault.probability:
+                continue  # this call gets through the partial storm
+            if fault.for_s is None:
                 fault.count -= 1
                 if fault.count == 0:
                     self.faults.remove(fault)
-                return fault
+            return fault
         return None
+
+    def clear_faults(self) -> int:
+        """Remove every pending fault; return how many there were."""
+        n = len(self.faults)
+        self.faults.clear()
+        return n
 
     def add_fault(self, fault: Fault) -> None:
         if fault.operation not in FAULT_OPERATIONS:
             raise bad_request(f"operation must be one of {', '.join(FAULT_OPERATIONS)}")
         if fault.count < 1:
             raise bad_request("count must be >= 1")
+        if not 0.0 < fault.probability <= 1.0:
+            raise bad_request("probability must be in (0, 1]")
+        if fault.for_s is not None:
+            if not fault.for_s > 0:
+                raise bad_request("for_s must be > 0")
+
+            def end() -> None:  # by identity: two storms may have equal fields
+                self.faults[:] = [f for f in self.faults if f is not fault]
+
+            self.clock.call_later(fault.for_s, end)  # simulated seconds, like every delay
         self.faults.append(fault)
 
     # ----------------------------------------------------------------- rooms

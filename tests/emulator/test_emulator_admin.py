@@ -1,4 +1,4 @@
-"""The /_emulator admin API: jobs, fail, faults (status, latency, ghost), reset, clock."""
+"""The /_emulator admin API: jobs, fail, faults (status, latency, ghost, storms), reset, clock."""
 
 from __future__ import annotations
 
@@ -48,6 +48,32 @@ async def test_faults_fail_next_n_calls(
     assert (await admin.post("/faults", json={"operation": "dance"})).status_code == 400
     stats = (await admin.get("/stats")).json()
     assert stats["calls"]["list_tenant"] == 4
+
+
+async def test_storm_in_time_partial_storm_and_clearing(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    url = f"/v1/{PROJECT}/smart-live-jobs"
+    # a storm in time: every call for 30 simulated seconds, whatever the count
+    assert (await admin.post("/faults", json={"status": 503, "for_s": 30})).status_code == 200
+    assert [(await client.get(url)).status_code for _ in range(5)] == [503] * 5
+    await admin.post("/clock/advance", json={"seconds": 30})
+    assert (await client.get(url)).status_code == 200
+    # a partial storm: only some calls fail (seeded, so this is the same every run)
+    await admin.post("/faults", json={"status": 503, "for_s": 60, "probability": 0.5})
+    codes = []
+    for _ in range(10):
+        await admin.post("/clock/advance", json={"seconds": 1})  # stay under the 20/s limit
+        codes += [(await client.get(url)).status_code for _ in range(15)]
+    assert sorted(set(codes)) == [200, 503]
+    assert 40 < codes.count(503) < 110
+    # an operator ends it early
+    resp = await admin.delete("/faults")
+    assert resp.json() == {"cleared": 1, "faults": 0}
+    assert (await client.get(url)).status_code == 200
+    for bad in ({"probability": 0}, {"probability": 1.5}, {"for_s": 0}, {"for_s": "soon"}):
+        assert (await admin.post("/faults", json={"status": 503, **bad})).status_code == 400
+    assert (await client.get(url)).status_code == 200  # a refused fault changed nothing
 
 
 async def test_ghost_start_creates_job_but_never_answers(
