@@ -120,6 +120,7 @@ class Daemon:
         self.scheduler: Any = None
         self.webhook: WebhookSender | None = None
         self._outputs: dict[str, tuple[str, str]] = {}
+        self._overridden: dict[str, tuple[RoomSettings, tuple[str, str], RoomSettings]] = {}
 
     # --- construction helpers ------------------------------------------------------------
 
@@ -182,11 +183,18 @@ class Daemon:
             return None
         override = self._outputs.get(room_id)
         if override is not None:
+            # the same object while nothing changed: the supervisor rebuilds a room's config
+            # only when the identity of what it was built from changes
+            cached = self._overridden.get(room_id)
+            if cached is not None and cached[0] is room and cached[1] == override:
+                return cached[2]
             from pydantic import SecretStr
 
-            room = room.model_copy(
+            copy = room.model_copy(
                 update={"output_url": override[0], "stream_key": SecretStr(override[1])}
             )
+            self._overridden[room_id] = (room, override, copy)
+            return copy
         return room
 
     # --- transitions fan-out -------------------------------------------------------------

@@ -76,6 +76,7 @@ from orchestrator.rooms.model import (
     StopJob,
     TimerFired,
 )
+from orchestrator.rooms.policy import Policy
 from orchestrator.rooms.startreq import RoomConfig, build_start_request
 from orchestrator.settings import RoomSettings, Settings
 from orchestrator.store.base import FencedOut, StartIntent, Store, StoreError, TransitionRecord
@@ -128,11 +129,12 @@ class CloudPort(Protocol):
 
 
 def _durable(room: Room) -> Room:
-    """The part of a room worth a store write. Observation stamps and sequence counters change
-    on every poll of a healthy LIVE room; after a restart a room reconciles from UNKNOWN anyway,
-    so writing them would cost one transaction per room per poll (measured: most of a quiet
-    10,000-room daemon's CPU) and buy nothing."""
-    return replace(room, last_observed_at=None, seq=0, timer_seq=0, op_seq=0)
+    """The part of a room worth a store write. Observation stamps (of the job and of its link)
+    and sequence counters change on every poll of a healthy LIVE room; after a restart a room
+    reconciles from UNKNOWN anyway, so writing them would cost one transaction per room per
+    poll (measured: most of a quiet 10,000-room daemon's CPU) and buy nothing. (rtmp_at only
+    orders callbacks against reads, in memory.)"""
+    return replace(room, last_observed_at=None, rtmp_at=None, seq=0, timer_seq=0, op_seq=0)
 
 
 AlertChange = tuple[str, Literal["SET", "CLEARED"], str]
@@ -221,6 +223,9 @@ def _short(exc: BaseException) -> str:
 class _Slot:
     cfg: RoomConfig
     room: Room
+    # what cfg was resolved from, by identity: (settings, room settings) — see _resolve
+    cfg_source: tuple[object, object] | None = None
+    policy_of: tuple[RoomConfig, Policy] | None = None
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
     timer: asyncio.Task[None] | None = None
@@ -301,6 +306,34 @@ class RoomSupervisor:
         if self._settings is not None:
             return RoomConfig.build(self._settings(), room)
         return RoomConfig(room=room)
+
+    def _fresh_config(self, rid: str, slot: _Slot) -> None:
+        """Re-resolve the room's config before an event, building it only when its sources
+        changed. Settings and room settings are frozen models replaced (not mutated) by a
+        reload or an output override, so identity says "unchanged". Building it on every
+        event was a third of a quiet 10,000-room daemon's CPU."""
+        if self._lookup is None:
+            return
+        room = self._lookup(rid)
+        if room is None:
+            return
+        settings = self._settings() if self._settings is not None else None
+        source = (settings, room)
+        if slot.cfg_source is not None and all(
+            a is b for a, b in zip(slot.cfg_source, source, strict=True)
+        ):
+            return
+        slot.cfg = (
+            RoomConfig.build(settings, room) if settings is not None else RoomConfig(room=room)
+        )
+        slot.cfg_source = source
+
+    @staticmethod
+    def _policy(slot: _Slot) -> Policy:
+        cached = slot.policy_of
+        if cached is None or cached[0] is not slot.cfg:
+            cached = slot.policy_of = (slot.cfg, slot.cfg.policy)
+        return cached[1]
 
     # ------------------------------------------------------------------ RoomSink + views
 
@@ -496,6 +529,7 @@ class RoomSupervisor:
             return
         old = slot.cfg
         slot.cfg = cfg
+        slot.cfg_source = None
         if [(o.url, o.stream_key) for o in old.outputs] != [
             (o.url, o.stream_key) for o in cfg.outputs
         ]:
@@ -587,15 +621,13 @@ class RoomSupervisor:
     # ------------------------------------------------------------------ one event
 
     async def _handle(self, rid: str, slot: _Slot, event: Event) -> None:
-        fresh = self._resolve(rid)
-        if fresh is not None:
-            slot.cfg = fresh
+        self._fresh_config(rid, slot)
         event = replace(event, jitter=self._rng.random())
         now = self._clock.now()
         if self._owns is not None and not self._owns(rid, now):
             raise _NotOwned(rid)
         before = slot.room
-        after, actions = step(before, event, now, slot.cfg.policy)
+        after, actions = step(before, event, now, self._policy(slot))
         slot.room = after
         if after.job_id != before.job_id:
             if before.job_id is not None:
@@ -608,12 +640,16 @@ class RoomSupervisor:
                 alerts.append((action.kind, "SET", action.message))
             elif isinstance(action, ClearAlert):
                 alerts.append((action.kind, "CLEARED", ""))
-        if _durable(after) != _durable(before):
+        # Every field a snapshot shows, except last_observed_at, is durable: so this also says
+        # whether listeners (MQTT state, metrics, SLA) hear of it. A poll that only confirms a
+        # room is no news (10,000 rooms would make 500 "changes" a second).
+        changed = after is not before and _durable(after) != _durable(before)
+        if changed:
             await self._persist(rid, before, after, event, now, slot.fence)
         for action in actions:  # durable before anyone hears of it
             if isinstance(action, RaiseAlert | ClearAlert):
                 await self._alert(rid, action)
-        if after.snapshot() != before.snapshot() or alerts:
+        if changed or alerts:
             self._notify(Transition(
                 room_id=rid, at=now, before=before.snapshot(), after=after.snapshot(),
                 event=type(event).__name__, cause=event.cause, alerts=tuple(alerts),

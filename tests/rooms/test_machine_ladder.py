@@ -301,6 +301,29 @@ def test_stale_watchdog_reads_the_job() -> None:
     assert sim.room.last_observed_at == sim.now
 
 
+def test_polls_of_a_healthy_room_leave_the_watchdog_alone_until_it_fires() -> None:
+    """A poll confirming a LIVE room changes nothing but its stamp (no new timer per poll);
+    the watchdog, when it fires, moves itself to stale_after_s after the last observation."""
+    sim = Sim()
+    sim.go_live()
+    armed = sim.timer()
+    timer_seq = sim.room.timer_seq
+    sim.at(30)
+    poll = JobObserved(job_id="job-1", state="PROCESSING", rtmp_state="CONNECTED", cause="poll")
+    assert sim.feed(poll) == []
+    assert (sim.room.state, sim.room.timer_seq, sim.room.last_observed_at) == (
+        S.LIVE, timer_seq, sim.now,
+    )  # fmt: skip
+    seen = sim.now
+    sim.now = armed.at
+    actions = sim.feed(TimerFired(seq=armed.seq))
+    assert [type(a) for a in actions] == [SetTimer]  # no read: the poll confirmed it
+    assert sim.timer().at == seen + timedelta(seconds=90)
+    sim.fire()  # nothing confirmed it since: now it reads the job
+    assert isinstance(sim.one(ShowJob), ShowJob)
+    assert sim.timer().at == sim.now + timedelta(seconds=90)
+
+
 def test_poked_shows_known_job_and_lists_otherwise() -> None:
     sim = Sim()
     sim.go_live()

@@ -245,6 +245,41 @@ async def test_poll_notices_a_dead_job_and_restarts(
         await h.stop()
 
 
+async def test_polls_confirming_a_live_room_write_and_announce_nothing(
+    make_harness: MakeHarness, cloud: FakeCloud, store: SqlStore, clock: ManualClock
+) -> None:
+    """A quiet fleet: each poll only stamps the room. No store write, no transition for the
+    listeners (MQTT, metrics, SLA), no new timer; a real change still does all three."""
+    h = make_harness()
+    h.start()
+    try:
+        await go_live(h)
+        await h.sup.poll_once()  # the first read learns the job's state (PROCESSING): news
+        await h.until(
+            lambda: h.transitions[-1].after.extra["job_state"] == "PROCESSING", "first poll"
+        )
+        saves: list[str] = []
+        real_save = store.save_room
+
+        async def counting_save(room_id: str, data: Any, **kw: Any) -> None:
+            saves.append(room_id)
+            await real_save(room_id, data, **kw)
+
+        store.save_room = counting_save  # type: ignore[method-assign]
+        heard, timer_seq = len(h.transitions), h.sup.room("room-a").timer_seq
+        for _ in range(3):
+            clock.advance(20)
+            await h.sup.poll_once()
+            await h.until(lambda: h.sup.room("room-a").last_observed_at == clock.now(), "poll")
+        assert (saves, len(h.transitions)) == ([], heard)
+        assert h.sup.room("room-a").timer_seq == timer_seq
+        rtmp(h, "room-a", "DISCONNECTED")
+        await h.until(lambda: len(h.transitions) == heard + 1, "the drop announced")
+        assert saves == ["room-a"] and h.transitions[-1].after.state is S.DEGRADED
+    finally:
+        await h.stop()
+
+
 async def test_a_crashing_room_does_not_affect_another(
     make_harness: MakeHarness, cloud: FakeCloud, store: SqlStore, clock: ManualClock
 ) -> None:
