@@ -80,6 +80,7 @@ from orchestrator.rooms.policy import Policy
 from orchestrator.rooms.startreq import RoomConfig, build_start_request
 from orchestrator.settings import RoomSettings, Settings
 from orchestrator.store.base import FencedOut, StartIntent, Store, StoreError, TransitionRecord
+from orchestrator.store.roomwriter import RoomWriter
 
 __all__ = ["AdoptionReport", "CloudPort", "RoomSupervisor", "Transition"]
 
@@ -271,6 +272,7 @@ class RoomSupervisor:
         """
         self._cloud = cloud
         self._store = store
+        self._writer = RoomWriter(store)  # rooms changing together share commits
         self._clock = clock
         self._rng = rng
         self._listeners = list(listeners)
@@ -675,7 +677,7 @@ class RoomSupervisor:
             )
         try:
             # state and its audit row in one transaction: half the commits on the drop path
-            await self._store.save_room(rid, after.to_json(), fence=fence, transition=record)
+            await self._writer.save(rid, after.to_json(), fence=fence, transition=record)
         except FencedOut:
             raise
         except StoreError as exc:

@@ -37,6 +37,16 @@ class TransitionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomWrite:
+    """One room's ``save_room``, for :meth:`Store.save_rooms`."""
+
+    room_id: str
+    state: Mapping[str, Any]
+    fence: int | None = None
+    transition: TransitionRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StartIntent:
     """Written *before* a start call: (room, window_key, attempt) is the idempotency key."""
 
@@ -105,6 +115,11 @@ class Store(Protocol):
     ) -> None:
         """Upsert the room's state; with ``transition``, append it in the same transaction."""
 
+    async def save_rooms(self, writes: Sequence[RoomWrite]) -> list[FencedOut | None]:
+        """Several rooms' :meth:`save_room` in one transaction (group commit). A write whose
+        fence no longer holds gets its ``FencedOut`` in its slot and writes nothing; the others
+        are written. A store failure raises for the whole batch."""
+
     async def delete_room(self, room_id: str) -> None: ...
 
     # audit log
@@ -145,6 +160,9 @@ class Store(Protocol):
 
     # schedule overrides made at runtime (pause/resume, one-off windows, skips)
     async def get_overrides(self, room_id: str) -> Mapping[str, Any]: ...
+    async def all_overrides(self) -> dict[str, Mapping[str, Any]]:
+        """Every room's overrides in one read (startup: one query, not one per room)."""
+
     async def put_overrides(self, room_id: str, overrides: Mapping[str, Any]) -> None: ...
 
     # alerts

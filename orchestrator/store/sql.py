@@ -66,6 +66,7 @@ from orchestrator.store.base import (
     FencedOut,
     InboxItem,
     Lease,
+    RoomWrite,
     SlaRow,
     StartIntent,
     StoreError,
@@ -522,6 +523,16 @@ class SqlStore:
         fence: int | None = None,
         transition: TransitionRecord | None = None,
     ) -> None:
+        params = {
+            "room_id": room_id, "state": dict(state), "updated_at": self._clock(), "fence": fence
+        }  # fmt: skip
+        async with self._write("save_room") as conn:
+            await self._check_fence(conn, room_id, fence)
+            await conn.execute(self._room_upsert(), params)
+            if transition is not None:  # one transaction instead of two on every state change
+                await self._insert_transition(conn, transition, fence)
+
+    def _room_upsert(self) -> Any:
         # Built once, executed with parameters: constructing the upsert with .values() took
         # ~half of save_room's CPU (every room saves on each poll observation).
         if self._save_room_stmt is None:
@@ -534,14 +545,35 @@ class SqlStore:
                     "fence": upsert.excluded.fence,
                 },
             )
-        params = {
-            "room_id": room_id, "state": dict(state), "updated_at": self._clock(), "fence": fence
-        }  # fmt: skip
-        async with self._write("save_room") as conn:
-            await self._check_fence(conn, room_id, fence)
-            await conn.execute(self._save_room_stmt, params)
-            if transition is not None:  # one transaction instead of two on every state change
-                await self._insert_transition(conn, transition, fence)
+        return self._save_room_stmt
+
+    async def save_rooms(self, writes: Sequence[RoomWrite]) -> list[FencedOut | None]:
+        results: list[FencedOut | None] = []
+        if not writes:
+            return results
+        now = self._clock()
+        rows: dict[str, dict[str, Any]] = {}  # one row per room: the last write wins
+        audit: list[dict[str, Any]] = []
+        async with self._write("save_rooms") as conn:
+            for w in writes:
+                try:
+                    await self._check_fence(conn, w.room_id, w.fence)
+                except FencedOut as exc:
+                    results.append(exc)
+                    continue
+                results.append(None)
+                rows.pop(w.room_id, None)
+                rows[w.room_id] = {
+                    "room_id": w.room_id, "state": dict(w.state), "updated_at": now,
+                    "fence": w.fence,
+                }  # fmt: skip
+                if w.transition is not None:
+                    audit.append(_transition_row(w.transition, w.fence))
+            if rows:
+                await conn.execute(self._room_upsert(), list(rows.values()))
+            if audit:
+                await conn.execute(transitions.insert(), audit)
+        return results
 
     async def delete_room(self, room_id: str) -> None:
         async with self._write("delete_room") as conn:
@@ -558,18 +590,7 @@ class SqlStore:
     async def _insert_transition(
         conn: AsyncConnection, rec: TransitionRecord, fence: int | None
     ) -> None:
-        await conn.execute(
-            transitions.insert().values(
-                room_id=rec.room_id,
-                at=rec.at,
-                from_state=rec.from_state,
-                to_state=rec.to_state,
-                event=rec.event,
-                cause=rec.cause,
-                detail=dict(rec.detail),
-                fence=fence,
-            )
-        )
+        await conn.execute(transitions.insert().values(**_transition_row(rec, fence)))
 
     async def transitions(
         self, room_id: str | None = None, *, since: datetime | None = None, limit: int = 100
@@ -820,6 +841,13 @@ class SqlStore:
             value: Mapping[str, Any] | None = (await conn.execute(stmt)).scalar()
             return value if value is not None else {}
 
+    async def all_overrides(self) -> dict[str, Mapping[str, Any]]:
+        async with self._read("all_overrides") as conn:
+            rows = await conn.execute(
+                select(schedule_overrides.c.room_id, schedule_overrides.c.overrides)
+            )
+            return {r.room_id: r.overrides for r in rows if r.overrides is not None}
+
     async def put_overrides(self, room_id: str, overrides: Mapping[str, Any]) -> None:
         stmt = self._insert(schedule_overrides).values(
             room_id=room_id, overrides=dict(overrides), updated_at=self._clock()
@@ -1040,6 +1068,14 @@ class SqlStore:
         stmt = select(leases).where(leases.c.owner != "").order_by(leases.c.room_id)
         async with self._read("leases") as conn:
             return [_lease(r) for r in await conn.execute(stmt)]
+
+
+def _transition_row(rec: TransitionRecord, fence: int | None) -> dict[str, Any]:
+    return {
+        "room_id": rec.room_id, "at": rec.at, "from_state": rec.from_state,
+        "to_state": rec.to_state, "event": rec.event, "cause": rec.cause,
+        "detail": dict(rec.detail), "fence": fence,
+    }  # fmt: skip
 
 
 def _lease(row: Any) -> Lease:

@@ -259,13 +259,13 @@ async def test_polls_confirming_a_live_room_write_and_announce_nothing(
             lambda: h.transitions[-1].after.extra["job_state"] == "PROCESSING", "first poll"
         )
         saves: list[str] = []
-        real_save = store.save_room
+        real_save = store.save_rooms
 
-        async def counting_save(room_id: str, data: Any, **kw: Any) -> None:
-            saves.append(room_id)
-            await real_save(room_id, data, **kw)
+        async def counting_save(writes: Any) -> Any:
+            saves.extend(w.room_id for w in writes)
+            return await real_save(writes)
 
-        store.save_room = counting_save  # type: ignore[method-assign]
+        store.save_rooms = counting_save  # type: ignore[method-assign]
         heard, timer_seq = len(h.transitions), h.sup.room("room-a").timer_seq
         for _ in range(3):
             clock.advance(20)
@@ -295,7 +295,15 @@ async def test_a_crashing_room_does_not_affect_another(
             raise Boom("disk on fire")
         await real_save(room_id, state, **kw)  # type: ignore[arg-type]
 
+    async def batch_with_bad_fails(writes: Any) -> Any:
+        # "bad" breaks any transaction it shares; alone, it fails once (flaky_save)
+        if len(writes) > 1 and any(w.room_id == "bad" for w in writes):
+            raise Boom("disk on fire")
+        return [await flaky_save(w.room_id, w.state, fence=w.fence, transition=w.transition)
+                for w in writes]  # fmt: skip
+
     store.save_room = flaky_save  # type: ignore[method-assign]
+    store.save_rooms = batch_with_bad_fails  # type: ignore[method-assign]
     h = make_harness(room_config("bad"), room_config("good"))
     with structlog.testing.capture_logs() as logs:
         h.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -14,12 +15,14 @@ from orchestrator.store import (
     SCHEMA_VERSION,
     FencedOut,
     InboxItem,
+    RoomWrite,
     SqlStore,
     StartIntent,
     StoreError,
     TransitionRecord,
     member_key,
 )
+from orchestrator.store.roomwriter import RoomWriter
 from orchestrator.store.sql import schema_version
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -253,6 +256,11 @@ async def test_overrides_roundtrip(store: SqlStore) -> None:
     await store.put_overrides("r1", {"paused": False, "skips": ["2025-03-02"]})
     assert await store.get_overrides("r1") == {"paused": False, "skips": ["2025-03-02"]}
     assert await store.get_overrides("r2") == {}
+    await store.put_overrides("r3", {"output": {"url": "rtmp://x/live"}})
+    assert await store.all_overrides() == {
+        "r1": {"paused": False, "skips": ["2025-03-02"]},
+        "r3": {"output": {"url": "rtmp://x/live"}},
+    }
 
 
 # --- alerts --------------------------------------------------------------------------------
@@ -330,6 +338,41 @@ async def test_fenced_writes_need_the_current_lease(target: StoreTarget) -> None
     assert await store.put_start_intent(intent, fence=1)
     await store.save_room("r1", {"v": 3}, fence=None)
     assert await store.load_rooms() == {"r1": {"v": 3}}
+
+
+async def test_save_rooms_is_one_transaction_with_per_room_fences(target: StoreTarget) -> None:
+    """Group commit: several rooms' writes and audit rows at once; a room whose fence no longer
+    holds gets its FencedOut and writes nothing, the others are written."""
+    store = await target.make()
+    now = target.clock.now
+    await store.acquire_leases("a", ["r1", "r2"], ttl_s=30, now=now)
+    rec = TransitionRecord("r1", now, "IDLE", "STARTING", "WindowOpened")
+    results = await store.save_rooms([
+        RoomWrite("r1", {"v": 1}, fence=1, transition=rec),
+        RoomWrite("r2", {"v": 1}, fence=9, transition=replace(rec, room_id="r2")),
+        RoomWrite("r3", {"v": 1}),
+        RoomWrite("r3", {"v": 2}),  # the same room twice: the last write wins
+    ])  # fmt: skip
+    assert results[0] is None and isinstance(results[1], FencedOut) and results[2:] == [None] * 2
+    assert await store.load_rooms() == {"r1": {"v": 1}, "r3": {"v": 2}}
+    assert [(t.room_id, t.to_state) for t in await store.transitions()] == [("r1", "STARTING")]
+    assert await store.save_rooms([]) == []
+
+
+async def test_room_writer_shares_commits_and_keeps_each_outcome(target: StoreTarget) -> None:
+    store = await target.make()
+    now = target.clock.now
+    await store.acquire_leases("a", [f"r{i}" for i in range(50)], ttl_s=30, now=now)
+    writer = RoomWriter(store)
+    outcomes = await asyncio.gather(
+        *(writer.save(f"r{i}", {"i": i}, fence=1 if i != 7 else 2) for i in range(50)),
+        return_exceptions=True,
+    )
+    assert [i for i, o in enumerate(outcomes) if o is not None] == [7]
+    assert isinstance(outcomes[7], FencedOut)
+    assert len(await store.load_rooms()) == 49
+    assert writer.commits < 50  # concurrent writes shared transactions (1 lone + the rest)
+    assert await asyncio.wait_for(writer.save("r1", {"alone": True}, fence=1), 5) is None
 
 
 async def test_released_lease_fences_out_its_old_holder(target: StoreTarget) -> None:
