@@ -497,9 +497,9 @@ class Daemon:
         assert self.scheduler is not None
         lists = load_holidays(self.settings.schedule.holidays_file)
         schedules = {r.id: schedule_for_room(r, self.settings, lists) for r in self.settings.rooms}
+        stored = await self.store.all_overrides()  # one read, not one per room
         overrides = {
-            r.id: dict((await self.store.get_overrides(r.id)).get("schedule", {}))
-            for r in self.settings.rooms
+            r.id: dict(stored.get(r.id, {}).get("schedule", {})) for r in self.settings.rooms
         }
         self.scheduler.apply(schedules, overrides)
 
@@ -596,9 +596,9 @@ class Daemon:
         self, room_ids: Sequence[str] | None = None
     ) -> dict[str, tuple[str, str]]:
         out: dict[str, tuple[str, str]] = {}
+        stored = await self.store.all_overrides()  # one read, not one per room
         for rid in self.room_ids() if room_ids is None else room_ids:
-            ov = await self.store.get_overrides(rid)
-            o = ov.get("output")
+            o = stored.get(rid, {}).get("output")
             if isinstance(o, Mapping) and o.get("url") and o.get("stream_key"):
                 out[rid] = (str(o["url"]), str(o["stream_key"]))
                 olog.register_secret(str(o["stream_key"]))
