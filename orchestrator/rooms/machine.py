@@ -490,6 +490,8 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
 
 def _degrade(room: Room, now: datetime, p: Policy) -> Result:
     room = _go(room, S.DEGRADED, drop_since=now, output_index=0, refresh_try=0)
+    if p.grace_s <= 0:
+        return _repair(room, p)  # no grace configured: not even a timer hop before the refresh
     return _with_timer(room, Wait.GRACE, _in(now, p.grace_s))
 
 
@@ -530,7 +532,12 @@ def _live_command(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
 
 
 def _grace_over(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
-    """Still down after the grace: widen the exit timeout once per job, then refresh."""
+    """Still down after the grace: repair."""
+    return _repair(room, p)
+
+
+def _repair(room: Room, p: Policy) -> Result:
+    """Widen the exit timeout once per job, then refresh."""
     room = replace(room, output_index=0, refresh_try=0, wait=None)
     job_id = room.job_id
     if p.widen_exit_minutes > 0 and not room.widened and job_id is not None:
@@ -697,8 +704,8 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.STARTING, QueryFailed): _rule(_list_failed, S.BACKOFF, S.QUARANTINED),
     (S.STARTING, Poked): _rule(_poke_show),
     # --- LIVE: watch; a drop degrades, a dead job restarts
-    (S.LIVE, RtmpStateReported): _rule(_health_rtmp, S.DEGRADED, _RESTART),
-    (S.LIVE, JobObserved): _rule(_health_observed, S.DEGRADED, _RESTART),
+    (S.LIVE, RtmpStateReported): _rule(_health_rtmp, S.DEGRADED, S.REFRESHING, _RESTART),
+    (S.LIVE, JobObserved): _rule(_health_observed, S.DEGRADED, S.REFRESHING, _RESTART),
     (S.LIVE, TimerFired): _rule(_live_timer),
     (S.LIVE, Poked): _rule(_poke_show),
     (S.LIVE, OutputChanged): _rule(_live_output_changed),

@@ -126,6 +126,19 @@ def test_drop_recovered_during_grace_goes_back_live_without_commands() -> None:
     assert not [a for a in sim.actions if isinstance(a, RefreshOutput | StopJob)]
 
 
+def test_no_grace_refreshes_on_the_drop_itself() -> None:
+    """grace_s = 0: the drop's own event sends the refresh (no timer hop, no DEGRADED stop),
+    and the drop is still tracked for the unrecovered alert."""
+    sim = Sim(policy=Policy(grace_s=0, widen_exit_minutes=0))
+    sim.go_live()
+    actions = sim.at(100).rtmp("DISCONNECTED")
+    assert sim.room.state is S.REFRESHING and sim.room.drop_since == sim.now
+    assert [type(a) for a in actions] == [RefreshOutput]
+    widened = Sim(policy=Policy(grace_s=0))
+    widened.go_live()
+    assert [type(a) for a in widened.rtmp("DISCONNECTED")] == [ResetExitConfig]
+
+
 def test_ladder_widen_then_refresh_current_then_backup_then_restart() -> None:
     sim = Sim(policy=Policy(outputs=2, refresh_tries=2))
     sim.go_live()
