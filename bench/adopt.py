@@ -26,6 +26,7 @@ async def _bench(n: int) -> dict[str, object]:
             await preseed(emu, rooms, d.callback_url)
             t0 = time.monotonic()
             d.start()
+            d.spy(20, "adopt")
             ready_s = await d.wait_ready(timeout_s=300)
             live_s = ready_s + await wait_daemon_states(d.base_url, rooms, "LIVE", 300)
             t1 = time.monotonic()
