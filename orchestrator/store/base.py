@@ -181,6 +181,10 @@ class Store(Protocol):
         drops: int = 0,
         recovery_s: float | None = None,
     ) -> None: ...
+    async def add_sla_rows(self, rows: Sequence[SlaRow]) -> None:
+        """Accumulate every row into its (room, day) totals in one transaction (at most one row
+        per room and day); ``recovery_s_max`` keeps the larger value."""
+
     async def sla(self, since: date, room_id: str | None = None) -> list[SlaRow]: ...
 
     # leases (multi-instance; with one instance every room is simply owned)

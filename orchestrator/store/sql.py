@@ -317,6 +317,7 @@ class SqlStore:
         # them the busy handler's sleep-and-retry. busy_timeout still covers other processes.
         self._write_lock: asyncio.Lock | None = None
         self._save_room_stmt: Any = None
+        self._sla_stmt: Any = None
         database = self._url.database or ""
         self._one_connection = self._is_sqlite and (
             database in ("", ":memory:") or "mode=memory" in database
@@ -915,34 +916,41 @@ class SqlStore:
     ) -> None:
         """Accumulate; ``recovery_s`` counts one recovery of that duration."""
         rec = 0.0 if recovery_s is None else float(recovery_s)
-        stmt = self._insert(sla_daily).values(
-            room_id=room_id,
-            day=day,
-            scheduled_s=scheduled_s,
-            live_s=live_s,
-            drops=drops,
-            recoveries=0 if recovery_s is None else 1,
-            recovery_s_total=rec,
-            recovery_s_max=rec,
-        )
-        ex = stmt.excluded
-        c = sla_daily.c
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[c.room_id, c.day],
-            set_={
-                "scheduled_s": c.scheduled_s + ex.scheduled_s,
-                "live_s": c.live_s + ex.live_s,
-                "drops": c.drops + ex.drops,
-                "recoveries": c.recoveries + ex.recoveries,
-                "recovery_s_total": c.recovery_s_total + ex.recovery_s_total,
-                "recovery_s_max": case(
-                    (ex.recovery_s_max > c.recovery_s_max, ex.recovery_s_max),
-                    else_=c.recovery_s_max,
-                ),
-            },
-        )
+        row = SlaRow(room_id, day, scheduled_s, live_s, drops,
+                     0 if recovery_s is None else 1, rec, rec)  # fmt: skip
         async with self._write("add_sla") as conn:
-            await conn.execute(stmt)
+            await conn.execute(self._sla_upsert(), _sla_params(row))
+
+    async def add_sla_rows(self, rows: Sequence[SlaRow]) -> None:
+        if not rows:
+            return
+        keys = {(r.room_id, r.day) for r in rows}
+        if len(keys) != len(rows):
+            # one multi-row upsert may not touch a row twice (PostgreSQL refuses)
+            raise ValueError("add_sla_rows: at most one row per room and day")
+        async with self._write("add_sla_rows") as conn:
+            await conn.execute(self._sla_upsert(), [_sla_params(r) for r in rows])
+
+    def _sla_upsert(self) -> Any:
+        if self._sla_stmt is None:
+            stmt = self._insert(sla_daily)
+            ex = stmt.excluded
+            c = sla_daily.c
+            self._sla_stmt = stmt.on_conflict_do_update(
+                index_elements=[c.room_id, c.day],
+                set_={
+                    "scheduled_s": c.scheduled_s + ex.scheduled_s,
+                    "live_s": c.live_s + ex.live_s,
+                    "drops": c.drops + ex.drops,
+                    "recoveries": c.recoveries + ex.recoveries,
+                    "recovery_s_total": c.recovery_s_total + ex.recovery_s_total,
+                    "recovery_s_max": case(
+                        (ex.recovery_s_max > c.recovery_s_max, ex.recovery_s_max),
+                        else_=c.recovery_s_max,
+                    ),
+                },
+            )
+        return self._sla_stmt
 
     async def sla(self, since: date, room_id: str | None = None) -> list[SlaRow]:
         stmt = select(sla_daily).where(sla_daily.c.day >= since)
@@ -1068,6 +1076,14 @@ class SqlStore:
         stmt = select(leases).where(leases.c.owner != "").order_by(leases.c.room_id)
         async with self._read("leases") as conn:
             return [_lease(r) for r in await conn.execute(stmt)]
+
+
+def _sla_params(r: SlaRow) -> dict[str, Any]:
+    return {
+        "room_id": r.room_id, "day": r.day, "scheduled_s": r.scheduled_s, "live_s": r.live_s,
+        "drops": r.drops, "recoveries": r.recoveries, "recovery_s_total": r.recovery_s_total,
+        "recovery_s_max": r.recovery_s_max,
+    }  # fmt: skip
 
 
 def _transition_row(rec: TransitionRecord, fence: int | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator import app
 from orchestrator.app import Daemon
 from orchestrator.clock import ManualClock
 from orchestrator.settings import Settings
@@ -34,7 +35,7 @@ async def test_failed_flush_is_retried_without_loss_or_double_count(
         acc.observe("r2", state="LIVE", order_on=True, at=T0)
         clock.set(T0 + timedelta(seconds=100))
 
-        real = daemon.store.add_sla
+        real = daemon.store.add_sla_rows
         calls = 0
 
         async def flaky(*args: Any, **kw: Any) -> None:
@@ -44,9 +45,11 @@ async def test_failed_flush_is_retried_without_loss_or_double_count(
                 raise StoreError("database is locked")
             await real(*args, **kw)
 
-        monkeypatch.setattr(daemon.store, "add_sla", flaky)
+        monkeypatch.setattr(app, "_SLA_CHUNK", 1)  # one room per transaction
+        monkeypatch.setattr(daemon.store, "add_sla_rows", flaky)
         await daemon._flush_sla()  # second write fails: the rest is kept
-        monkeypatch.setattr(daemon.store, "add_sla", real)
+        assert calls == 2
+        monkeypatch.setattr(daemon.store, "add_sla_rows", real)
         await daemon._flush_sla()
 
         rows = {r.room_id: r for r in await daemon.store.sla(date(2026, 11, 25))}

@@ -16,6 +16,7 @@ from orchestrator.store import (
     FencedOut,
     InboxItem,
     RoomWrite,
+    SlaRow,
     SqlStore,
     StartIntent,
     StoreError,
@@ -298,6 +299,17 @@ async def test_sla_accumulates_per_room_and_day(store: SqlStore) -> None:
     assert (r1.recovery_s_total, r1.recovery_s_max) == (16.5, 12.5)
     assert [r.room_id for r in await store.sla(d2)] == ["r2"]
     assert [r.day for r in await store.sla(d1, "r1")] == [d1]
+    # the batch form: one transaction, one row per (room, day), adding to what is there
+    await store.add_sla_rows([
+        SlaRow("r1", d1, 10, 10, 1, 2, 30.0, 20.0),
+        SlaRow("r3", d1, 5, 0, 0, 0, 0.0, 0.0),
+    ])  # fmt: skip
+    r1, r3 = [r for r in await store.sla(d1) if r.room_id in ("r1", "r3")]
+    assert (r1.scheduled_s, r1.drops, r1.recoveries) == (3610, 3, 4)
+    assert (r1.recovery_s_total, r1.recovery_s_max) == (46.5, 20.0)
+    assert (r3.room_id, r3.scheduled_s) == ("r3", 5)
+    with pytest.raises(ValueError):
+        await store.add_sla_rows([SlaRow("r1", d1, 1, 1, 0, 0, 0, 0)] * 2)
 
 
 # --- bad input -----------------------------------------------------------------------------
