@@ -126,6 +126,7 @@ class TokenBucket:
         self._per_window = max(1, math.floor(spec.rate))
         # twice the window's count: a refunded slot leaves the one before it to constrain
         self._recent: deque[float] = deque(maxlen=2 * self._per_window)
+        self._sent: deque[float] = deque(maxlen=self._per_window)  # when calls were let go
 
     def _refill(self) -> None:
         now = self._clock()
@@ -166,6 +167,17 @@ class TokenBucket:
             except BaseException:
                 self.refund(slot)
                 raise
+        # Slots are plans: a busy event loop can release earlier ones late, bunching them
+        # with later ones (the scale bench saw 21 in a second at 20/s). So the window is
+        # checked again against when calls were really let go.
+        sent = self._sent
+        while len(sent) >= self._per_window:
+            gap = sent[-self._per_window] + self._window - self._clock()
+            if gap <= 0:
+                break
+            await self._sleep(gap)
+            wait += gap
+        sent.append(self._clock())
         return wait
 
 

@@ -319,3 +319,49 @@ async def test_aksk_derived_token_request_is_signed() -> None:
         "identity": {"methods": ["hw_ak_sk"]},
         "scope": {"project": {"id": "p1"}},
     }
+
+
+class LaggyTime:
+    """A clock advanced by hand; sleepers wake when it passes their deadline (a busy loop
+    wakes everyone late at once, like a blocked event loop)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sleepers.append((self.now + seconds, fut))
+        await fut
+
+    async def jump(self, to: float) -> None:
+        self.now = to
+        for due, fut in list(self.sleepers):
+            if due <= to and not fut.done():
+                fut.set_result(None)
+                self.sleepers.remove((due, fut))
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+
+async def test_calls_released_late_together_still_keep_the_window() -> None:
+    t = LaggyTime()
+    bucket = TokenBucket(RateSpec(1), clock=t.clock, sleep=t.sleep)
+    let_go: list[float] = []
+
+    async def call() -> None:
+        await bucket.acquire()
+        let_go.append(t.now)
+
+    first = asyncio.create_task(call())
+    await t.jump(1000.0)
+    late = [asyncio.create_task(call()) for _ in range(2)]  # planned at +1.05 s and +2.10 s
+    await t.jump(1000.0)
+    await t.jump(1003.0)  # the loop was blocked: both plans are due at once
+    await t.jump(1004.1)
+    await asyncio.wait_for(asyncio.gather(first, *late), timeout=5)
+    assert let_go[0] == 1000.0 and let_go[1] == 1003.0
+    assert let_go[2] >= let_go[1] + 1.0  # not together with the other late one
