@@ -143,14 +143,10 @@ async def _lose_callbacks(emu: Emulator, admin: httpx.AsyncClient, drop_rate: fl
 async def _storm_then_fail(
     emu: Emulator, admin: httpx.AsyncClient, rooms: list[str], scale: float
 ) -> None:
-    body = {"operation": "any", "status": 503, "error_code": "MSS.00000002", "count": 1_000_000}
+    # for_s is simulated time: the emulator ends the storm itself
+    body = {"operation": "any", "status": 503, "error_code": "MSS.00000002", "for_s": STORM_SIM_S}
     (await admin.post("/_emulator/faults", json=body)).raise_for_status()
     await _fail(emu, admin, rooms)
-
-    def end_storm() -> None:  # the admin API has no "remove fault": clear it in-process
-        emu.service.faults.clear()
-
-    asyncio.get_running_loop().call_later(STORM_SIM_S / scale, end_storm)
 
 
 FAULTS: tuple[Fault, ...] = (
@@ -189,7 +185,7 @@ async def _script(
                 ok = await tracker.wait_all_up(rooms, EPISODE_MAX_SIM_S / scale)
                 if fault.cleanup is not None:
                     await fault.cleanup(emu, admin)
-                emu.service.faults.clear()
+                (await admin.delete("/_emulator/faults")).raise_for_status()
                 await asyncio.sleep(SETTLE_SIM_S / scale)
                 ok = ok and await tracker.wait_all_up(rooms, EPISODE_MAX_SIM_S / scale)
                 down = tracker.take()
