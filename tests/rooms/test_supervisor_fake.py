@@ -404,3 +404,20 @@ async def test_lookup_mode_sees_overrides_and_stop_all_stops_every_job(
         assert {s.state for s in sup.snapshots()} == {S.IDLE}
     finally:
         await h.stop()
+
+
+def test_durable_change_ignores_only_stamps_and_counters() -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from orchestrator.rooms.model import Room
+    from orchestrator.rooms.supervisor import _durable_change
+
+    room = Room(room_id="r", state=S.LIVE, job_id="j")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    assert not _durable_change(room, room)
+    quiet = replace(room, last_observed_at=at, rtmp_at=at, seq=9, timer_seq=9, op_seq=9)
+    assert not _durable_change(room, quiet)
+    for change in ({"state": S.DEGRADED}, {"job_state": "FAILED"}, {"rtmp_state": "CONNECTED"},
+                   {"alert": "x"}, {"retries": 1}, {"drop_since": at}):  # fmt: skip
+        assert _durable_change(room, replace(quiet, **change)), change
