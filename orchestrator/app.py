@@ -391,9 +391,7 @@ class Daemon:
     def _status_text(self) -> str:
         if self.supervisor is None:
             return "starting"
-        counts: dict[str, int] = {}
-        for snap in self.supervisor.snapshots():
-            counts[snap.state.value] = counts.get(snap.state.value, 0) + 1
+        counts = self.supervisor.state_counts()
         return " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no rooms"
 
     async def _start_http(self, tg: asyncio.TaskGroup) -> int:

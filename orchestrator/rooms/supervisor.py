@@ -118,7 +118,9 @@ class CloudPort(Protocol):
     def iter_room_jobs(
         self, room_id: str, *, states: Sequence[str] | None = None
     ) -> AsyncIterator[_Job]: ...
-    def iter_tenant_jobs(self, *, states: Sequence[str] | None = None) -> AsyncIterator[_Job]: ...
+    def iter_tenant_job_briefs(
+        self, *, states: Sequence[str] | None = None
+    ) -> AsyncIterator[_Job]: ...
     async def refresh_output_url(
         self, room_id: str, job_id: str, *, output_url: str, stream_key: str
     ) -> object: ...
@@ -361,6 +363,15 @@ class RoomSupervisor:
 
     def snapshots(self) -> list[Snapshot]:
         return [s.room.snapshot() for _, s in sorted(self._slots.items())]
+
+    def state_counts(self) -> dict[str, int]:
+        """Rooms per state (no snapshots built: asked after every poll for the systemd
+        status line)."""
+        counts: dict[str, int] = {}
+        for slot in self._slots.values():
+            key = slot.room.state.value
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def room(self, room_id: str) -> Room:
         """The full machine state (tests, diagnostics)."""
@@ -890,7 +901,7 @@ class RoomSupervisor:
 
     async def _tenant_jobs(self) -> dict[str, list[ObservedJob]]:
         by_room: dict[str, list[ObservedJob]] = {}
-        async for job in self._cloud.iter_tenant_jobs(states=_ACTIVE):
+        async for job in self._cloud.iter_tenant_job_briefs(states=_ACTIVE):
             if job.room_id:
                 by_room.setdefault(job.room_id, []).append(
                     ObservedJob(job.job_id, _state_of(job), _rtmp_of(job))

@@ -99,6 +99,8 @@ async def test_job_lifecycle_every_job_operation(env: Env) -> None:
     assert page.count == 1 and page.smart_live_jobs[0].job_id == started.job_id
     tenant = [j.job_id async for j in c.iter_tenant_jobs(room_name="Shop")]
     assert tenant == [started.job_id]
+    briefs = [(b.job_id, b.room_id, b.state) async for b in c.iter_tenant_job_briefs()]
+    assert briefs == [(started.job_id, "room-1", "PROCESSING")]
 
     refreshed = await c.refresh_output_url(
         "room-1", started.job_id, output_url=RTMP, stream_key="stream-key-2"

@@ -307,6 +307,16 @@ async def test_iter_tenant_jobs_stops_on_empty_page_even_if_count_lies() -> None
     assert h.requests[0].url.query == b"limit=100&offset=0&room_name=my%20room"
 
 
+async def test_tenant_job_briefs_page_through_and_refuse_a_bad_answer() -> None:
+    h = Harness(_jobs_handler(150))
+    briefs = [j async for j in h.client.iter_tenant_job_briefs(states=["PROCESSING"])]
+    assert [(b.job_id, b.state) for b in briefs[:2]] == [("job-0", "SUCCEED"), ("job-1", "SUCCEED")]
+    assert len(briefs) == 150 and h.requests[1].url.params["offset"] == "100"
+    bad = Harness(lambda r: ok({"count": 1, "smart_live_jobs": [{"state": "PROCESSING"}]}))
+    with pytest.raises(CloudUnavailable, match="unexpected answer"):  # no job_id
+        [j async for j in bad.client.iter_tenant_job_briefs()]
+
+
 async def test_list_page_has_count_and_validates_limits() -> None:
     h = Harness(_jobs_handler(3))
     page = await h.client.list_room_jobs_page("room-1", limit=2, sort_dir="desc")

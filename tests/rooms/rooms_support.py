@@ -96,7 +96,9 @@ class FakeCloud:
         self._fault("list")
         return self._iter([j for j in self.running(room_id) if not states or j.state in states])
 
-    def iter_tenant_jobs(self, *, states: Sequence[str] | None = None) -> AsyncIterator[FakeJob]:
+    def iter_tenant_job_briefs(
+        self, *, states: Sequence[str] | None = None
+    ) -> AsyncIterator[FakeJob]:
         self.calls.append(("list_tenant", ""))
         self._fault("list")
         return self._iter([j for j in self.running() if not states or j.state in states])
