@@ -19,6 +19,7 @@ import contextlib
 import platform
 from collections.abc import Iterable
 from importlib import metadata
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -107,6 +108,7 @@ class Metrics:
             ["group"],
             registry=r,
         )
+        self._sla_children: dict[str, tuple[Any, Any]] = {}
         self._sla_live = Counter(
             f"{p}_sla_live_seconds",
             "Seconds a room was LIVE while scheduled.",
@@ -190,13 +192,20 @@ class Metrics:
 
     def sla(self, room_id: str, *, live_s: float = 0.0, scheduled_s: float = 0.0) -> None:
         """Add accounted seconds for ``room_id`` (same numbers as ``Store.add_sla``)."""
+        # the per-room children are kept: labels() locks and validates on every call, and the
+        # SLA flush asks for 10,000 rooms at once
+        children = self._sla_children.get(room_id)
+        if children is None:
+            children = (self._sla_live.labels(room_id), self._sla_scheduled.labels(room_id))
+            self._sla_children[room_id] = children
         if live_s > 0:
-            self._sla_live.labels(room_id).inc(live_s)
+            children[0].inc(live_s)
         if scheduled_s > 0:
-            self._sla_scheduled.labels(room_id).inc(scheduled_s)
+            children[1].inc(scheduled_s)
 
     def forget_room(self, room_id: str) -> None:
         """Drop a removed room's per-room series (after a reload removed it)."""
+        self._sla_children.pop(room_id, None)
         for counter in (self._sla_live, self._sla_scheduled):
             with contextlib.suppress(KeyError):  # never had a sample: nothing to drop
                 counter.remove(room_id)

@@ -787,9 +787,11 @@ def step(room: Room, event: Event, now: datetime, policy: Policy) -> Result:
             return room, []
         room = replace(room, rtmp_state=event.rtmp_state, rtmp_at=event.at)
     if isinstance(event, JobObserved) and event.job_id is not None and event.job_id == room.job_id:
-        room = replace(room, job_state=event.state, last_observed_at=now)
-        if event.rtmp_state is not None:
-            room = replace(room, rtmp_state=event.rtmp_state, rtmp_at=now)
+        if event.rtmp_state is not None:  # one copy, not two: every poll of every room
+            room = replace(room, job_state=event.state, last_observed_at=now,
+                           rtmp_state=event.rtmp_state, rtmp_at=now)  # fmt: skip
+        else:
+            room = replace(room, job_state=event.state, last_observed_at=now)
     rule = TABLE.get((room.state, type(event)))
     if rule is None:
         return room, []
