@@ -948,17 +948,38 @@ class RoomSupervisor:
                 await asyncio.sleep(0)
             jobs = {j.job_id: j for j in by_room.get(rid, [])}
             current = slot.room.job_id
+            ev: Event
             if current is not None and current in jobs:
                 j = jobs[current]
-                self.post(rid, JobObserved(job_id=current, state=j.state,
-                                           rtmp_state=j.rtmp_state, cause="poll"))  # fmt: skip
+                ev = JobObserved(job_id=current, state=j.state, rtmp_state=j.rtmp_state,
+                                 cause="poll")  # fmt: skip
             elif current is not None:
-                self.post(rid, Poked(cause="poll:missing"))
+                ev = Poked(cause="poll:missing")
             elif jobs:
                 j = next(iter(jobs.values()))
-                self.post(rid, JobObserved(job_id=j.job_id, state=j.state, cause="poll"))
+                ev = JobObserved(job_id=j.job_id, state=j.state, cause="poll")
             else:
-                self.post(rid, JobObserved(job_id=None, state=None, cause="poll"))
+                ev = JobObserved(job_id=None, state=None, cause="poll")
+            if not (isinstance(ev, JobObserved) and self._observe_inline(rid, slot, ev)):
+                self.post(rid, ev)
+
+    def _observe_inline(self, rid: str, slot: _Slot, ev: JobObserved) -> bool:
+        """Apply a poll observation right here when the machine says it changes nothing but
+        the room's stamps (no action, nothing durable): most of every poll, which through the
+        room's queue cost a task switch, a config check and an event copy per room. Anything
+        else — or a room busy with another event — goes through the queue as usual; ``step``
+        is pure, so a result thrown away here changed nothing."""
+        if slot.closing or slot.busy.locked() or not slot.queue.empty():
+            return False
+        now = self._clock.now()
+        if self._owns is not None and not self._owns(rid, now):
+            return False
+        before = slot.room
+        after, actions = step(before, ev, now, self._policy(slot))
+        if actions or _durable_change(before, after):
+            return False
+        slot.room = after
+        return True
 
     async def _poll_loop(self, interval_s: float) -> None:
         while True:

@@ -267,11 +267,15 @@ async def test_polls_confirming_a_live_room_write_and_announce_nothing(
 
         store.save_rooms = counting_save  # type: ignore[method-assign]
         heard, timer_seq = len(h.transitions), h.sup.room("room-a").timer_seq
+        queued: list[str] = []
+        real_post = h.sup.post
+        h.sup.post = lambda rid, ev: queued.append(rid) or real_post(rid, ev)  # type: ignore[method-assign]
         for _ in range(3):
             clock.advance(20)
             await h.sup.poll_once()
             await h.until(lambda: h.sup.room("room-a").last_observed_at == clock.now(), "poll")
         assert (saves, len(h.transitions)) == ([], heard)
+        assert queued == []  # stamped in place: the room's queue never saw these polls
         assert h.sup.room("room-a").timer_seq == timer_seq
         rtmp(h, "room-a", "DISCONNECTED")
         await h.until(lambda: len(h.transitions) == heard + 1, "the drop announced")
