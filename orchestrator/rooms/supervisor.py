@@ -29,6 +29,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, Literal, Protocol, cast
 
 import structlog
@@ -139,7 +140,7 @@ LIVE room; after a restart a room reconciles from UNKNOWN anyway, so writing the
 one transaction per room per poll (measured: most of a quiet 10,000-room daemon's CPU) and buy
 nothing. (rtmp_at only orders callbacks against reads, in memory.) Every field a snapshot shows,
 except last_observed_at, is outside this set."""
-_DURABLE_FIELDS = tuple(f.name for f in fields(Room) if f.name not in _NOT_DURABLE)
+_durable_key = attrgetter(*(f.name for f in fields(Room) if f.name not in _NOT_DURABLE))
 
 
 def _durable_change(before: Room, after: Room) -> bool:
@@ -147,7 +148,7 @@ def _durable_change(before: Room, after: Room) -> bool:
     rooms = 500 a second, so no copies are built.)"""
     if after is before:
         return False
-    return any(getattr(after, f) != getattr(before, f) for f in _DURABLE_FIELDS)
+    return bool(_durable_key(after) != _durable_key(before))  # two tuples built in C
 
 
 AlertChange = tuple[str, Literal["SET", "CLEARED"], str]
