@@ -25,6 +25,7 @@ from bench._common import Target, daemon, emulator, percentile, record, room_ids
 from bench._fleet import CallbackRecorder, Probe, preseed, wait_daemon_states
 from orchestrator import logging as olog
 from orchestrator.emulator.service import DEFAULT_RATE_LIMITS, Job
+from orchestrator.metastudio.ratelimit import WINDOW_MARGIN_S
 
 CONNECT_S = 1.0
 
@@ -100,9 +101,15 @@ async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
             t1 = time.monotonic()
             others = [r for r in rooms if r not in victims][:singles]
             live_jobs = {j.room_id: j.job_id for j in emu.service.jobs.values() if j.running}
+            last_drop = 0.0
             for room in others:
+                # one at a time means the daemon's command limiter is idle: its bucket refilled
+                # and its sliding second (1 s + margin) clear of the previous refresh. Waiting
+                # for the room to be up was not always enough (two drops 64 ms apart were seen)
+                idle_at = last_drop + (1.0 + WINDOW_MARGIN_S) + 0.1
+                await asyncio.sleep(max(0.0, idle_at - time.monotonic()))
                 emu.service.force_rtmp(live_jobs[room], "DISCONNECTED", None)
-                t_drop = time.monotonic()
+                t_drop = last_drop = time.monotonic()
                 while time.monotonic() - t_drop < 10 and up.get(room, 0) <= t_drop:
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(1.0 / DEFAULT_RATE_LIMITS["command"] + 0.1)
