@@ -237,7 +237,7 @@ def _short(exc: BaseException) -> str:
 class _Slot:
     cfg: RoomConfig
     room: Room
-    # what cfg was resolved from, by identity: (settings, room settings) — see _resolve
+    # what cfg was built from, by identity: (settings, room settings) — see _fresh_config
     cfg_source: tuple[object, object] | None = None
     policy_of: tuple[RoomConfig, Policy] | None = None
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
@@ -316,8 +316,9 @@ class RoomSupervisor:
         if self._lookup is None:
             return None
         room = self._lookup(room_id)
-        if room is None:
-            return None
+        return None if room is None else self._build(room)
+
+    def _build(self, room: RoomSettings) -> RoomConfig:
         if self._settings is not None:
             return RoomConfig.build(self._settings(), room)
         return RoomConfig(room=room)
@@ -332,15 +333,12 @@ class RoomSupervisor:
         room = self._lookup(rid)
         if room is None:
             return
-        settings = self._settings() if self._settings is not None else None
-        source = (settings, room)
+        source = (self._settings() if self._settings is not None else None, room)
         if slot.cfg_source is not None and all(
             a is b for a, b in zip(slot.cfg_source, source, strict=True)
         ):
             return
-        slot.cfg = (
-            RoomConfig.build(settings, room) if settings is not None else RoomConfig(room=room)
-        )
+        slot.cfg = self._build(room)
         slot.cfg_source = source
 
     @staticmethod
