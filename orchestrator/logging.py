@@ -127,6 +127,20 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+class _BrokerGoneIsAWarning(logging.Filter):
+    """paho logs a broker that went away ("failed to receive on socket: ... reset by peer") at
+    ERROR; our MQTT link reconnects by itself and logs the disconnect as a warning, so an
+    ordinary broker restart must not put error lines in front of the operator (the short soak
+    counted one as an unexpected error). Other MQTT library errors keep their level."""
+
+    _GONE = ("failed to receive on socket", "failed to send on socket")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith(self._GONE):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure(
     level: str = "info",
     fmt: Literal["auto", "json", "console"] = "auto",
@@ -152,6 +166,9 @@ def configure(
     # Third-party loggers speak through stdlib; keep them quieter than ours.
     for noisy in ("uvicorn.access", "httpx", "httpcore", "apscheduler", "aiosqlite", "asyncio"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    mqtt_lib = logging.getLogger("mqtt")  # aiomqtt's (and paho's) default logger
+    if not any(isinstance(f, _BrokerGoneIsAWarning) for f in mqtt_lib.filters):
+        mqtt_lib.addFilter(_BrokerGoneIsAWarning())
     # Route stdlib records (uvicorn, apscheduler) through the same redaction.
     formatter = structlog.stdlib.ProcessorFormatter(
         processor=renderer,

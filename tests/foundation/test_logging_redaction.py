@@ -83,6 +83,14 @@ def test_stdlib_loggers_go_through_redaction(captured: io.StringIO) -> None:
     _assert_clean(captured)
 
 
+def test_a_broker_going_away_is_a_warning_not_an_error(captured: io.StringIO) -> None:
+    mqtt = logging.getLogger("mqtt")
+    mqtt.error("failed to receive on socket: %s", "[Errno 104] Connection reset by peer")
+    mqtt.error("something else broke")
+    levels = [(e["event"][:27], e["level"]) for e in _lines(captured)]
+    assert levels == [("failed to receive on socket", "warning"), ("something else broke", "error")]
+
+
 def test_short_values_are_not_registered() -> None:
     olog.register_secret("abc")
     assert olog.mask_text("abcdef") == "abcdef"
