@@ -140,9 +140,7 @@ async def _lose_callbacks(emu: Emulator, admin: httpx.AsyncClient, drop_rate: fl
     (await admin.post("/_emulator/callbacks", json={"drop_rate": drop_rate})).raise_for_status()
 
 
-async def _storm_then_fail(
-    emu: Emulator, admin: httpx.AsyncClient, rooms: list[str], scale: float
-) -> None:
+async def _storm_then_fail(emu: Emulator, admin: httpx.AsyncClient, rooms: list[str]) -> None:
     # for_s is simulated time: the emulator ends the storm itself
     body = {"operation": "any", "status": 503, "error_code": "MSS.00000002", "for_s": STORM_SIM_S}
     (await admin.post("/_emulator/faults", json=body)).raise_for_status()
@@ -159,7 +157,7 @@ FAULTS: tuple[Fault, ...] = (
         # (the drop itself is applied after the knob, see _script)
         lambda e, a: _lose_callbacks(e, a, 0.0),
     ),
-    Fault("fail_in_5xx_storm", lambda e, a, r, s: _storm_then_fail(e, a, r, s)),
+    Fault("fail_in_5xx_storm", lambda e, a, r, s: _storm_then_fail(e, a, r)),
 )
 
 

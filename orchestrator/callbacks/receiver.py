@@ -187,9 +187,8 @@ class InboxWriter:
             if busy and self._linger_s > 0 and len(self._queue) < self._max_batch:
                 await asyncio.sleep(self._linger_s)  # group concurrent requests into one commit
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-            busy = len(batch) > 1 or bool(self._queue)
             await self._commit(batch)
-            busy = busy or bool(self._queue)
+            busy = len(batch) > 1 or bool(self._queue)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         first: dict[str, int] = {}

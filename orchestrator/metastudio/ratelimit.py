@@ -152,12 +152,11 @@ class TokenBucket:
         """Take one slot now (possibly on credit); return seconds until it is really ours."""
         return self._reserve_slot()[1]
 
-    def refund(self, slot: float | None = None) -> None:
-        """Give back a reserved token (the waiter was cancelled), and its slot when known."""
+    def refund(self, slot: float) -> None:
+        """Give back a reserved token and its slot (the waiter was cancelled)."""
         self._tokens = min(self._capacity, self._tokens + 1.0)
-        if slot is not None:
-            with contextlib.suppress(ValueError):  # already pushed out by later reservations
-                self._recent.remove(slot)
+        with contextlib.suppress(ValueError):  # already pushed out by later reservations
+            self._recent.remove(slot)
 
     async def acquire(self) -> float:
         """Wait for a token; return the seconds waited (0.0 when one was available)."""

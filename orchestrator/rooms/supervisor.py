@@ -80,7 +80,14 @@ from orchestrator.rooms.model import (
 from orchestrator.rooms.policy import Policy
 from orchestrator.rooms.startreq import RoomConfig, build_start_request
 from orchestrator.settings import RoomSettings, Settings
-from orchestrator.store.base import FencedOut, StartIntent, Store, StoreError, TransitionRecord
+from orchestrator.store.base import (
+    FencedOut,
+    RoomWrite,
+    StartIntent,
+    Store,
+    StoreError,
+    TransitionRecord,
+)
 from orchestrator.store.roomwriter import RoomWriter
 
 __all__ = ["AdoptionReport", "CloudPort", "RoomSupervisor", "Transition"]
@@ -697,7 +704,7 @@ class RoomSupervisor:
             )
         try:
             # state and its audit row in one transaction: half the commits on the drop path
-            await self._writer.save(rid, after.to_json(), fence=fence, transition=record)
+            await self._writer.save(RoomWrite(rid, after.to_json(), fence, record))
         except FencedOut:
             raise
         except StoreError as exc:

@@ -15,10 +15,8 @@ slowed down.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
 
-from orchestrator.store.base import RoomWrite, Store, TransitionRecord
+from orchestrator.store.base import RoomWrite, Store
 
 __all__ = ["RoomWriter"]
 
@@ -34,17 +32,10 @@ class RoomWriter:
         self.commits = 0
         """Transactions so far (tests, bench)."""
 
-    async def save(
-        self,
-        room_id: str,
-        state: Mapping[str, Any],
-        *,
-        fence: int | None = None,
-        transition: TransitionRecord | None = None,
-    ) -> None:
+    async def save(self, write: RoomWrite) -> None:
         """Like ``Store.save_room``: returns once committed; raises FencedOut or StoreError."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((RoomWrite(room_id, state, fence, transition), fut))
+        self._queue.append((write, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="store:room-writer")
         await fut

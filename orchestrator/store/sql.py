@@ -524,14 +524,10 @@ class SqlStore:
         fence: int | None = None,
         transition: TransitionRecord | None = None,
     ) -> None:
-        params = {
-            "room_id": room_id, "state": dict(state), "updated_at": self._clock(), "fence": fence
-        }  # fmt: skip
-        async with self._write("save_room") as conn:
-            await self._check_fence(conn, room_id, fence)
-            await conn.execute(self._room_upsert(), params)
-            if transition is not None:  # one transaction instead of two on every state change
-                await self._insert_transition(conn, transition, fence)
+        # state and its audit row in one transaction: the one-room case of save_rooms
+        [fenced] = await self.save_rooms([RoomWrite(room_id, state, fence, transition)])
+        if fenced is not None:
+            raise fenced
 
     def _room_upsert(self) -> Any:
         # Built once, executed with parameters: constructing the upsert with .values() took
@@ -585,13 +581,7 @@ class SqlStore:
     async def append_transition(self, rec: TransitionRecord, *, fence: int | None = None) -> None:
         async with self._write("append_transition") as conn:
             await self._check_fence(conn, rec.room_id, fence)
-            await self._insert_transition(conn, rec, fence)
-
-    @staticmethod
-    async def _insert_transition(
-        conn: AsyncConnection, rec: TransitionRecord, fence: int | None
-    ) -> None:
-        await conn.execute(transitions.insert().values(**_transition_row(rec, fence)))
+            await conn.execute(transitions.insert(), _transition_row(rec, fence))
 
     async def transitions(
         self, room_id: str | None = None, *, since: datetime | None = None, limit: int = 100
@@ -918,8 +908,7 @@ class SqlStore:
         rec = 0.0 if recovery_s is None else float(recovery_s)
         row = SlaRow(room_id, day, scheduled_s, live_s, drops,
                      0 if recovery_s is None else 1, rec, rec)  # fmt: skip
-        async with self._write("add_sla") as conn:
-            await conn.execute(self._sla_upsert(), _sla_params(row))
+        await self.add_sla_rows([row])
 
     async def add_sla_rows(self, rows: Sequence[SlaRow]) -> None:
         if not rows:

@@ -290,24 +290,20 @@ async def test_a_crashing_room_does_not_affect_another(
     class Boom(Exception):
         pass
 
-    real_save = store.save_room
+    real_save_rooms = store.save_rooms
     calls = {"n": 0}
 
-    async def flaky_save(room_id: str, state: object, **kw: Any) -> None:
-        if room_id == "bad" and calls["n"] == 0:
-            calls["n"] += 1
-            raise Boom("disk on fire")
-        await real_save(room_id, state, **kw)  # type: ignore[arg-type]
+    async def flaky_save_rooms(writes: Any) -> Any:
+        # "bad" breaks any transaction it shares; written alone, it fails once
+        if any(w.room_id == "bad" for w in writes):
+            if len(writes) > 1:
+                raise Boom("disk on fire")
+            if calls["n"] == 0:
+                calls["n"] += 1
+                raise Boom("disk on fire")
+        return await real_save_rooms(writes)
 
-    async def batch_with_bad_fails(writes: Any) -> Any:
-        # "bad" breaks any transaction it shares; alone, it fails once (flaky_save)
-        if len(writes) > 1 and any(w.room_id == "bad" for w in writes):
-            raise Boom("disk on fire")
-        return [await flaky_save(w.room_id, w.state, fence=w.fence, transition=w.transition)
-                for w in writes]  # fmt: skip
-
-    store.save_room = flaky_save  # type: ignore[method-assign]
-    store.save_rooms = batch_with_bad_fails  # type: ignore[method-assign]
+    store.save_rooms = flaky_save_rooms  # type: ignore[method-assign]
     h = make_harness(room_config("bad"), room_config("good"))
     with structlog.testing.capture_logs() as logs:
         h.start()

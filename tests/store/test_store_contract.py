@@ -377,14 +377,14 @@ async def test_room_writer_shares_commits_and_keeps_each_outcome(target: StoreTa
     await store.acquire_leases("a", [f"r{i}" for i in range(50)], ttl_s=30, now=now)
     writer = RoomWriter(store)
     outcomes = await asyncio.gather(
-        *(writer.save(f"r{i}", {"i": i}, fence=1 if i != 7 else 2) for i in range(50)),
+        *(writer.save(RoomWrite(f"r{i}", {"i": i}, 1 if i != 7 else 2)) for i in range(50)),
         return_exceptions=True,
     )
     assert [i for i, o in enumerate(outcomes) if o is not None] == [7]
     assert isinstance(outcomes[7], FencedOut)
     assert len(await store.load_rooms()) == 49
     assert writer.commits < 50  # concurrent writes shared transactions (1 lone + the rest)
-    assert await asyncio.wait_for(writer.save("r1", {"alone": True}, fence=1), 5) is None
+    assert await asyncio.wait_for(writer.save(RoomWrite("r1", {"alone": True}, 1)), 5) is None
 
 
 async def test_released_lease_fences_out_its_old_holder(target: StoreTarget) -> None:
