@@ -180,6 +180,12 @@ class RecoverySettings(_Section):
     stop_confirm_s: float = 60.0
     stale_after_s: float = 90.0
     """LIVE with no confirming observation for this long → re-read the job."""
+    stall_after_s: float = 10.0
+    """A read of the job shows its ``stream_duration`` fell this many seconds behind its
+    ``duration`` since the last read that showed it pushing, with no link callback meanwhile:
+    the push is dead and the callbacks were lost → handled as a drop (0 = off). Relies on the
+    service advancing ``stream_duration`` while live (unconfirmed); until two reads show it
+    advancing with ``duration``, the check stays unarmed."""
     poll_interval_s: float = 30.0
     stray_jobs: Literal["stop", "alert"] = "stop"
     """Extra jobs found in a room we own: stop them, or only alert."""

@@ -490,6 +490,8 @@ class SmartLiveJobBrief(BaseModel):
     room_id: str | None = None
     state: str | None = None
     rtmp_state: str | None = None
+    duration: float | None = None
+    stream_duration: float | None = None
 
 
 class SmartLiveJobBriefList(BaseModel):

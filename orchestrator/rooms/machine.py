@@ -50,6 +50,7 @@ from orchestrator.rooms.model import (
     OrderChanged,
     OutputChanged,
     Poked,
+    PushMark,
     QueryFailed,
     RaiseAlert,
     RefreshOutput,
@@ -84,6 +85,9 @@ _DOWN = frozenset({"DISCONNECTED", "RECONNECTING"})
 ALERT_QUARANTINED = "quarantined"
 ALERT_STRAY = "stray_jobs"
 ALERT_UNRECOVERED = "unrecovered"
+# Reads report duration and stream_duration together, but a service may round each on its own
+# (unconfirmed): an interval counts as "pushed throughout" within this many seconds.
+_PUSH_SLACK_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +207,11 @@ def _adopt(room: Room, jobs: list[ObservedJob], now: datetime, p: Policy) -> Res
         # state, and waiting for a CONNECTED callback that already happened (or that arrived
         # before a reordered CONNECTING) would restart a healthy stream after start_confirm_s.
         room, more = _enter_live(room, now, p)
+    elif job.state == "PROCESSING" and room.rtmp_state in _DOWN:
+        # Adopted with its link reported down (a callback replayed from the inbox after a
+        # crash): repair this job like any drop. As STARTING it waited for a CONNECTED that a
+        # held drop never sends, and restarted the job after start_confirm_s.
+        room, more = _degrade(room, now, p)
     else:
         room = _go(room, S.STARTING)
         room, more = _with_timer(room, Wait.START_CONFIRM, _in(now, p.start_confirm_s))
@@ -478,6 +487,11 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     if room.state is S.LIVE:
         if ev.rtmp_state in _DOWN:
             return _degrade(room, now, p)
+        if (stalled := _stalled(room, now, p)) is not None:
+            room = replace(room, rtmp_state="DISCONNECTED", last_error=(
+                f"push stalled: stream_duration {stalled:.0f}s behind duration, no callback"
+            ))  # fmt: skip
+            return _degrade(room, now, p, down_s=stalled)
         if room.wait is Wait.STALE:
             # the watchdog re-arms itself from last_observed_at when it fires: re-arming on
             # every poll meant a new timer per room per poll (10,000 rooms: 500 a second)
@@ -485,14 +499,74 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         return _with_timer(room, Wait.STALE, _in(now, p.stale_after_s))
     if ev.rtmp_state == "CONNECTED":
         return _enter_live(room, now, p)
+    if _pushing_again(room, now):  # its CONNECTED callback was lost
+        return _enter_live(replace(room, rtmp_state="CONNECTED"), now, p)
+    if room.state is S.REFRESHING and ev.seq is not None:
+        # the read asked for when the refresh's confirmation time ran out: still no push
+        why = f"no push within {p.refresh_confirm_s:g}s of refresh (stream_duration)"
+        return _refresh_failed(room, now, p, ev.jitter, why)
     return room, []
 
 
-def _degrade(room: Room, now: datetime, p: Policy) -> Result:
-    room = _go(room, S.DEGRADED, drop_since=now, output_index=0, refresh_try=0)
-    if p.grace_s <= 0:
-        return _repair(room, p)  # no grace configured: not even a timer hop before the refresh
-    return _with_timer(room, Wait.GRACE, _in(now, p.grace_s))
+def _degrade(room: Room, now: datetime, p: Policy, *, down_s: float = 0.0) -> Result:
+    """The link is down (for ``down_s`` already, when a read showed it late): the service's
+    own reconnect gets what is left of the grace, then the ladder repairs."""
+    since = _in(now, -down_s)
+    room = _go(room, S.DEGRADED, drop_since=since, output_index=0, refresh_try=0)
+    if p.grace_s <= down_s:
+        return _repair(room, p)  # no grace (left): not even a timer hop before the refresh
+    return _with_timer(room, Wait.GRACE, _in(since, p.grace_s))
+
+
+def _stalled(room: Room, now: datetime, p: Policy) -> float | None:
+    """Seconds the push has been dead, when this very read showed it and no callback did."""
+    m = room.push
+    if p.stall_after_s <= 0 or m is None or m.job_id != room.job_id or m.read_at != now:
+        return None
+    return m.stalled_s if m.stalled_s >= p.stall_after_s else None
+
+
+def _push_armed(room: Room, p: Policy) -> bool:
+    """Can reads of the current job tell whether it pushes? (See PushMark.)"""
+    m = room.push
+    return (
+        p.stall_after_s > 0
+        and m is not None
+        and m.job_id == room.job_id
+        and (m.lag_ref is not None)
+    )
+
+
+def _pushing_again(room: Room, now: datetime) -> bool:
+    """This read shows the stream grew since a read taken after the drop began."""
+    m = room.push
+    return (
+        m is not None and m.job_id == room.job_id and m.read_at == now
+        and m.advanced_since is not None and room.drop_since is not None
+        and m.advanced_since >= room.drop_since
+    )  # fmt: skip
+
+
+def _mark_push(room: Room, ev: JobObserved, now: datetime) -> Room:
+    """Fold a read's ``duration``/``stream_duration`` into the room's :class:`PushMark`."""
+    d, s = ev.duration, ev.stream_duration
+    if d is None or s is None or ev.job_id is None:
+        return room
+    m = room.push
+    if m is None or m.job_id != ev.job_id:
+        return replace(room, push=PushMark(ev.job_id, d, s, now))
+    dd, ds = d - m.duration, s - m.stream
+    if dd <= 0:
+        return room  # the same read again, or an older one (answers can cross)
+    advanced_since = m.read_at if ds > 0 else None
+    if ds > 0 and dd - ds <= _PUSH_SLACK_S:  # pushed throughout: the new reference
+        return replace(room, push=PushMark(ev.job_id, d, s, now, d - s, False, 0.0, advanced_since))
+    stalled = 0.0
+    if m.lag_ref is not None and not m.news:
+        stalled = max(0.0, d - s - m.lag_ref)
+    mark = replace(m, duration=d, stream=s, read_at=now, stalled_s=stalled,
+                   advanced_since=advanced_since)  # fmt: skip
+    return replace(room, push=mark)
 
 
 def _health_rtmp(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
@@ -560,7 +634,17 @@ def _refreshing_command(room: Room, ev: Event, now: datetime, p: Policy) -> Resu
 def _refreshing_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     if room.wait is Wait.REFRESH_BACKOFF:
         return _refresh_now(room)
+    if _push_armed(room, p) and room.op is None:
+        # no CONNECTED callback, but callbacks can be lost: read the job, and let its
+        # stream_duration say whether the refresh worked (_health_observed decides)
+        return _show(replace(room, wait=None))
     why = f"no CONNECTED within {p.refresh_confirm_s:g}s of refresh"
+    return _refresh_failed(room, now, p, ev.jitter, why)
+
+
+def _refreshing_read_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    assert isinstance(ev, QueryFailed)
+    why = f"no CONNECTED within {p.refresh_confirm_s:g}s of refresh (read failed: {ev.error})"
     return _refresh_failed(room, now, p, ev.jitter, why)
 
 
@@ -651,7 +735,7 @@ def _ignore(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
 
 _ALL = tuple(RoomState)
 _RESTART = frozenset({S.RESTARTING, S.BACKOFF, S.QUARANTINED})
-_ADOPT = frozenset({S.LIVE, S.STARTING})
+_ADOPT = frozenset({S.LIVE, S.STARTING, S.DEGRADED, S.REFRESHING})
 _ON = {  # where an order ON leads from each state
     S.IDLE: {S.STARTING},
 }
@@ -722,6 +806,7 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.REFRESHING, TimerFired): _rule(_refreshing_timer, _RESTART),
     (S.REFRESHING, RtmpStateReported): _rule(_health_rtmp, S.LIVE, _RESTART),
     (S.REFRESHING, JobObserved): _rule(_health_observed, S.LIVE, _RESTART),
+    (S.REFRESHING, QueryFailed): _rule(_refreshing_read_failed, _RESTART),
     (S.REFRESHING, Poked): _rule(_poke_show),
     # --- RESTARTING: the broken job is being stopped
     (S.RESTARTING, JobStopped): _rule(_restart_stopped, S.BACKOFF),
@@ -785,13 +870,18 @@ def step(room: Room, event: Event, now: datetime, policy: Policy) -> Result:
     if isinstance(event, RtmpStateReported):
         if not _fresh_callback(room, event):
             return room, []
-        room = replace(room, rtmp_state=event.rtmp_state, rtmp_at=event.at)
+        push = room.push
+        if push is not None and not push.news:
+            push = replace(push, news=True)
+        room = replace(room, rtmp_state=event.rtmp_state, rtmp_at=event.at, push=push)
     if isinstance(event, JobObserved) and event.job_id is not None and event.job_id == room.job_id:
         if event.rtmp_state is not None:  # one copy, not two: every poll of every room
             room = replace(room, job_state=event.state, last_observed_at=now,
                            rtmp_state=event.rtmp_state, rtmp_at=now)  # fmt: skip
         else:
             room = replace(room, job_state=event.state, last_observed_at=now)
+        if event.stream_duration is not None:
+            room = _mark_push(room, event, now)
     rule = TABLE.get((room.state, type(event)))
     if rule is None:
         return room, []

@@ -128,6 +128,8 @@ class ObservedJob:
     job_id: str
     state: str
     rtmp_state: str | None = None
+    duration: float | None = None
+    stream_duration: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +182,10 @@ class JobObserved(OpResult):
     job_id: str | None
     state: str | None
     rtmp_state: str | None = None
+    duration: float | None = None
+    """The job's ``duration`` (seconds live) as the service reported it, when it did."""
+    stream_duration: float | None = None
+    """The job's ``stream_duration`` (seconds actually pushed), when reported: see PushMark."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -375,6 +381,31 @@ def _dt(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
+@dataclass(frozen=True, slots=True)
+class PushMark:
+    """What the reads of the room's job say about its push, to notice a dead link when the
+    callbacks are lost (the job read itself carries no RTMP state).
+
+    ``duration`` grows while the job is live and ``stream_duration`` only while it pushes, so
+    their difference, the *lag*, grows exactly while the link is down. ``lag_ref`` is the lag
+    at the last read that showed a whole interval of pushing; ``None`` until one has, so a
+    service that does not fill ``stream_duration`` while live (unconfirmed) never arms the
+    check. ``news``: a link callback arrived since then, so callbacks flow and a grown lag is
+    an outage they already told about. ``stalled_s``: how much the lag had grown at the last
+    read. ``advanced_since``: the stream grew between the read at this time and the last one.
+    Not persisted: a restarted daemon re-arms it from its next reads.
+    """
+
+    job_id: str
+    duration: float
+    stream: float
+    read_at: datetime
+    lag_ref: float | None = None
+    news: bool = False
+    stalled_s: float = 0.0
+    advanced_since: datetime | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Room:
     """Everything the machine knows about one room. Frozen: ``step`` returns a new one."""
@@ -413,6 +444,7 @@ class Room:
     next_retry_at: datetime | None = None
     last_error: str | None = None
     alert: str | None = None
+    push: PushMark | None = None  # not persisted (see PushMark)
 
     @property
     def window_key(self) -> str:
@@ -451,6 +483,8 @@ class Room:
         """Plain JSON-able dict for ``Store.save_room``."""
         out: dict[str, Any] = {}
         for f in fields(self):
+            if f.name == "push":
+                continue
             value = getattr(self, f.name)
             if isinstance(value, datetime):
                 value = value.isoformat()

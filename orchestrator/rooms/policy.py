@@ -37,6 +37,7 @@ class Policy:
     start_confirm_s: float = _D.start_confirm_s
     stop_confirm_s: float = _D.stop_confirm_s
     stale_after_s: float = _D.stale_after_s
+    stall_after_s: float = _D.stall_after_s
     stray_jobs: Literal["stop", "alert"] = _D.stray_jobs
     unrecovered_alert_s: float = _D.unrecovered_alert_s
     outputs: int = 1

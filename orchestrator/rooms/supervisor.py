@@ -140,7 +140,7 @@ class CloudPort(Protocol):
 # ----------------------------------------------------------------------------- outputs
 
 
-_NOT_DURABLE = frozenset({"last_observed_at", "rtmp_at", "seq", "timer_seq", "op_seq"})
+_NOT_DURABLE = frozenset({"last_observed_at", "rtmp_at", "seq", "timer_seq", "op_seq", "push"})
 """Room fields whose change alone is worth no store write and no transition. Observation
 stamps (of the job and of its link) and sequence counters change on every poll of a healthy
 LIVE room; after a restart a room reconciles from UNKNOWN anyway, so writing them would cost
@@ -232,6 +232,11 @@ def _state_of(job: _Job) -> str:
 def _rtmp_of(job: object) -> str | None:
     value = getattr(job, "rtmp_state", None)  # the real API has none; the emulator may add it
     return str(value) if value else None
+
+
+def _seconds(job: object, name: str) -> float | None:
+    value = getattr(job, name, None)  # duration / stream_duration: optional in every answer
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _short(exc: BaseException) -> str:
@@ -810,6 +815,7 @@ class RoomSupervisor:
             return QueryFailed(seq=a.seq, op="show", error=_short(exc), temporary=False)
         return JobObserved(
             seq=a.seq, job_id=a.job_id, state=_state_of(job) or None, rtmp_state=_rtmp_of(job),
+            duration=_seconds(job, "duration"), stream_duration=_seconds(job, "stream_duration"),
             cause="show",
         )  # fmt: skip
 
@@ -910,7 +916,13 @@ class RoomSupervisor:
         async for job in self._cloud.iter_tenant_job_briefs(states=_ACTIVE):
             if job.room_id:
                 by_room.setdefault(job.room_id, []).append(
-                    ObservedJob(job.job_id, _state_of(job), _rtmp_of(job))
+                    ObservedJob(
+                        job.job_id,
+                        _state_of(job),
+                        _rtmp_of(job),
+                        _seconds(job, "duration"),
+                        _seconds(job, "stream_duration"),
+                    )
                 )
         return by_room
 
@@ -958,6 +970,7 @@ class RoomSupervisor:
             if current is not None and current in jobs:
                 j = jobs[current]
                 ev = JobObserved(job_id=current, state=j.state, rtmp_state=j.rtmp_state,
+                                 duration=j.duration, stream_duration=j.stream_duration,
                                  cause="poll")  # fmt: skip
             elif current is not None:
                 ev = Poked(cause="poll:missing")

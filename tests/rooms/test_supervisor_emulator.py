@@ -109,10 +109,10 @@ class Env:
             snaps = self.sup.snapshots() if self.sup else []
             raise AssertionError(f"timed out waiting for {what}: {snaps}") from None
 
-    async def state(self, state: RoomState, what: str = "") -> None:
+    async def state(self, state: RoomState, what: str = "", timeout_s: float = 10.0) -> None:
         assert self.sup is not None
         sup = self.sup
-        await self.until(lambda: sup.snapshot(ROOM).state is state, what or state.value)
+        await self.until(lambda: sup.snapshot(ROOM).state is state, what or state.value, timeout_s)
 
     async def advance(self, seconds: float) -> None:
         """Move both clocks; the emulator first (its callbacks are flushed), then ours."""
@@ -286,3 +286,34 @@ async def test_5xx_storm_backs_off_without_crashing(env: Env) -> None:
     await env.until(lambda: sup.snapshot(ROOM).job_id is not None, "started at last")
     assert env.service.starts == 1
     assert env.task is not None and not env.task.done()
+
+
+async def test_lost_callbacks_dead_push_seen_in_reads_refreshed_and_confirmed(env: Env) -> None:
+    """Every callback is lost, then the push dies. Only the job reads show it: stream_duration
+    stops while duration runs on. The same job is refreshed and, with its CONNECTED callback
+    lost as well, confirmed live by a read."""
+    job = await go_live(env)
+    assert env.sup is not None
+    sup = env.sup
+    await sup.poll_once()
+    await env.advance(30)
+    await sup.poll_once()  # a whole interval of pushing: the check is armed
+    await env.admin("POST", "/_emulator/callbacks", {"drop_rate": 1.0})
+    await env.admin("POST", f"/_emulator/jobs/{job}/rtmp", {"state": "DISCONNECTED"})
+    await env.advance(30)
+    assert sup.snapshot(ROOM).state is S.LIVE  # no callback: nothing else knows
+    await sup.poll_once()  # 30 s behind, 3 x the 10 s grace: repair at once
+    await env.until(
+        lambda: [c["command"] for c in env.service.commands][-1:] == ["REFRESH_OUTPUT_URL"],
+        "refresh sent",
+    )
+    assert "push stalled" in (sup.snapshot(ROOM).last_error or "")
+    for _ in range(10):  # the link reconnects; refresh_confirm_s (10 s) passes; a read confirms
+        if sup.snapshot(ROOM).state is S.LIVE:
+            break
+        await env.advance(2)
+        with contextlib.suppress(AssertionError):
+            await env.state(S.LIVE, timeout_s=0.5)
+    assert sup.snapshot(ROOM).state is S.LIVE
+    assert sup.snapshot(ROOM).job_id == job and env.service.starts == 1
+    assert env.service.jobs[job].rtmp_state == "CONNECTED"
