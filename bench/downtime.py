@@ -7,7 +7,8 @@ the in-process :class:`EmulatorService` timestamps every change, so nothing is s
 Time is compressed with the emulator's ``time_scale`` (every simulated delay — waiting, connect,
 reconnect attempts, the 3-minute exit deadline, held drops — runs ``scale`` times faster), and
 both contestants are configured in simulated seconds divided by ``scale`` (the naive poller's
-60 s tick; liveorch's grace, backoffs, poll interval, watchdog). Reported figures are simulated
+60 s tick; liveorch's grace, backoffs, poll interval, watchdog), and the documented rate limits
+(the emulator's and liveorch's) are multiplied by ``scale``. Reported figures are simulated
 seconds (real seconds x scale). Real latencies (HTTP, the daemon's own reaction) are therefore
 inflated ``scale`` times: the compression is conservative for liveorch.
 
@@ -45,7 +46,7 @@ import httpx
 from bench._common import Emulator, Target, daemon, emulator, record, room_ids, scaled_recovery
 from bench.naive_poller import NaivePoller
 from orchestrator import logging as olog
-from orchestrator.emulator.service import Job
+from orchestrator.emulator.service import DEFAULT_RATE_LIMITS, Job
 
 EPISODE_MAX_SIM_S = 480.0
 SETTLE_SIM_S = 10.0
@@ -210,7 +211,22 @@ async def _script(
 
 
 def _emulator_kw(scale: float) -> dict[str, Any]:
-    return {"time_scale": scale, "waiting_s": 1.0, "connect_s": 1.0, "reconnect_interval_s": 5.0}
+    # the documented rate limits run `scale` times faster too (the emulator enforces them in
+    # real seconds): a 4/s command limit kept real would cost a second refresh 250 ms, shown
+    # here as 5 s of downtime
+    limits = {group: rate * scale for group, rate in DEFAULT_RATE_LIMITS.items()}
+    return {
+        "time_scale": scale, "waiting_s": 1.0, "connect_s": 1.0, "reconnect_interval_s": 5.0,
+        "rate_limits": limits,
+    }  # fmt: skip
+
+
+def _daemon_rates(scale: float) -> dict[str, dict[str, float]]:
+    from orchestrator.settings import CloudSettings
+
+    d = CloudSettings.model_fields
+    names = ("rate_start_per_s", "rate_query_per_s", "rate_write_per_s")
+    return {"cloud": {name: float(d[name].default) * scale for name in names}}
 
 
 async def _naive(rooms: list[str], scale: float, reps: int) -> dict[str, list[float]]:
@@ -231,7 +247,9 @@ async def _naive(rooms: list[str], scale: float, reps: int) -> dict[str, list[fl
 async def _liveorch(rooms: list[str], scale: float, reps: int) -> dict[str, list[float]]:
     async with emulator(rooms, **_emulator_kw(scale)) as emu:
         tracker = Tracker(emu, rooms)
-        async with daemon(emu.base_url, rooms, recovery=scaled_recovery(scale)) as d:
+        async with daemon(
+            emu.base_url, rooms, recovery=scaled_recovery(scale), extra=_daemon_rates(scale)
+        ) as d:
             await d.wait_ready()
             if not await tracker.wait_all_up(rooms, 120.0):
                 raise RuntimeError(f"liveorch did not bring every room up: {d.tail()}")

@@ -86,7 +86,9 @@ ALERT_QUARANTINED = "quarantined"
 ALERT_STRAY = "stray_jobs"
 ALERT_UNRECOVERED = "unrecovered"
 # Reads report duration and stream_duration together, but a service may round each on its own
-# (unconfirmed): an interval counts as "pushed throughout" within this many seconds.
+# (unconfirmed): an interval counts as "pushed throughout" within this many seconds, and never
+# within more than a quarter of stall_after_s (a drop just before a read is absorbed into the
+# reference and seen one read later; the slack must stay well below what it would hide).
 _PUSH_SLACK_S = 2.0
 
 
@@ -547,26 +549,23 @@ def _pushing_again(room: Room, now: datetime) -> bool:
     )  # fmt: skip
 
 
-def _mark_push(room: Room, ev: JobObserved, now: datetime) -> Room:
+def _next_push(m: PushMark | None, ev: JobObserved, now: datetime, p: Policy) -> PushMark | None:
     """Fold a read's ``duration``/``stream_duration`` into the room's :class:`PushMark`."""
-    d, s = ev.duration, ev.stream_duration
-    if d is None or s is None or ev.job_id is None:
-        return room
-    m = room.push
-    if m is None or m.job_id != ev.job_id:
-        return replace(room, push=PushMark(ev.job_id, d, s, now))
+    d, s, job_id = ev.duration, ev.stream_duration, ev.job_id
+    if d is None or s is None or job_id is None:
+        return m
+    if m is None or m.job_id != job_id:
+        return PushMark(job_id, d, s, now)
     dd, ds = d - m.duration, s - m.stream
     if dd <= 0:
-        return room  # the same read again, or an older one (answers can cross)
+        return m  # the same read again, or an older one (answers can cross)
     advanced_since = m.read_at if ds > 0 else None
-    if ds > 0 and dd - ds <= _PUSH_SLACK_S:  # pushed throughout: the new reference
-        return replace(room, push=PushMark(ev.job_id, d, s, now, d - s, False, 0.0, advanced_since))
+    if ds > 0 and dd - ds <= min(_PUSH_SLACK_S, p.stall_after_s / 4):  # pushed throughout
+        return PushMark(job_id, d, s, now, d - s, False, 0.0, advanced_since)
     stalled = 0.0
     if m.lag_ref is not None and not m.news:
         stalled = max(0.0, d - s - m.lag_ref)
-    mark = replace(m, duration=d, stream=s, read_at=now, stalled_s=stalled,
-                   advanced_since=advanced_since)  # fmt: skip
-    return replace(room, push=mark)
+    return PushMark(job_id, d, s, now, m.lag_ref, m.news, stalled, advanced_since)
 
 
 def _health_rtmp(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
@@ -875,13 +874,12 @@ def step(room: Room, event: Event, now: datetime, policy: Policy) -> Result:
             push = replace(push, news=True)
         room = replace(room, rtmp_state=event.rtmp_state, rtmp_at=event.at, push=push)
     if isinstance(event, JobObserved) and event.job_id is not None and event.job_id == room.job_id:
+        push = _next_push(room.push, event, now, policy)
         if event.rtmp_state is not None:  # one copy, not two: every poll of every room
-            room = replace(room, job_state=event.state, last_observed_at=now,
+            room = replace(room, job_state=event.state, last_observed_at=now, push=push,
                            rtmp_state=event.rtmp_state, rtmp_at=now)  # fmt: skip
         else:
-            room = replace(room, job_state=event.state, last_observed_at=now)
-        if event.stream_duration is not None:
-            room = _mark_push(room, event, now)
+            room = replace(room, job_state=event.state, last_observed_at=now, push=push)
     rule = TABLE.get((room.state, type(event)))
     if rule is None:
         return room, []
