@@ -171,6 +171,7 @@ class RecoverySettings(_Section):
     jitter: float = 0.2
     """± fraction applied to every backoff."""
     restart_backoff_s: float = 5.0
+    """Restart attempts since the room was last LIVE: the first at once, then this, doubling."""
     restart_backoff_max_s: float = 300.0
     quarantine_after: int = 5
     """K consecutive failed restarts within quarantine_window_s → QUARANTINED."""

@@ -225,7 +225,7 @@ def _to_backoff(
 ) -> Result:
     """Wait before the next list-and-start; the countdown is visible as ``next_retry_at``."""
     retries = room.retries + 1
-    at = _in(now, p.restart_delay(retries, u, retry_after))
+    at = _in(now, p.restart_wait(retries, u, retry_after))
     room = _go(_retire(room), S.BACKOFF, retries=retries, next_retry_at=at, op=None)
     return _with_timer(room, Wait.RETRY, at)
 
@@ -278,7 +278,7 @@ def _restart(room: Room, now: datetime, p: Policy, u: float, reason: str) -> Res
 
 def _after_restart_stop(room: Room, now: datetime, p: Policy, u: float) -> Result:
     """The broken job is stopped: wait the restart backoff (retries already counted)."""
-    at = _in(now, p.restart_delay(room.retries, u))
+    at = _in(now, p.restart_wait(room.retries, u))
     room = _go(_retire(room), S.BACKOFF, next_retry_at=at)
     return _with_timer(room, Wait.RETRY, at)
 

@@ -74,6 +74,15 @@ class Policy:
             delay = max(delay, retry_after)
         return delay
 
+    def restart_wait(self, retries: int, u: float, retry_after: float | None = None) -> float:
+        """Wait before list-and-start attempt number ``retries`` (1-based) since the room was
+        last LIVE: the first goes at once (a stream that was fine until now is not a crash
+        loop, and every second waited is dead air), then ``restart_delay`` from its start:
+        0, 5, 10, 20 s ... by default. A service ``Retry-After`` is still a floor."""
+        if retries <= 1:
+            return max(0.0, retry_after or 0.0)
+        return self.restart_delay(retries - 1, u, retry_after)
+
     @property
     def refresh_attempts(self) -> int:
         """Total REFRESH_OUTPUT_URL attempts of one ladder: tries * outputs."""

@@ -165,7 +165,7 @@ def test_ladder_widen_then_refresh_current_then_backup_then_restart() -> None:
     assert isinstance(stop, StopJob) and stop.job_id == "job-1"
     sim.feed(JobStopped(seq=stop.seq, job_id="job-1"))
     assert sim.room.state is S.BACKOFF
-    assert sim.room.next_retry_at == sim.now + timedelta(seconds=5)
+    assert sim.room.next_retry_at == sim.now  # the first restart since LIVE goes at once
     sim.fire()
     assert sim.room.state is S.STARTING
     lst = sim.one(ListJobs)
@@ -202,12 +202,18 @@ def test_connected_during_refresh_confirm_goes_live_and_resets_ladder() -> None:
     assert (sim.room.output_index, sim.room.refresh_try, sim.room.retries) == (0, 0, 0)
 
 
-def test_job_failed_restarts_without_a_stop_and_with_backoff() -> None:
+def test_job_failed_restarts_without_a_stop_at_once_then_with_backoff() -> None:
     sim = Sim()
     sim.go_live()
     sim.at(50).feed(JobObserved(job_id="job-1", state="FAILED"))
     assert sim.room.state is S.BACKOFF
     assert not [a for a in sim.actions if isinstance(a, StopJob)]
+    assert sim.timer().at == sim.now  # it was LIVE until now: no crash loop, no waiting
+    sim.fire()
+    sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+    start = sim.one(StartJob)
+    sim.feed(JobStarted(seq=start.seq, job_id="job-2"))  # type: ignore[attr-defined]
+    sim.at(60).feed(JobObserved(job_id="job-2", state="FAILED"))  # never got to LIVE
     assert sim.timer().at == sim.now + timedelta(seconds=5)
 
 
@@ -232,7 +238,7 @@ def test_restart_backoff_doubles_and_quarantine_after_k_failures() -> None:
         sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
         start = sim.one(StartJob)
         sim.feed(JobStarted(seq=start.seq, job_id=f"job-{i + 2}"))  # type: ignore[attr-defined]
-    assert delays == [5.0, 10.0]
+    assert delays == [0.0, 5.0]
     assert sim.room.state is S.QUARANTINED
     alert = sim.one(RaiseAlert)
     assert isinstance(alert, RaiseAlert) and alert.kind == "quarantined"
@@ -450,4 +456,4 @@ def test_unknown_start_with_nothing_listed_backs_off_instead_of_looping() -> Non
         assert not [a for a in sim.actions if isinstance(a, StartJob)]
         delays.append((sim.timer().at - sim.now).total_seconds())
         sim.fire()
-    assert delays == [5.0, 10.0, 20.0]
+    assert delays == [0.0, 5.0, 10.0]  # one retry at once, then backing off

@@ -232,10 +232,7 @@ async def test_job_failed_restarts(env: Env) -> None:
     first = await go_live(env)
     await env.admin("POST", f"/_emulator/jobs/{first}/fail")
     await env.service.callbacks.join()  # RTMP END
-    assert env.sup is not None
-    sup = env.sup
-    await env.until(lambda: sup.snapshot(ROOM).state is S.BACKOFF, "backoff after failure")
-    await env.advance(10)
+    # it was LIVE until now: the first restart does not wait for any clock
     await env.until(lambda: env.service.starts == 2, "restarted")
     await env.advance(3)
     await env.state(S.LIVE)
@@ -272,7 +269,7 @@ async def test_5xx_storm_backs_off_without_crashing(env: Env) -> None:
                                                   "count": 3})  # fmt: skip
     sup = env.start_supervisor()
     sup.post(ROOM, OrderChanged(order=Order.ON))
-    for attempt in (1, 2, 3):
+    for attempt in (2, 3):  # the first failed start is retried at once
         await env.until(
             lambda n=attempt: (
                 sup.snapshot(ROOM).state is S.BACKOFF  # type: ignore[misc]
