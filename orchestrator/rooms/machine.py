@@ -503,8 +503,9 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         return _enter_live(room, now, p)
     if _pushing_again(room, now):  # its CONNECTED callback was lost
         return _enter_live(replace(room, rtmp_state="CONNECTED"), now, p)
-    if room.state is S.REFRESHING and ev.seq is not None:
-        # the read asked for when the refresh's confirmation time ran out: still no push
+    if room.state is S.REFRESHING and ev.seq is not None and room.wait is None:
+        # the read asked for when the refresh's confirmation time ran out (a poke's read
+        # leaves the confirmation timer running): still no push
         why = f"no push within {p.refresh_confirm_s:g}s of refresh (stream_duration)"
         return _refresh_failed(room, now, p, ev.jitter, why)
     return room, []

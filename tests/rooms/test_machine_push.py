@@ -17,6 +17,7 @@ from orchestrator.rooms.model import (
     JobsListed,
     ObservedJob,
     Order,
+    Poked,
     QueryFailed,
     RefreshOutput,
     ResetExitConfig,
@@ -225,3 +226,12 @@ def test_adopting_a_job_whose_link_is_reported_down_repairs_it() -> None:
     assert sim.room.state is S.DEGRADED and sim.room.job_id == "job-1"
     assert sim.room.wait is Wait.GRACE
     assert sim.timer().at == sim.now + timedelta(seconds=10)
+
+
+def test_a_pokes_read_during_the_refresh_confirmation_does_not_fail_the_refresh() -> None:
+    sim = armed()
+    _stalled_and_refreshed(sim)
+    sim.at(92).feed(Poked(cause="callback:unknown_job"))
+    show = sim.one(ShowJob)
+    read(sim, 93, 95, 66, seq=show.seq)  # not pushing yet: the link is still connecting
+    assert sim.room.state is S.REFRESHING and sim.room.wait is Wait.REFRESH_CONFIRM
