@@ -502,7 +502,7 @@ async def emulator_process(
 
 # Durations of the recovery ladder that a time-compressed bench divides by its scale.
 _SCALED_RECOVERY = (
-    "grace_s", "refresh_backoff_s", "refresh_confirm_s", "restart_backoff_s",
+    "grace_s", "refresh_backoff_s", "refresh_confirm_s", "restart_backoff_s", "api_retry_s",
     "restart_backoff_max_s", "quarantine_window_s", "start_confirm_s", "stop_confirm_s",
     "stale_after_s", "stall_after_s", "poll_interval_s", "unrecovered_alert_s",
 )  # fmt: skip

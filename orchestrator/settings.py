@@ -173,6 +173,10 @@ class RecoverySettings(_Section):
     restart_backoff_s: float = 5.0
     """Restart attempts since the room was last LIVE: the first at once, then this, doubling."""
     restart_backoff_max_s: float = 300.0
+    api_retry_s: float = 2.0
+    """A list-and-start that failed on a temporary API error (5xx, 429) is retried after this,
+    growing by api_retry_factor up to restart_backoff_max_s; Retry-After is a floor."""
+    api_retry_factor: float = 1.5
     quarantine_after: int = 5
     """K consecutive failed restarts within quarantine_window_s → QUARANTINED."""
     quarantine_window_s: float = 1800.0

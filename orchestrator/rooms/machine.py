@@ -221,11 +221,21 @@ def _adopt(room: Room, jobs: list[ObservedJob], now: datetime, p: Policy) -> Res
 
 
 def _to_backoff(
-    room: Room, now: datetime, p: Policy, u: float, *, retry_after: float | None = None
+    room: Room,
+    now: datetime,
+    p: Policy,
+    u: float,
+    *,
+    retry_after: float | None = None,
+    api_error: bool = False,
 ) -> Result:
-    """Wait before the next list-and-start; the countdown is visible as ``next_retry_at``."""
+    """Wait before the next list-and-start; the countdown is visible as ``next_retry_at``.
+
+    ``api_error``: the attempt failed on a temporary API error (5xx, 429), not because a job
+    failed: the gentler ``api_retry_wait`` (each attempt lists first, so retrying is safe)."""
     retries = room.retries + 1
-    at = _in(now, p.restart_wait(retries, u, retry_after))
+    wait = p.api_retry_wait if api_error else p.restart_wait
+    at = _in(now, wait(retries, u, retry_after))
     room = _go(_retire(room), S.BACKOFF, retries=retries, next_retry_at=at, op=None)
     return _with_timer(room, Wait.RETRY, at)
 
@@ -407,7 +417,9 @@ def _list_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         at = _in(now, p.restart_delay(retries, ev.jitter, ev.retry_after))
         room = replace(room, retries=retries, next_retry_at=at, last_error=ev.error)
         return _with_timer(room, Wait.RETRY, at)
-    return _to_backoff(_error(room, ev.error), now, p, ev.jitter, retry_after=ev.retry_after)
+    return _to_backoff(
+        _error(room, ev.error), now, p, ev.jitter, retry_after=ev.retry_after, api_error=True
+    )
 
 
 def _retry_list(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
@@ -446,7 +458,7 @@ def _start_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     if ev.outcome_unknown:
         return _list(replace(room, start_unknown=True))  # a job may exist: look first
     if ev.temporary:
-        return _to_backoff(room, now, p, ev.jitter, retry_after=ev.retry_after)
+        return _to_backoff(room, now, p, ev.jitter, retry_after=ev.retry_after, api_error=True)
     return _quarantine(room, f"start refused: {ev.error}")
 
 

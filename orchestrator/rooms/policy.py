@@ -32,6 +32,8 @@ class Policy:
     jitter: float = _D.jitter
     restart_backoff_s: float = _D.restart_backoff_s
     restart_backoff_max_s: float = _D.restart_backoff_max_s
+    api_retry_s: float = _D.api_retry_s
+    api_retry_factor: float = _D.api_retry_factor
     quarantine_after: int = _D.quarantine_after
     quarantine_window_s: float = _D.quarantine_window_s
     start_confirm_s: float = _D.start_confirm_s
@@ -82,6 +84,17 @@ class Policy:
         if retries <= 1:
             return max(0.0, retry_after or 0.0)
         return self.restart_delay(retries - 1, u, retry_after)
+
+    def api_retry_wait(self, retries: int, u: float, retry_after: float | None = None) -> float:
+        """Like :meth:`restart_wait`, after an attempt that failed on a temporary API error:
+        ``api_retry_s * api_retry_factor^(n-2)`` (0, 2, 3, 4.5 … s by default), capped by
+        ``restart_backoff_max_s``. A gateway that fails some of the calls lets a start through
+        within seconds; doubling from 5 s waited 35 s for a fourth try."""
+        if retries <= 1:
+            return max(0.0, retry_after or 0.0)
+        base = self.api_retry_s * self.api_retry_factor ** min(retries - 2, 60)
+        delay = min(self.restart_backoff_max_s, self.jittered(base, u))
+        return delay if retry_after is None else max(delay, retry_after)
 
     @property
     def refresh_attempts(self) -> int:

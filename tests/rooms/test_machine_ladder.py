@@ -457,3 +457,20 @@ def test_unknown_start_with_nothing_listed_backs_off_instead_of_looping() -> Non
         delays.append((sim.timer().at - sim.now).total_seconds())
         sim.fire()
     assert delays == [0.0, 5.0, 10.0]  # one retry at once, then backing off
+
+
+def test_temporary_start_errors_retry_sooner_than_job_failures() -> None:
+    """A gateway failing some calls (5xx/429): each attempt lists first, so retrying is safe,
+    and 0, 2, 3, 4.5 s gets a start through a partial storm; job failures keep 0, 5, 10 s."""
+    sim = Sim()
+    sim.feed(OrderChanged(order=Order.ON))
+    delays = []
+    for _ in range(4):
+        sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+        start = sim.one(StartJob)
+        sim.feed(JobStartFailed(seq=start.seq, error="503", temporary=True))  # type: ignore[attr-defined]
+        assert sim.room.state is S.BACKOFF
+        delays.append((sim.timer().at - sim.now).total_seconds())
+        sim.fire()
+    assert delays == [0.0, 2.0, 3.0, 4.5]
+    assert sim.room.restart_failures == ()  # API errors are not job failures: no quarantine

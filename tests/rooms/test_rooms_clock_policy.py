@@ -60,4 +60,11 @@ def test_policy_from_settings_and_backoffs() -> None:
     assert q.restart_delay(1, 0.5) == 5
     assert q.restart_delay(20, 0.99) == 300  # capped
     assert q.restart_delay(1, 0.5, retry_after=60) == 60
+    # attempts since the room was last LIVE: the first at once, then the backoff
+    assert [q.restart_wait(n, 0.5) for n in range(1, 5)] == [0.0, 5.0, 10.0, 20.0]
+    assert q.restart_wait(1, 0.5, retry_after=7) == 7
+    # after temporary API errors: gentler, same cap, same Retry-After floor
+    assert [q.api_retry_wait(n, 0.5) for n in range(1, 5)] == [0.0, 2.0, 3.0, 4.5]
+    assert q.api_retry_wait(40, 0.99) == 300
+    assert q.api_retry_wait(3, 0.5, retry_after=30) == 30
     assert q.refresh_attempts == 3
