@@ -8,7 +8,8 @@ Time is compressed with the emulator's ``time_scale`` (every simulated delay —
 reconnect attempts, the 3-minute exit deadline, held drops — runs ``scale`` times faster), and
 both contestants are configured in simulated seconds divided by ``scale`` (the naive poller's
 60 s tick; liveorch's grace, backoffs, poll interval, watchdog), and the documented rate limits
-(the emulator's and liveorch's) are multiplied by ``scale``. Reported figures are simulated
+(the emulator's and liveorch's) are multiplied by ``scale`` and liveorch's read-retry wait
+divided by it. Reported figures are simulated
 seconds (real seconds x scale). Real latencies (HTTP, the daemon's own reaction) are therefore
 inflated ``scale`` times: the compression is conservative for liveorch.
 
@@ -226,7 +227,10 @@ def _daemon_rates(scale: float) -> dict[str, dict[str, float]]:
 
     d = CloudSettings.model_fields
     names = ("rate_start_per_s", "rate_query_per_s", "rate_write_per_s")
-    return {"cloud": {name: float(d[name].default) * scale for name in names}}
+    cloud = {name: float(d[name].default) * scale for name in names}
+    # the client's own wait before re-sending a failed read is a delay like any other
+    cloud["read_retry_backoff_s"] = float(d["read_retry_backoff_s"].default) / scale
+    return {"cloud": cloud}
 
 
 async def _naive(rooms: list[str], scale: float, reps: int) -> dict[str, list[float]]:

@@ -170,6 +170,7 @@ class Daemon:
             app_user_id=c.app_user_id,
             timeout=timeout,
             on_call=self._on_api_call,
+            backoff_base=c.read_retry_backoff_s,
         )
 
     def _on_api_call(self, operation: str, code: str, seconds: float) -> None:

@@ -83,6 +83,9 @@ class CloudSettings(_Section):
     read_timeout_s: float = 15.0
     """A call whose answer does not come in time fails; for a start this means 'outcome
     unknown', and the room lists its jobs before trying again (never a blind retry)."""
+    read_retry_backoff_s: float = 0.5
+    """A read (list/show) that failed on a network or temporary error is sent again after this,
+    then twice as long (two retries, at most 10 s, Retry-After honoured); writes never are."""
     rate_start_per_s: float = 4.0
     rate_query_per_s: float = 20.0
     rate_write_per_s: float = 4.0
