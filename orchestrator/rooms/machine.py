@@ -506,6 +506,10 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
                 f"push stalled: stream_duration {stalled:.0f}s behind duration, no callback"
             ))  # fmt: skip
             return _degrade(room, now, p, down_s=stalled)
+        if (due := _push_recheck_at(room, now, p)) is not None:
+            # falling behind, not yet by stall_after_s: read again when it would be, rather
+            # than a whole poll interval later
+            return _with_timer(room, Wait.PUSH_CHECK, due)
         if room.wait is Wait.STALE:
             # the watchdog re-arms itself from last_observed_at when it fires: re-arming on
             # every poll meant a new timer per room per poll (10,000 rooms: 500 a second)
@@ -539,6 +543,17 @@ def _stalled(room: Room, now: datetime, p: Policy) -> float | None:
     if p.stall_after_s <= 0 or m is None or m.job_id != room.job_id or m.read_at != now:
         return None
     return m.stalled_s if m.stalled_s >= p.stall_after_s else None
+
+
+def _push_recheck_at(room: Room, now: datetime, p: Policy) -> datetime | None:
+    """When to read again after this read showed the push behind, but by less than the
+    threshold (None: it did not)."""
+    m = room.push
+    if p.stall_after_s <= 0 or m is None or m.job_id != room.job_id or m.read_at != now:
+        return None
+    if m.lag_ref is None or m.news or not 0 < m.stalled_s < p.stall_after_s:
+        return None
+    return _in(now, p.stall_after_s - m.stalled_s)
 
 
 def _push_armed(room: Room, p: Policy) -> bool:
@@ -594,9 +609,14 @@ def _health_rtmp(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
 
 def _live_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     """Stale watchdog: nothing confirmed the job for stale_after_s — re-read it. (If something
-    did since the timer was set, it only moves the timer to stale_after_s after that.)"""
+    did since the timer was set, it only moves the timer to stale_after_s after that.) A push
+    check re-reads the job in any case."""
     seen = room.last_observed_at
-    if seen is not None and (due := _in(seen, p.stale_after_s)) > now:
+    if (
+        room.wait is not Wait.PUSH_CHECK
+        and seen is not None
+        and (due := _in(seen, p.stale_after_s)) > now
+    ):
         return _with_timer(room, Wait.STALE, due)
     room, actions = _show(room)
     room, more = _with_timer(room, Wait.STALE, _in(now, p.stale_after_s))

@@ -361,6 +361,7 @@ class Wait(StrEnum):
 
     START_CONFIRM = "START_CONFIRM"  # STARTING: PROCESSING + CONNECTED due
     STALE = "STALE"  # LIVE: re-read the job if nothing confirmed it
+    PUSH_CHECK = "PUSH_CHECK"  # LIVE: a read showed the push falling behind; read again
     GRACE = "GRACE"  # DEGRADED: the service's own reconnect
     REFRESH_CONFIRM = "REFRESH_CONFIRM"  # REFRESHING: a refresh should have reconnected
     REFRESH_BACKOFF = "REFRESH_BACKOFF"  # REFRESHING: before the next refresh

@@ -73,11 +73,12 @@ def test_a_short_stall_gets_the_rest_of_the_grace() -> None:
     assert sim.timer().at == T0 + timedelta(seconds=94)  # 84 + 10 s grace
 
 
-def test_a_stall_below_the_threshold_changes_nothing_and_accumulates() -> None:
+def test_a_stall_below_the_threshold_only_schedules_a_read_and_accumulates() -> None:
     sim = armed()
     read(sim, 63, 65, 60)  # no push for 3 s: under the 10 s threshold
-    assert sim.room.state is S.LIVE and sim.actions == []
-    read(sim, 68, 70, 60)  # 8 s
+    assert sim.room.state is S.LIVE
+    assert sim.timer().at == T0 + timedelta(seconds=70)  # read again when it would be 10 s
+    read(sim, 68, 70, 60)  # 8 s (a poll came first)
     assert sim.room.state is S.LIVE
     read(sim, 71, 73, 60)  # 11 s
     assert sim.room.state is S.REFRESHING
@@ -235,3 +236,26 @@ def test_a_pokes_read_during_the_refresh_confirmation_does_not_fail_the_refresh(
     show = sim.one(ShowJob)
     read(sim, 93, 95, 66, seq=show.seq)  # not pushing yet: the link is still connecting
     assert sim.room.state is S.REFRESHING and sim.room.wait is Wait.REFRESH_CONFIRM
+
+
+def test_a_push_falling_behind_is_read_again_when_it_would_cross_the_threshold() -> None:
+    """A read shows 3 s without push: not a stall yet, but rather than a whole poll interval
+    later, the job is read again when the threshold would be reached."""
+    sim = armed()
+    read(sim, 90, 92, 87)  # no push since t=87: 3 s behind
+    assert sim.room.state is S.LIVE and sim.room.wait is Wait.PUSH_CHECK
+    assert sim.timer().at == T0 + timedelta(seconds=97)  # 90 + (10 - 3)
+    sim.fire()
+    show = sim.one(ShowJob)
+    read(sim, 97, 99, 87, seq=show.seq)  # 10 s behind now
+    assert sim.room.state is S.REFRESHING
+
+
+def test_a_push_check_that_finds_it_pushing_goes_back_to_the_watchdog() -> None:
+    sim = armed()
+    read(sim, 90, 92, 87)
+    sim.fire()
+    show = sim.one(ShowJob)
+    read(sim, 97, 99, 94, seq=show.seq)  # pushed the last 7 s: it had only hiccupped
+    assert sim.room.state is S.LIVE and sim.room.wait is Wait.STALE
+    assert sim.room.push is not None and sim.room.push.stalled_s == 0
