@@ -83,7 +83,7 @@ class CloudSettings(_Section):
     read_timeout_s: float = 15.0
     """A call whose answer does not come in time fails; for a start this means 'outcome
     unknown', and the room lists its jobs before trying again (never a blind retry)."""
-    read_retry_backoff_s: float = 0.5
+    read_retry_backoff_s: float = Field(0.5, ge=0)
     """A read (list/show) that failed on a network or temporary error is sent again after this,
     then twice as long (two retries, at most 10 s, Retry-After honoured); writes never are."""
     rate_start_per_s: float = 4.0
@@ -161,43 +161,43 @@ class CallbackSettings(_Section):
 class RecoverySettings(_Section):
     """The recovery ladder. Every number can be overridden per room."""
 
-    grace_s: float = 10.0
+    grace_s: float = Field(10.0, ge=0)
     """DEGRADED: wait this long for the service's own reconnect before refreshing."""
-    widen_exit_minutes: int = 10
+    widen_exit_minutes: int = Field(10, ge=0)
     """RESET_EXIT_CONFIG max_exception_waiting_duration before the first refresh (0 = don't)."""
-    refresh_tries: int = 3
+    refresh_tries: int = Field(3, ge=0)
     """REFRESH_OUTPUT_URL attempts per output URL (current, then each backup)."""
-    refresh_backoff_s: float = 2.0
-    refresh_backoff_factor: float = 1.5
-    refresh_confirm_s: float = 10.0
+    refresh_backoff_s: float = Field(2.0, ge=0)
+    refresh_backoff_factor: float = Field(1.5, ge=1)
+    refresh_confirm_s: float = Field(10.0, ge=0)
     """How long a refresh may take to bring the link back to CONNECTED."""
-    jitter: float = 0.2
+    jitter: float = Field(0.2, ge=0, le=1)
     """± fraction applied to every backoff."""
-    restart_backoff_s: float = 5.0
+    restart_backoff_s: float = Field(5.0, ge=0)
     """Restart attempts since the room was last LIVE: the first at once, then this, doubling."""
-    restart_backoff_max_s: float = 300.0
-    api_retry_s: float = 2.0
+    restart_backoff_max_s: float = Field(300.0, ge=0)
+    api_retry_s: float = Field(2.0, ge=0)
     """A list-and-start that failed on a temporary API error (5xx, 429) is retried after this,
     growing by api_retry_factor up to restart_backoff_max_s; Retry-After is a floor."""
-    api_retry_factor: float = 1.5
-    quarantine_after: int = 5
+    api_retry_factor: float = Field(1.5, ge=1)
+    quarantine_after: int = Field(5, ge=0)
     """K consecutive failed restarts within quarantine_window_s → QUARANTINED."""
-    quarantine_window_s: float = 1800.0
-    start_confirm_s: float = 120.0
+    quarantine_window_s: float = Field(1800.0, ge=0)
+    start_confirm_s: float = Field(120.0, ge=0)
     """A started job must be PROCESSING+CONNECTED within this, or it is restarted."""
-    stop_confirm_s: float = 60.0
-    stale_after_s: float = 90.0
+    stop_confirm_s: float = Field(60.0, ge=0)
+    stale_after_s: float = Field(90.0, gt=0)
     """LIVE with no confirming observation for this long → re-read the job."""
-    stall_after_s: float = 10.0
+    stall_after_s: float = Field(10.0, ge=0)
     """A read of the job shows its ``stream_duration`` fell this many seconds behind its
     ``duration`` since the last read that showed it pushing, with no link callback meanwhile:
     the push is dead and the callbacks were lost → handled as a drop (0 = off). Relies on the
     service advancing ``stream_duration`` while live (unconfirmed); until two reads show it
     advancing with ``duration``, the check stays unarmed."""
-    poll_interval_s: float = 30.0
+    poll_interval_s: float = Field(30.0, gt=0)
     stray_jobs: Literal["stop", "alert"] = "stop"
     """Extra jobs found in a room we own: stop them, or only alert."""
-    unrecovered_alert_s: float = 120.0
+    unrecovered_alert_s: float = Field(120.0, ge=0)
     """Alert when a drop is not recovered within this many seconds."""
 
 

@@ -61,3 +61,21 @@ async def test_failed_flush_is_retried_without_loss_or_double_count(
         assert rows["r2"].live_s == 100
     finally:
         await daemon.store.close()
+
+
+async def test_cloud_read_retry_backoff_reaches_the_client(tmp_path: Path) -> None:
+    """``cloud.read_retry_backoff_s`` is the client's first wait before re-sending a read."""
+    settings = Settings.model_validate(
+        {
+            "store": {"url": f"sqlite+aiosqlite:///{tmp_path / 's.db'}"},
+            "cloud": {"project_id": "p", "base_url": "http://127.0.0.1:9",
+                      "read_retry_backoff_s": 0.25},
+        }
+    )  # fmt: skip
+    daemon = Daemon(settings)
+    client = daemon._build_client()
+    try:
+        assert 0.125 <= client._backoff(0, None) <= 0.25  # base x [0.5, 1) jitter
+        assert 0.25 <= client._backoff(1, None) <= 0.5
+    finally:
+        await daemon._http.aclose()

@@ -38,6 +38,12 @@ def test_example_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
         ("[[rooms]]\nid = 'a'\n[[rooms]]\nid = 'a'\n", "appears twice"),
         ("[[rooms]]\nid = 'a'\nrecovery = { grace = 1 }\n", "unknown recovery override"),
         ("[[rooms]]\nid = 'a'\nrecovery = { grace_s = 'soon' }\n", "grace_s"),
+        ("[recovery]\ngrace_s = -1\n", ":2: recovery.grace_s"),
+        ("[recovery]\npoll_interval_s = 0\n", ":2: recovery.poll_interval_s"),
+        ("[recovery]\njitter = 1.5\n", ":2: recovery.jitter"),
+        ("[recovery]\napi_retry_factor = 0.5\n", ":2: recovery.api_retry_factor"),
+        ("[[rooms]]\nid = 'a'\nrecovery = { stall_after_s = -5 }\n", "stall_after_s"),
+        ("[cloud]\nread_retry_backoff_s = -1\n", ":2: cloud.read_retry_backoff_s"),
         (
             "[[rooms]]\nid = 'a'\nwindows = [{ cron = '61 8 * * *', duration = '1h' }]\n",
             "rooms.0.windows",
