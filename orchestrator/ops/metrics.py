@@ -58,11 +58,10 @@ class _SlaCollector:
         self._scheduled: dict[str, float] = {}
 
     def add(self, room_id: str, live_s: float, scheduled_s: float) -> None:
-        if live_s < 0 or scheduled_s < 0:
-            raise ValueError("SLA seconds only grow")
-        # a room with a flush shows both series, at 0 if need be (like Counter children did)
-        self._live[room_id] = self._live.get(room_id, 0.0) + live_s
-        self._scheduled[room_id] = self._scheduled.get(room_id, 0.0) + scheduled_s
+        # counters only grow: a negative delta (a clock step back) is dropped, never raised
+        # in the middle of a flush; a flushed room shows both series, at 0 if need be
+        self._live[room_id] = self._live.get(room_id, 0.0) + max(0.0, live_s)
+        self._scheduled[room_id] = self._scheduled.get(room_id, 0.0) + max(0.0, scheduled_s)
 
     def forget(self, room_id: str) -> None:
         self._live.pop(room_id, None)

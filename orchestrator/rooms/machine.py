@@ -517,7 +517,7 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         return _with_timer(room, Wait.STALE, _in(now, p.stale_after_s))
     if ev.rtmp_state == "CONNECTED":
         return _enter_live(room, now, p)
-    if _pushing_again(room, now):  # its CONNECTED callback was lost
+    if _pushing_again(room, now, p):  # its CONNECTED callback was lost
         return _enter_live(replace(room, rtmp_state="CONNECTED"), now, p)
     if room.state is S.REFRESHING and ev.seq is not None and room.wait is None:
         # the read asked for when the refresh's confirmation time ran out (a poke's read
@@ -537,21 +537,27 @@ def _degrade(room: Room, now: datetime, p: Policy, *, down_s: float = 0.0) -> Re
     return _with_timer(room, Wait.GRACE, _in(since, p.grace_s))
 
 
-def _stalled(room: Room, now: datetime, p: Policy) -> float | None:
-    """Seconds the push has been dead, when this very read showed it and no callback did."""
+def _this_read(room: Room, now: datetime, p: Policy) -> PushMark | None:
+    """The room's PushMark when the read being handled made it, for its current job, with the
+    check on (``stall_after_s > 0``); None otherwise."""
     m = room.push
     if p.stall_after_s <= 0 or m is None or m.job_id != room.job_id or m.read_at != now:
         return None
-    return m.stalled_s if m.stalled_s >= p.stall_after_s else None
+    return m
+
+
+def _stalled(room: Room, now: datetime, p: Policy) -> float | None:
+    """Seconds the push has been dead, when this very read showed it and no callback did."""
+    m = _this_read(room, now, p)
+    return m.stalled_s if m is not None and m.stalled_s >= p.stall_after_s else None
 
 
 def _push_recheck_at(room: Room, now: datetime, p: Policy) -> datetime | None:
     """When to read again after this read showed the push behind, but by less than the
-    threshold (None: it did not)."""
-    m = room.push
-    if p.stall_after_s <= 0 or m is None or m.job_id != room.job_id or m.read_at != now:
-        return None
-    if m.lag_ref is None or m.news or not 0 < m.stalled_s < p.stall_after_s:
+    threshold (None: it did not). ``stalled_s`` is only ever > 0 for an armed mark with no
+    callback since its reference."""
+    m = _this_read(room, now, p)
+    if m is None or not 0 < m.stalled_s < p.stall_after_s:
         return None
     return _in(now, p.stall_after_s - m.stalled_s)
 
@@ -567,14 +573,16 @@ def _push_armed(room: Room, p: Policy) -> bool:
     )
 
 
-def _pushing_again(room: Room, now: datetime) -> bool:
+def _pushing_again(room: Room, now: datetime, p: Policy) -> bool:
     """This read shows the stream grew since a read taken after the drop began."""
-    m = room.push
+    m = _this_read(room, now, p)
+    since = room.drop_since
     return (
-        m is not None and m.job_id == room.job_id and m.read_at == now
-        and m.advanced_since is not None and room.drop_since is not None
-        and m.advanced_since >= room.drop_since
-    )  # fmt: skip
+        m is not None
+        and m.advanced_since is not None
+        and since is not None
+        and (m.advanced_since >= since)
+    )
 
 
 def _next_push(m: PushMark | None, ev: JobObserved, now: datetime, p: Policy) -> PushMark | None:
@@ -675,7 +683,11 @@ def _refreshing_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result
 
 
 def _refreshing_read_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """The confirmation read failed: count the refresh as failed. A poke's failed read (the
+    confirmation timer still running) changes nothing."""
     assert isinstance(ev, QueryFailed)
+    if room.wait is not None:
+        return room, []
     why = f"no CONNECTED within {p.refresh_confirm_s:g}s of refresh (read failed: {ev.error})"
     return _refresh_failed(room, now, p, ev.jitter, why)
 

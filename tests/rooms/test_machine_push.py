@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from test_machine_ladder import T0, S, Sim
 
 from orchestrator.rooms.model import (
@@ -259,3 +260,26 @@ def test_a_push_check_that_finds_it_pushing_goes_back_to_the_watchdog() -> None:
     read(sim, 97, 99, 94, seq=show.seq)  # pushed the last 7 s: it had only hiccupped
     assert sim.room.state is S.LIVE and sim.room.wait is Wait.STALE
     assert sim.room.push is not None and sim.room.push.stalled_s == 0
+
+
+def test_a_pokes_failed_read_during_the_refresh_confirmation_changes_nothing() -> None:
+    sim = armed()
+    _stalled_and_refreshed(sim)
+    sim.at(92).feed(Poked(cause="poll:missing"))
+    show = sim.one(ShowJob)
+    sim.feed(QueryFailed(seq=show.seq, op="show", error="503"))
+    assert sim.room.state is S.REFRESHING and sim.room.wait is Wait.REFRESH_CONFIRM
+
+
+@pytest.mark.parametrize(("stall_after_s", "live"), [(10.0, True), (0.0, False)])
+def test_reads_confirm_a_recovery_only_when_the_check_is_on(
+    stall_after_s: float, live: bool
+) -> None:
+    """Callback-reported drop, its CONNECTED lost; reads after the drop show the stream
+    growing again. With stall_after_s = 0 the reads are not trusted for anything."""
+    sim = armed(Policy(stall_after_s=stall_after_s))
+    sim.at(100).rtmp("DISCONNECTED")
+    assert sim.room.state is S.DEGRADED
+    read(sim, 101, 103, 99)  # after the drop: not pushing
+    read(sim, 105, 107, 103)  # pushed since the read at 101
+    assert (sim.room.state is S.LIVE) is live
