@@ -183,6 +183,11 @@ class RecoverySettings(_Section):
     quarantine_after: int = Field(5, ge=0)
     """K consecutive failed restarts within quarantine_window_s → QUARANTINED."""
     quarantine_window_s: float = Field(1800.0, ge=0)
+    stable_after_s: float = Field(60.0, ge=0)
+    """A room that reached LIVE has recovered (the restart backoff and the quarantine count
+    start over) only once it has stayed LIVE this long: a job that fails sooner was a failed
+    restart, so a job that dies seconds after every start backs off and is quarantined instead
+    of restarting at once forever (0 = recovered on reaching LIVE)."""
     start_confirm_s: float = Field(120.0, ge=0)
     """A started job must be PROCESSING+CONNECTED within this, or it is restarted."""
     stop_confirm_s: float = Field(60.0, ge=0)

@@ -181,11 +181,28 @@ def _error(room: Room, message: str) -> Room:
 
 
 def _enter_live(room: Room, now: datetime, p: Policy) -> Result:
+    """On air. The refresh ladder starts over; the restart backoff and quarantine count only
+    once the room has stayed LIVE for ``stable_after_s`` (see ``_settle``)."""
     room = _go(
-        room, S.LIVE, retries=0, restart_failures=(), output_index=0, refresh_try=0,
-        drop_since=None, next_retry_at=None, last_error=None,
+        room, S.LIVE, output_index=0, refresh_try=0, drop_since=None, next_retry_at=None,
+        last_error=None,
     )  # fmt: skip
+    if p.stable_after_s <= 0:
+        room = replace(room, retries=0, restart_failures=())
     return _with_timer(room, Wait.STALE, _in(room.last_observed_at or now, p.stale_after_s))
+
+
+def _settle(room: Room, now: datetime, p: Policy) -> Room:
+    """A room LIVE for ``stable_after_s`` has recovered: its restart backoff and quarantine
+    count start over. Checked lazily on each of its events (polls and the watchdog reach every
+    LIVE room), and before the event's rule, so a failure after a stable spell is a first one.
+    Reset on reaching LIVE instead, a job that died seconds after every start was restarted at
+    once forever: never backing off, never quarantined."""
+    if not (room.retries or room.restart_failures) or room.state is not S.LIVE:
+        return room
+    if room.since is None or (now - room.since).total_seconds() < p.stable_after_s:
+        return room
+    return replace(room, retries=0, restart_failures=())
 
 
 def _adopt(room: Room, jobs: list[ObservedJob], now: datetime, p: Policy) -> Result:
@@ -925,6 +942,7 @@ def step(room: Room, event: Event, now: datetime, policy: Policy) -> Result:
                            rtmp_state=event.rtmp_state, rtmp_at=now)  # fmt: skip
         else:
             room = replace(room, job_state=event.state, last_observed_at=now, push=push)
+    room = _settle(room, now, policy)
     rule = TABLE.get((room.state, type(event)))
     if rule is None:
         return room, []

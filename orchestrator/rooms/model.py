@@ -434,7 +434,7 @@ class Room:
     seq: int = 0  # last sequence number handed out (ops and timers share it)
     # ladder counters
     attempt: int = 0  # start attempts in this window (start-intent key)
-    retries: int = 0  # consecutive failed attempts since the last LIVE (backoff exponent)
+    retries: int = 0  # failed attempts since the room was last stably LIVE (backoff exponent)
     restart_failures: tuple[datetime, ...] = ()  # job failures within quarantine_window_s
     output_index: int = 0
     refresh_try: int = 0  # tries on the current output

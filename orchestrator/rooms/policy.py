@@ -36,6 +36,7 @@ class Policy:
     api_retry_factor: float = _D.api_retry_factor
     quarantine_after: int = _D.quarantine_after
     quarantine_window_s: float = _D.quarantine_window_s
+    stable_after_s: float = _D.stable_after_s
     start_confirm_s: float = _D.start_confirm_s
     stop_confirm_s: float = _D.stop_confirm_s
     stale_after_s: float = _D.stale_after_s
@@ -78,9 +79,10 @@ class Policy:
 
     def restart_wait(self, retries: int, u: float, retry_after: float | None = None) -> float:
         """Wait before list-and-start attempt number ``retries`` (1-based) since the room was
-        last LIVE: the first goes at once (a stream that was fine until now is not a crash
-        loop, and every second waited is dead air), then ``restart_delay`` from its start:
-        0, 5, 10, 20 s ... by default. A service ``Retry-After`` is still a floor."""
+        last stably LIVE (``stable_after_s``): the first goes at once (a stream that was fine
+        until now is not a crash loop, and every second waited is dead air), then
+        ``restart_delay`` from its start: 0, 5, 10, 20 s ... by default. A service
+        ``Retry-After`` is still a floor."""
         if retries <= 1:
             return max(0.0, retry_after or 0.0)
         return self.restart_delay(retries - 1, u, retry_after)

@@ -474,3 +474,82 @@ def test_temporary_start_errors_retry_sooner_than_job_failures() -> None:
         sim.fire()
     assert delays == [0.0, 2.0, 3.0, 4.5]
     assert sim.room.restart_failures == ()  # API errors are not job failures: no quarantine
+
+
+def _restart_to_live(sim: Sim, job: str) -> None:
+    """Wait out the backoff, list (nothing running), start ``job`` and see it CONNECTED."""
+    sim.fire()
+    sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
+    start = sim.one(StartJob)
+    sim.feed(JobStarted(seq=start.seq, job_id=job))  # type: ignore[attr-defined]
+    sim.rtmp("CONNECTED")
+    assert sim.room.state is S.LIVE
+
+
+def test_a_job_that_dies_soon_after_every_start_backs_off_and_is_quarantined() -> None:
+    """Reaching LIVE is not recovering: a job failing 3 s after each start used to restart at
+    once forever (LIVE reset both the backoff and the quarantine count)."""
+    sim = Sim(policy=Policy(quarantine_after=4))
+    sim.go_live()
+    sim.at(600)  # a long, stable first spell: the first failure restarts at once
+    waits = []
+    for i in range(4):
+        sim.feed(JobObserved(job_id=sim.room.job_id, state="FAILED"))
+        if sim.room.state is S.QUARANTINED:
+            break
+        waits.append((sim.timer().at - sim.now).total_seconds())
+        _restart_to_live(sim, f"job-{i + 2}")
+        sim.now += timedelta(seconds=3)
+    assert waits == [0.0, 5.0, 10.0]
+    assert sim.room.state is S.QUARANTINED
+    assert "4 failed restarts" in (sim.room.last_error or "")
+    assert isinstance(sim.one(RaiseAlert), RaiseAlert)
+
+
+def test_a_room_live_for_stable_after_s_has_recovered() -> None:
+    sim = Sim(policy=Policy(quarantine_after=3, stable_after_s=60))
+    sim.go_live()
+    sim.at(600).feed(JobObserved(job_id="job-1", state="FAILED"))
+    _restart_to_live(sim, "job-2")
+    sim.now += timedelta(seconds=3)
+    sim.feed(JobObserved(job_id="job-2", state="FAILED"))
+    assert (sim.room.retries, len(sim.room.restart_failures)) == (2, 2)
+    _restart_to_live(sim, "job-3")
+    live_at = sim.now
+    sim.now = live_at + timedelta(seconds=59)
+    sim.feed(JobObserved(job_id="job-3", state="PROCESSING", rtmp_state="CONNECTED"))
+    assert (sim.room.retries, len(sim.room.restart_failures)) == (2, 2)  # not yet
+    sim.now = live_at + timedelta(seconds=60)
+    sim.feed(JobObserved(job_id="job-3", state="PROCESSING", rtmp_state="CONNECTED"))
+    assert (sim.room.retries, sim.room.restart_failures) == (0, ())
+    assert sim.room.state is S.LIVE
+    # a failure after a stable spell is a first one: at once, and far from quarantine
+    sim.now += timedelta(seconds=1)
+    sim.feed(JobObserved(job_id="job-3", state="FAILED"))
+    assert sim.room.state is S.BACKOFF
+    assert sim.timer().at == sim.now
+    assert len(sim.room.restart_failures) == 1
+
+
+def test_the_failure_event_itself_settles_a_stable_room() -> None:
+    """No poll in between: the failing read is the first event past stable_after_s."""
+    sim = Sim(policy=Policy(quarantine_after=2))
+    sim.go_live()
+    sim.at(600).feed(JobObserved(job_id="job-1", state="FAILED"))
+    _restart_to_live(sim, "job-2")
+    sim.now += timedelta(seconds=61)
+    sim.feed(JobObserved(job_id="job-2", state="FAILED"))
+    assert sim.room.state is S.BACKOFF  # one failure, not two: not quarantined
+    assert sim.timer().at == sim.now
+
+
+def test_stable_after_zero_recovers_on_reaching_live() -> None:
+    sim = Sim(policy=Policy(quarantine_after=2, stable_after_s=0))
+    sim.go_live()
+    for i in range(3):
+        sim.now += timedelta(seconds=3)
+        sim.feed(JobObserved(job_id=sim.room.job_id, state="FAILED"))
+        assert sim.room.state is S.BACKOFF
+        assert sim.timer().at == sim.now
+        _restart_to_live(sim, f"job-{i + 2}")
+        assert (sim.room.retries, sim.room.restart_failures) == (0, ())
