@@ -5,7 +5,14 @@ job per room; the daemon adopts them (``grace_s = 0`` and ``widen_exit_minutes =
 first recovery action is ``REFRESH_OUTPUT_URL``). Then, in one loop iteration, 10 % of the links
 are forced ``DISCONNECTED`` and held (only a refresh brings them back).
 
-Figures, all taken on the emulator's side of the wire:
+Figures taken in the daemon, the issue's definition and the target:
+
+* ``daemon_single``/``daemon_burst``: from a job's ``DISCONNECTED`` callback arriving (its
+  ``callback_accepted`` log time minus the ``accept_ms`` it logs: body read → durable) to its
+  ``room_refresh_output`` log line, written as the request is handed to the MetaStudio client
+  (signing and the socket write follow: ~0.1-0.3 ms not counted).
+
+Figures taken on the emulator's side of the wire (a superset, reported alongside):
 
 * ``react``: per dropped job, from the ``DISCONNECTED`` callback leaving the emulator to the
   ``REFRESH_OUTPUT_URL`` request arriving at it. It includes the loopback HTTP both ways and
@@ -20,6 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 from bench._common import Target, daemon, emulator, percentile, record, room_ids
 from bench._fleet import CallbackRecorder, Probe, preseed, wait_daemon_states
@@ -52,6 +62,30 @@ def _latencies(
         arrived[j] - left[j] for j in jobs if j in left and j in arrived and arrived[j] >= left[j]
     ]
     return out, len(jobs) - len(out)
+
+
+def _daemon_side(logs: Iterable[dict[str, Any]], jobs: set[str], since: float) -> list[float]:
+    """The issue's definition, from the daemon's own log: a job's DISCONNECTED callback arriving
+    (``callback_accepted`` time minus its ``accept_ms``) → its ``room_refresh_output`` (logged
+    as the request is handed to the client). ``since`` is a wall-clock (epoch) time."""
+    arrived: dict[str, float] = {}
+    left: dict[str, float] = {}
+    for e in logs:
+        job = e.get("job_id")
+        if job not in jobs or "timestamp" not in e:
+            continue
+        t = datetime.fromisoformat(e["timestamp"]).timestamp()
+        if t < since:
+            continue
+        if (
+            e.get("event") == "callback_accepted"
+            and e.get("state") == "DISCONNECTED"
+            and job not in arrived
+        ):
+            arrived[job] = t - float(e.get("accept_ms", 0.0)) / 1000.0
+        elif e.get("event") == "room_refresh_output" and job in arrived and job not in left:
+            left[job] = t
+    return [left[j] - arrived[j] for j in left]
 
 
 async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
@@ -91,7 +125,7 @@ async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
             victims = rooms[:: max(1, n // drop)][:drop]
             jobs = {j.job_id: j for j in emu.service.jobs.values() if j.running}
             by_room = {j.room_id: j.job_id for j in jobs.values()}
-            t0 = time.monotonic()
+            t0, wall0 = time.monotonic(), time.time()
             for room in victims:
                 emu.service.force_rtmp(by_room[room], "DISCONNECTED", None)
             deadline = t0 + 60 + drop / DEFAULT_RATE_LIMITS["command"] * 3
@@ -102,7 +136,7 @@ async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
             burst, burst_miss = _latencies(rec, probe, {by_room[r] for r in victims}, t0)
             await asyncio.sleep(2.0)
             # --- singles: one drop at a time, the command bucket full each time
-            t1 = time.monotonic()
+            t1, wall1 = time.monotonic(), time.time()
             others = [r for r in rooms if r not in victims][:singles]
             live_jobs = {j.room_id: j.job_id for j in emu.service.jobs.values() if j.running}
             last_drop = 0.0
@@ -119,6 +153,9 @@ async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
                 await asyncio.sleep(1.0 / DEFAULT_RATE_LIMITS["command"] + 0.1)
             single, single_miss = _latencies(rec, probe, {live_jobs[r] for r in others}, t1)
             rss = d.rss_mb()
+            logs = list(d.logs())
+            burst_d = _daemon_side(logs, {by_room[r] for r in victims}, wall0)
+            single_d = _daemon_side(logs, {live_jobs[r] for r in others}, wall1)
     floor = drop / DEFAULT_RATE_LIMITS["command"] + CONNECT_S
     return {
         "rooms": n,
@@ -130,6 +167,11 @@ async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
         "react_single_p50_ms": percentile(single, 50) * 1000,
         "react_single_p99_ms": percentile(single, 99) * 1000,
         "react_single_missing": single_miss,
+        "daemon_burst_p50_ms": percentile(burst_d, 50) * 1000,
+        "daemon_burst_p99_ms": percentile(burst_d, 99) * 1000,
+        "daemon_single_n": len(single_d),
+        "daemon_single_p50_ms": percentile(single_d, 50) * 1000,
+        "daemon_single_p99_ms": percentile(single_d, 99) * 1000,
         "all_live_s": all_live_s if burst_ok else float("nan"),
         "all_live_floor_s": floor,
         "all_live_over_floor": all_live_s / floor,
@@ -141,21 +183,23 @@ def run(quick: bool) -> int:
     olog.configure("warning", "json")
     n, drop, singles = (100, 10, 10) if quick else (1000, 100, 40)
     figures = asyncio.run(_bench(n, drop, singles))
-    p50 = float(figures["react_single_p50_ms"])  # type: ignore[arg-type]
-    p99 = float(figures["react_single_p99_ms"])  # type: ignore[arg-type]
+    p50 = float(figures["daemon_single_p50_ms"])  # type: ignore[arg-type]
+    p99 = float(figures["daemon_single_p99_ms"])  # type: ignore[arg-type]
     record(
         "react",
         figures,
         [
-            Target("react p50 ms (single drops)", p50, "<=", 5.0),
-            Target("react p99 ms (single drops)", p99, "<=", 20.0),
+            Target("react p50 ms (single drops, in the daemon)", p50, "<=", 5.0),
+            Target("react p99 ms (single drops, in the daemon)", p99, "<=", 20.0),
         ],
         quick=quick,
         notes=(
             "emulator in-process, documented limits (4 commands/s, 20 queries/s), real time, no "
             "script-switch callbacks; "
-            "grace_s=0, widen_exit_minutes=0; react = DISCONNECTED callback leaving the emulator "
-            "→ REFRESH_OUTPUT_URL arriving (includes loopback HTTP both ways); burst figures "
+            "grace_s=0, widen_exit_minutes=0; daemon_* (the target, the issue's definition) = "
+            "DISCONNECTED callback arriving in the daemon → REFRESH_OUTPUT_URL handed to its "
+            "client, from the daemon's log; react_* = the callback leaving the emulator → the "
+            "refresh arriving there (adds loopback HTTP both ways); burst figures "
             "include the 4/s command limiter queue; floor = dropped/4 + connect 1 s"
         ),
     )

@@ -11,11 +11,12 @@ Order of checks (each failure changes nothing: no inbox row, no room event):
 4. append to the durable inbox through :class:`InboxWriter` (group commit: concurrent requests
    share one transaction; each awaits its own commit) → 503 if the store fails (the service
    retries);
-5. answer 200 ``{"status":"ok"}`` (202 ``{"status":"unknown_job"}`` for a job id no room owns);
-6. after the answer: hand to the room (``RtmpStateReported`` with ``at`` = event time; a
-   ``Poked`` to the message's room for unknown jobs), call the ``on_event`` hook, mark done.
+5. hand to the room (``RtmpStateReported`` with ``at`` = event time; a ``Poked`` to the
+   message's room for unknown jobs) and mark done — a queue put, before the answer is written;
+6. answer 200 ``{"status":"ok"}`` (202 ``{"status":"unknown_job"}`` for a job id no room owns),
+   then call the ``on_event`` hook.
 
-A crash between 4 and 6 loses nothing: :func:`replay_inbox` re-posts pending items at startup
+A crash between 4 and 5 loses nothing: :func:`replay_inbox` re-posts pending items at startup
 (run it before serving). Callbacks are hints only — the body is not covered by the signature — so
 rooms re-read the job before acting on anything that matters.
 
@@ -552,6 +553,8 @@ class CallbackIntake:
             state=event.state,
             dedupe_key=key,
             via=raw.via,
+            # receipt → durable (auth, parse, inbox commit): what the service's retry timer sees
+            accept_ms=round((self.clock() - raw.received_at).total_seconds() * 1000.0, 2),
         )
         if not new:
             self.metrics.callback(event.event_type, "duplicate")
@@ -559,15 +562,22 @@ class CallbackIntake:
             status=202 if unknown else 200, body=body, event=event, item=item, new=new
         )
 
-    async def finish(self, result: IntakeResult) -> None:
-        """Step 6: hand a newly stored item to its room, then mark it done in the inbox."""
+    def hand_over(self, result: IntakeResult) -> tuple[Outcome, str | None] | None:
+        """Step 6: hand a newly stored item to its room and mark it done in the inbox
+        (synchronous: the room has it before the response goes out). None: nothing to hand."""
         if not result.new or result.event is None or result.item is None:
-            return
+            return None
         item = result.item
         assert item.event_time is not None
         outcome, room = self.dispatcher.post(result.event, item.event_time, item.dedupe_key)
         self.writer.mark_done(key=item.dedupe_key)
-        await self.dispatcher.notify(outcome, result.event, room)
+        return outcome, room
+
+    async def finish(self, result: IntakeResult) -> None:
+        """:meth:`hand_over`, then the ``on_event`` hook."""
+        handed = self.hand_over(result)
+        if handed is not None and result.event is not None:
+            await self.dispatcher.notify(handed[0], result.event, handed[1])
 
     async def handle(self, raw: RawCallback) -> IntakeResult:
         """accept + finish in one go (the relay consumer path)."""
@@ -609,7 +619,12 @@ class CallbackIntake:
             ),
         )
         result = await self.accept(raw)
-        background = BackgroundTask(self.finish, result) if result.new else None
+        # The room gets the event now, not after the response is written (as a background
+        # task did): a drop's reaction starts while the 200 goes out.
+        handed = self.hand_over(result)
+        background = None
+        if handed is not None and result.event is not None:
+            background = BackgroundTask(self.dispatcher.notify, handed[0], result.event, handed[1])
         return _json(result, background=background)
 
     def routes(self) -> list[Route]:

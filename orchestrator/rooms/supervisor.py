@@ -4,7 +4,9 @@ Each room has an unbounded :class:`asyncio.Queue` (``post`` never blocks) and a 
 named ``room:<id>`` that takes one event at a time, runs the pure ``step``, persists the new
 state, tells the listeners, and carries out the returned actions. An action's outcome — answer,
 error or timeout — becomes an event posted back into the same queue, so a room's events are
-handled strictly in order while rooms run in parallel.
+handled strictly in order while rooms run in parallel. Listeners only ever hear of a durable
+state; a single instance sends repairs and reads (never a start or a stop) while the state
+commits, so a drop's refresh does not wait for a commit (see ``_SEND_WHILE_SAVING``).
 
 Failure containment: a worker that raises is logged (``room_worker_crashed``) and restarted
 with backoff; the room is then told ``Resumed`` and reconciles (lists its jobs) because whatever
@@ -96,6 +98,10 @@ log = structlog.get_logger(__name__)
 
 _ACTIVE = sorted(ACTIVE_JOB_STATES)
 _CRASH_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_SEND_WHILE_SAVING = (RefreshOutput, ResetExitConfig, ShowJob, ListJobs, SetTimer)
+"""Actions that may leave before the room's new state is committed (see ``_handle``): repairs
+of the same job and reads. Never a start (its intent key must be durable first) nor a stop (the
+stopped job must be durably retired, or a crash could adopt it again)."""
 _POLL_CHUNK = 100  # rooms whose poll observation is posted per event-loop turn
 _ADOPT_HINT_TTL = timedelta(seconds=120)  # how long adopt_all's listing may answer a list
 
@@ -678,6 +684,25 @@ class RoomSupervisor:
         # whether listeners (MQTT state, metrics, SLA) hear of it. A poll that only confirms a
         # room is no news (10,000 rooms would make 500 "changes" a second).
         changed = _durable_change(before, after)
+        if (
+            changed
+            and not alerts
+            and self._owns is None
+            and all(isinstance(a, _SEND_WHILE_SAVING) for a in actions)
+        ):
+            # Nothing these actions do depends on the new state being durable (a crash before
+            # the commit restores the room as UNKNOWN and reconciles it either way), so the
+            # refresh leaves while the state commits: a drop's reaction waits for no commit of
+            # its own. Only alone: with several instances the fenced commit proves ownership
+            # first, or a stood-down instance could refresh a stream another one is repairing.
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._run(rid, slot, actions), name=f"room:{rid}:act")
+                await self._persist(rid, before, after, event, now, slot.fence)
+                self._notify(Transition(
+                    room_id=rid, at=now, before=before.snapshot(), after=after.snapshot(),
+                    event=type(event).__name__, cause=event.cause,
+                ))  # fmt: skip
+            return
         if changed:
             await self._persist(rid, before, after, event, now, slot.fence)
         for action in actions:  # durable before anyone hears of it
@@ -688,6 +713,9 @@ class RoomSupervisor:
                 room_id=rid, at=now, before=before.snapshot(), after=after.snapshot(),
                 event=type(event).__name__, cause=event.cause, alerts=tuple(alerts),
             ))  # fmt: skip
+        await self._run(rid, slot, actions)
+
+    async def _run(self, rid: str, slot: _Slot, actions: list[Action]) -> None:
         for action in actions:
             if not self._owned(rid):
                 raise _NotOwned(rid)

@@ -21,6 +21,7 @@ from orchestrator.rooms.model import (
     Reset,
     RoomState,
     RtmpStateReported,
+    Wait,
     WindowOpened,
 )
 from orchestrator.rooms.supervisor import RoomSupervisor
@@ -98,12 +99,16 @@ async def test_refresh_ladder_uses_backup_then_restarts(
         rtmp(h, "room-a", "DISCONNECTED")
         await h.state("room-a", S.DEGRADED)
         h.clock.advance(10)
-        await h.until(lambda: cloud.count("refresh") == 1)
+        # sent and acknowledged: the confirmation timer runs (the refresh leaves while the
+        # room's state commits, so the call alone does not mean the room has its answer yet)
+        await h.until(lambda: cloud.count("refresh") == 1
+                      and h.sup.room("room-a").wait is Wait.REFRESH_CONFIRM)  # fmt: skip
         h.clock.advance(10)  # no CONNECTED within refresh_confirm_s
         await h.until(lambda: h.sup.room("room-a").wait is not None and cloud.count("refresh") == 1
                       and h.sup.room("room-a").output_index == 1)  # fmt: skip
         h.clock.advance(3)  # refresh backoff
-        await h.until(lambda: cloud.count("refresh") == 2)
+        await h.until(lambda: cloud.count("refresh") == 2
+                      and h.sup.room("room-a").wait is Wait.REFRESH_CONFIRM)  # fmt: skip
         assert cloud.calls[-1] == ("refresh", "rtmp://backup.example.com/live")
         h.clock.advance(10)
         await h.state("room-a", S.BACKOFF)
@@ -421,3 +426,76 @@ def test_durable_change_ignores_only_stamps_and_counters() -> None:
     for change in ({"state": S.DEGRADED}, {"job_state": "FAILED"}, {"rtmp_state": "CONNECTED"},
                    {"alert": "x"}, {"retries": 1}, {"drop_since": at}):  # fmt: skip
         assert _durable_change(room, replace(quiet, **change)), change
+
+
+class GatedStore:
+    """The real store, but room saves wait at a gate (to see what happens meanwhile)."""
+
+    def __init__(self, inner: SqlStore) -> None:
+        self._inner = inner
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def save_rooms(self, writes: Any) -> Any:
+        if not self.gate.is_set():
+            self.waiting.set()
+            await self.gate.wait()
+        return await self._inner.save_rooms(writes)
+
+
+def _gated(
+    store: SqlStore, cloud: FakeCloud, clock: ManualClock, **kw: Any
+) -> tuple[Harness, GatedStore]:
+    gated = GatedStore(store)
+    cfg = room_config(grace_s=0, widen_exit_minutes=0)
+    sup = RoomSupervisor(
+        cloud=cloud, store=gated, rooms=lambda: {cfg.room_id: cfg},  # type: ignore[arg-type]
+        clock=clock, rng=random.Random(7), **kw,
+    )  # fmt: skip
+    return Harness(sup, clock), gated
+
+
+async def test_alone_the_refresh_leaves_while_the_state_commits(
+    store: SqlStore, cloud: FakeCloud, clock: ManualClock
+) -> None:
+    h, gated = _gated(store, cloud, clock)
+    h.start()
+    try:
+        await go_live(h)
+        gated.gate.clear()
+        rtmp(h, "room-a", "DISCONNECTED")
+        await h.until(lambda: cloud.count("refresh") == 1, "refresh sent")
+        assert gated.waiting.is_set()  # ... while REFRESHING is not committed yet
+        assert (await store.load_rooms())["room-a"]["state"] == "LIVE"
+        # and nobody hears of a state that is not durable
+        assert not [t for t in h.transitions if t.after.state is S.REFRESHING]
+        gated.gate.set()
+        await h.until(lambda: any(t.after.state is S.REFRESHING for t in h.transitions))
+        assert (await store.load_rooms())["room-a"]["state"] == "REFRESHING"
+    finally:
+        gated.gate.set()
+        await h.stop()
+
+
+async def test_with_leases_the_refresh_waits_for_the_fenced_commit(
+    store: SqlStore, cloud: FakeCloud, clock: ManualClock
+) -> None:
+    h, gated = _gated(store, cloud, clock, owns=lambda rid, now: True)
+    h.start()
+    try:
+        await go_live(h)
+        gated.gate.clear()
+        rtmp(h, "room-a", "DISCONNECTED")
+        await asyncio.wait_for(gated.waiting.wait(), 5)
+        for _ in range(50):  # an early send would go out within a loop turn or two
+            await asyncio.sleep(0)
+        assert cloud.count("refresh") == 0
+        gated.gate.set()
+        await h.until(lambda: cloud.count("refresh") == 1, "refresh after the commit")
+    finally:
+        gated.gate.set()
+        await h.stop()
