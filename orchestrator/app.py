@@ -49,6 +49,7 @@ from orchestrator.ops.http import Readiness
 from orchestrator.ops.metrics import Metrics
 from orchestrator.ownership import OwnershipManager
 from orchestrator.rooms import model
+from orchestrator.rooms.policy import poll_period
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
 from orchestrator.settings import CloudSettings, RoomSettings, Settings, load_settings
 from orchestrator.sla import SlaAccumulator
@@ -544,11 +545,19 @@ class Daemon:
         return ProbeRunner(sup, rooms=rooms, snapshot=snapshot, clock=self.clock)
 
     async def _poller(self) -> None:
-        """Level-triggered safety net: the paged tenant job list, every poll interval ± jitter."""
+        """Level-triggered safety net: the paged tenant job list, every poll period ± 20 %
+        (sized by the tenant's job count and the poll's query budget: ``poll_period``)."""
         assert self.supervisor is not None
-        interval = self.settings.recovery.poll_interval_s
+        sup = self.supervisor
         while True:
-            await asyncio.sleep(interval * (0.8 + 0.4 * self.rng.random()))
+            r = self.settings.recovery
+            period = poll_period(
+                max(sup.tenant_jobs_seen, sup.room_count),
+                longest_s=r.poll_interval_s,
+                shortest_s=r.poll_min_interval_s,
+                queries_per_s=r.poll_queries_per_s,
+            )
+            await asyncio.sleep(period * (0.8 + 0.4 * self.rng.random()))
             try:
                 await self.supervisor.poll_once()
             except OrchestratorError as exc:

@@ -200,6 +200,13 @@ class RecoverySettings(_Section):
     service advancing ``stream_duration`` while live (unconfirmed); until two reads show it
     advancing with ``duration``, the check stays unarmed."""
     poll_interval_s: float = Field(30.0, gt=0)
+    """The longest time between two polls (the paged tenant job list, 100 jobs a page). A
+    smaller tenant is polled more often — pages / ``poll_queries_per_s``, never more often than
+    ``poll_min_interval_s`` — so a failure whose callbacks were lost is seen sooner where the
+    query budget allows it: 10 rooms every 5 s (0.2 queries/s), 10,000 every 30 s (3.3/s)."""
+    poll_min_interval_s: float = Field(5.0, gt=0)
+    poll_queries_per_s: float = Field(3.0, gt=0)
+    """Queries per second the poll may spend (the tenant's limit is 20/s for all queries)."""
     stray_jobs: Literal["stop", "alert"] = "stop"
     """Extra jobs found in a room we own: stop them, or only alert."""
     unrecovered_alert_s: float = Field(120.0, ge=0)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from orchestrator.settings import RecoverySettings
 
-__all__ = ["Policy"]
+__all__ = ["Policy", "poll_period"]
 
 
 # One set of defaults: the documented ones in settings.RecoverySettings.
@@ -119,3 +119,11 @@ class Policy:
                 if not last:
                     total += self.refresh_delay(n, 1.0)
         return total + call_s  # the stop call
+
+
+def poll_period(jobs: int, *, longest_s: float, shortest_s: float, queries_per_s: float) -> float:
+    """Seconds between two polls of a tenant with ``jobs`` running jobs: one query per page
+    of 100 spread at ``queries_per_s``, within [``shortest_s``, ``longest_s``] (the longest
+    wins if the two cross)."""
+    pages = max(1, -(-jobs // 100))
+    return min(longest_s, max(shortest_s, pages / queries_per_s))

@@ -328,6 +328,8 @@ class RoomSupervisor:
         self._adopt_hint_until: datetime | None = None
         self._owns = owns
         self._on_dropped = on_dropped
+        self.tenant_jobs_seen = 0
+        """Running jobs in the tenant's last full listing (ours or not): sizes the poll."""
 
     def _resolve(self, room_id: str) -> RoomConfig | None:
         """The room's current config in lookup mode (None: not managed / fixed mode)."""
@@ -396,6 +398,10 @@ class RoomSupervisor:
 
     def room_ids(self) -> list[str]:
         return sorted(self._slots)
+
+    @property
+    def room_count(self) -> int:
+        return len(self._slots)
 
     def supervises(self, room_id: str) -> bool:
         """True while this supervisor works on ``room_id`` (with leases: owns and took it)."""
@@ -941,7 +947,9 @@ class RoomSupervisor:
 
     async def _tenant_jobs(self) -> dict[str, list[ObservedJob]]:
         by_room: dict[str, list[ObservedJob]] = {}
+        seen = 0
         async for job in self._cloud.iter_tenant_job_briefs(states=_ACTIVE):
+            seen += 1
             if job.room_id:
                 by_room.setdefault(job.room_id, []).append(
                     ObservedJob(
@@ -952,6 +960,7 @@ class RoomSupervisor:
                         _seconds(job, "stream_duration"),
                     )
                 )
+        self.tenant_jobs_seen = seen
         return by_room
 
     async def adopt_all(self) -> AdoptionReport:

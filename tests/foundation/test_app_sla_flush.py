@@ -3,6 +3,8 @@ counted twice, and the daemon keeps running."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -79,3 +81,51 @@ async def test_cloud_read_retry_backoff_reaches_the_client(tmp_path: Path) -> No
         assert 0.25 <= client._backoff(1, None) <= 0.5
     finally:
         await daemon._http.aclose()
+
+
+async def test_the_poll_is_sized_by_the_tenant_and_its_query_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small tenant is polled more often than ``poll_interval_s`` (here: an hour)."""
+    settings = Settings.model_validate(
+        {
+            "store": {"url": f"sqlite+aiosqlite:///{tmp_path / 's.db'}"},
+            "cloud": {"project_id": "p"},
+            "recovery": {"poll_interval_s": 3600.0, "poll_min_interval_s": 0.01,
+                         "poll_queries_per_s": 1000.0},
+        }
+    )  # fmt: skip
+    daemon = Daemon(settings)
+    polled = asyncio.Event()
+    polls = 0
+
+    class Supervisor:
+        tenant_jobs_seen = 250  # other tools' jobs count too: 3 pages
+        room_count = 2
+
+        async def poll_once(self) -> None:
+            nonlocal polls
+            polls += 1
+            if polls == 3:
+                polled.set()
+
+        def state_counts(self) -> dict[str, int]:
+            return {}
+
+    daemon.supervisor = Supervisor()  # type: ignore[assignment]
+    asked: list[tuple[int, dict[str, float]]] = []
+    real = app.poll_period
+
+    def spy(jobs: int, **kw: float) -> float:
+        asked.append((jobs, kw))
+        return real(jobs, **kw)
+
+    monkeypatch.setattr(app, "poll_period", spy)
+    task = asyncio.create_task(daemon._poller())
+    try:
+        await asyncio.wait_for(polled.wait(), 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert asked[0] == (250, {"longest_s": 3600.0, "shortest_s": 0.01, "queries_per_s": 1000.0})

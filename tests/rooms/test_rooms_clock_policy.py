@@ -6,9 +6,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator.clock import ManualClock, SystemClock
-from orchestrator.rooms.policy import Policy
+from orchestrator.rooms.policy import Policy, poll_period
 from orchestrator.settings import RecoverySettings
 
 
@@ -68,3 +70,32 @@ def test_policy_from_settings_and_backoffs() -> None:
     assert q.api_retry_wait(40, 0.99) == 300
     assert q.api_retry_wait(3, 0.5, retry_after=30) == 30
     assert q.refresh_attempts == 3
+
+
+def test_poll_period_spends_the_query_budget_within_bounds() -> None:
+    kw = {"longest_s": 30.0, "shortest_s": 5.0, "queries_per_s": 3.0}
+    assert poll_period(0, **kw) == 5.0  # one page, at the shortest
+    assert poll_period(10, **kw) == 5.0
+    assert poll_period(1000, **kw) == 5.0  # 10 pages / 3 per s = 3.3 s: still the shortest
+    assert poll_period(2000, **kw) == pytest.approx(20 / 3)
+    assert poll_period(9000, **kw) == 30.0
+    assert poll_period(10_000, **kw) == 30.0  # 100 pages would need 33 s: the longest wins
+    assert poll_period(101, **kw) == 5.0  # 2 pages
+    # shortest above longest: the longest (the operator's explicit bound) wins
+    assert poll_period(10, longest_s=2.0, shortest_s=5.0, queries_per_s=3.0) == 2.0
+
+
+@given(
+    jobs=st.integers(0, 1_000_000),
+    longest=st.floats(0.1, 3600),
+    shortest=st.floats(0.1, 3600),
+    qps=st.floats(0.01, 100),
+)
+def test_poll_period_never_exceeds_the_longest_nor_the_budget_above_the_shortest(
+    jobs: int, longest: float, shortest: float, qps: float
+) -> None:
+    period = poll_period(jobs, longest_s=longest, shortest_s=shortest, queries_per_s=qps)
+    assert min(shortest, longest) <= period <= longest
+    pages = max(1, -(-jobs // 100))
+    if period < longest:  # not capped by the operator's bound: within the query budget
+        assert pages / period <= qps * (1 + 1e-9)
