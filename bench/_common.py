@@ -505,7 +505,7 @@ _SCALED_RECOVERY = (
     "grace_s", "refresh_backoff_s", "refresh_confirm_s", "restart_backoff_s", "api_retry_s",
     "restart_backoff_max_s", "quarantine_window_s", "start_confirm_s", "stop_confirm_s",
     "stale_after_s", "stall_after_s", "poll_interval_s", "unrecovered_alert_s",
-    "stable_after_s",
+    "stable_after_s", "poll_min_interval_s",
 )  # fmt: skip
 
 
@@ -515,4 +515,6 @@ def scaled_recovery(scale: float) -> dict[str, float]:
     from orchestrator.settings import RecoverySettings
 
     defaults = RecoverySettings()
-    return {name: float(getattr(defaults, name)) / scale for name in _SCALED_RECOVERY}
+    out = {name: float(getattr(defaults, name)) / scale for name in _SCALED_RECOVERY}
+    out["poll_queries_per_s"] = defaults.poll_queries_per_s * scale  # a rate: faster, not shorter
+    return out
