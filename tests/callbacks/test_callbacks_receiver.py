@@ -96,6 +96,49 @@ async def test_refused_changes_nothing(make_harness: Any, case: str, auth_type: 
     await assert_nothing_changed(h)
 
 
+async def _asgi(
+    h: Harness, headers: list[tuple[bytes, bytes]], messages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Call the route's ASGI app directly (what no HTTP server would let through)."""
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": PATH,
+        "query_string": b"",
+        "headers": headers,
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+    }
+    inbox = list(messages)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await h.intake.endpoint(scope, receive, send)
+    return sent
+
+
+async def test_unreadable_content_length_is_400(make_harness: Any) -> None:
+    h: Harness = await make_harness()
+    sent = await _asgi(h, [(b"content-length", b"12x")], [])
+    assert sent[0]["status"] == 400
+    assert json.loads(sent[1]["body"]) == {"status": "error", "reason": "bad_content_length"}
+    await assert_nothing_changed(h)
+
+
+async def test_caller_gone_mid_body_stores_and_answers_nothing(make_harness: Any) -> None:
+    h: Harness = await make_harness()
+    body = rtmp_body("CONNECTED")
+    sent = await _asgi(h, [], [{"type": "http.request", "body": body[:10], "more_body": True},
+                              {"type": "http.disconnect"}])  # fmt: skip
+    assert sent == []
+    await assert_nothing_changed(h)
+
+
 @pytest.mark.parametrize(
     ("query", "headers", "reason"),
     [
