@@ -117,7 +117,9 @@ def commit() -> str:
         return out.stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "orchestrator", "bench")
+    # RESULTS.md is what the benches write: its own rows must not mark the next one "+wip"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "orchestrator", "bench",
+                ":(exclude)bench/RESULTS.md")  # fmt: skip
     return head + ("+wip" if dirty else "")
 
 
