@@ -690,12 +690,21 @@ class RoomSupervisor:
         # whether listeners (MQTT state, metrics, SLA) hear of it. A poll that only confirms a
         # room is no news (10,000 rooms would make 500 "changes" a second).
         changed = _durable_change(before, after)
-        if (
-            changed
-            and not alerts
-            and self._owns is None
-            and all(isinstance(a, _SEND_WHILE_SAVING) for a in actions)
-        ):
+
+        async def record() -> None:  # durable before anyone hears of it
+            if changed:
+                await self._persist(rid, before, after, event, now, slot.fence)
+            for action in actions:
+                if isinstance(action, RaiseAlert | ClearAlert):
+                    await self._alert(rid, action)
+            if changed or alerts:
+                self._notify(Transition(
+                    room_id=rid, at=now, before=before.snapshot(), after=after.snapshot(),
+                    event=type(event).__name__, cause=event.cause, alerts=tuple(alerts),
+                ))  # fmt: skip
+
+        overlap = changed and actions and self._owns is None
+        if overlap and all(isinstance(a, _SEND_WHILE_SAVING) for a in actions):
             # Nothing these actions do depends on the new state being durable (a crash before
             # the commit restores the room as UNKNOWN and reconciles it either way), so the
             # refresh leaves while the state commits: a drop's reaction waits for no commit of
@@ -703,22 +712,9 @@ class RoomSupervisor:
             # first, or a stood-down instance could refresh a stream another one is repairing.
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._run(rid, slot, actions), name=f"room:{rid}:act")
-                await self._persist(rid, before, after, event, now, slot.fence)
-                self._notify(Transition(
-                    room_id=rid, at=now, before=before.snapshot(), after=after.snapshot(),
-                    event=type(event).__name__, cause=event.cause,
-                ))  # fmt: skip
+                await record()
             return
-        if changed:
-            await self._persist(rid, before, after, event, now, slot.fence)
-        for action in actions:  # durable before anyone hears of it
-            if isinstance(action, RaiseAlert | ClearAlert):
-                await self._alert(rid, action)
-        if changed or alerts:
-            self._notify(Transition(
-                room_id=rid, at=now, before=before.snapshot(), after=after.snapshot(),
-                event=type(event).__name__, cause=event.cause, alerts=tuple(alerts),
-            ))  # fmt: skip
+        await record()
         await self._run(rid, slot, actions)
 
     async def _run(self, rid: str, slot: _Slot, actions: list[Action]) -> None:
