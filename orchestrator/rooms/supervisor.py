@@ -710,9 +710,13 @@ class RoomSupervisor:
             # refresh leaves while the state commits: a drop's reaction waits for no commit of
             # its own. Only alone: with several instances the fenced commit proves ownership
             # first, or a stood-down instance could refresh a stream another one is repairing.
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._run(rid, slot, actions), name=f"room:{rid}:act")
-                await record()
+            # The commit is the side task, the actions stay in the worker: the other way round
+            # retained ~120 bytes per event (tracemalloc, at SQLAlchemy's greenlet switch).
+            saving = asyncio.create_task(record(), name=f"room:{rid}:save")
+            try:
+                await self._run(rid, slot, actions)
+            finally:
+                await saving
             return
         await record()
         await self._run(rid, slot, actions)

@@ -468,8 +468,8 @@ async def test_alone_the_refresh_leaves_while_the_state_commits(
         await go_live(h)
         gated.gate.clear()
         rtmp(h, "room-a", "DISCONNECTED")
-        await h.until(lambda: cloud.count("refresh") == 1, "refresh sent")
-        assert gated.waiting.is_set()  # ... while REFRESHING is not committed yet
+        # sent while REFRESHING is not committed yet (its commit waits at the gate)
+        await h.until(lambda: cloud.count("refresh") == 1 and gated.waiting.is_set(), "refresh")
         assert (await store.load_rooms())["room-a"]["state"] == "LIVE"
         # and nobody hears of a state that is not durable
         assert not [t for t in h.transitions if t.after.state is S.REFRESHING]
