@@ -157,9 +157,7 @@ async def test_readme_trial_reaches_live_rooms(tmp_path: Path) -> None:
                 )
                 background.append(proc)
                 assert proc.stderr is not None
-                shown = await asyncio.wait_for(
-                    _read_lines(proc.stderr, len(step.output)), WAIT_S
-                )
+                shown = await asyncio.wait_for(_read_lines(proc.stderr, len(step.output)), WAIT_S)
                 assert shown == [moved(line) for line in step.output], command
                 continue
             # a person reads status once the rooms had a moment: here, once they settled
