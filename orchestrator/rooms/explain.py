@@ -95,11 +95,11 @@ def explain(event: m.Event, before: m.Room, after: m.Room) -> str:
     if isinstance(event, m.JobStarted):
         return "start accepted by MetaStudio"
     if isinstance(event, m.JobObserved):
+        src = "poll" if cause.startswith("poll") else "job read"
         if after.state is m.RoomState.LIVE:
-            return "job read: pushing (CONNECTED)"
+            return f"{src}: pushing (CONNECTED)"
         if error and after.last_error and _STALL.match(after.last_error):
             return error  # says itself that a read found it
-        src = "poll" if cause.startswith("poll") else "job read"
         if after.state is m.RoomState.DEGRADED and event.rtmp_state and not error:
             return f"{src}: RTMP {event.rtmp_state}"
         return f"{src}: {error}" if error else f"{src}: job {event.state or 'gone'}"
