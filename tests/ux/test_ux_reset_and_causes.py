@@ -58,6 +58,7 @@ async def test_cli_reset_takes_a_room_out_of_quarantine(tmp_path: Path) -> None:
         assert re.search(r"STARTING\s+QUARANTINED\s+start refused", out), out
 
 
+@pytest.mark.external_service
 async def test_status_page_names_causes_and_no_data(
     require_service: Callable[[str], None], tmp_path: Path
 ) -> None:
