@@ -50,6 +50,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator import app
 
+    if args.emulator is not None:
+        from orchestrator import trial
+
+        trial.apply_emulator(args.emulator)
+        print(
+            f"liveorch: running against the emulator at {args.emulator} "
+            f"(store: ./{trial.TRIAL_STORE})",
+            file=sys.stderr,
+        )
     settings = _load(args)
     return app.run(settings, config_path=args.config)
 
@@ -88,6 +97,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator import status
 
     return status.run_from_args(args)
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    from orchestrator import status
+
+    return status.run_reset(args)
 
 
 def cmd_schedule_preview(args: argparse.Namespace) -> int:
@@ -160,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the daemon")
     _add_config(p)
+    p.add_argument(
+        "--emulator",
+        metavar="URL",
+        default=None,
+        help="try the config against `liveorch emulate` at URL (its project id and keys, "
+        "store ./liveorch-emulator.db)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate the config and print it (secrets masked)")
@@ -187,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "relay", "edge receiver: callbacks → MQTT", "orchestrator.callbacks.relay", cmd_relay
     )
     _optional(sub, "status", "show rooms from a running daemon", "orchestrator.status", cmd_status)
+    _optional(
+        sub,
+        "reset",
+        "take a room out of QUARANTINED (ops HTTP, no MQTT needed)",
+        "orchestrator.status",
+        cmd_reset,
+        add_args="add_reset_arguments",
+    )
 
     p = sub.add_parser("schedule", help="schedule tools")
     ssub = p.add_subparsers(dest="schedule_command", metavar="SUBCOMMAND")

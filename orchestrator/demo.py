@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -119,6 +120,30 @@ class _Printer:
         self.changed.set()
 
 
+@contextlib.asynccontextmanager
+async def _ticking(
+    printer: _Printer, message: Callable[[], str], every_s: float
+) -> AsyncIterator[None]:
+    """Print ``message()`` every ``every_s`` while the body waits: never silent for long."""
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            printer.line(message())
+
+    task = asyncio.create_task(tick(), name="demo-ticker")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
 async def _wait_for(
     daemon: Any, printer: _Printer, room: str, state: RoomState, within_s: float
 ) -> bool:
@@ -139,9 +164,12 @@ async def run_demo(
     fast: bool = True,
     out: TextIO = sys.stdout,
     state_dir: Path | None = None,
+    window_in_s: float = 20.0,
+    tick_s: float = 10.0,
 ) -> int:
     """Run the demo; with ``state_dir`` (an existing directory) the SQLite store ``demo.db``
-    survives the run, so ``liveorch report`` can read the SLA it accounted."""
+    survives the run, so ``liveorch report`` can read the SLA it accounted. While it waits it
+    says for what, every ``tick_s``, with the seconds left."""
     from orchestrator.app import Daemon
     from orchestrator.emulator.app import create_app
     from orchestrator.emulator.service import EmulatorService
@@ -166,8 +194,9 @@ async def run_demo(
                 sk=sk,
                 http_port=_free_port(),
                 state_dir=Path(tmp),
-                window_in_s=20.0,
+                window_in_s=window_in_s,
             )
+            window_at = t0 + window_in_s
             printer.line(
                 f"emulator at {emu.base_url}; daemon ops at "
                 f"http://127.0.0.1:{settings.http.port}/  (status page)"
@@ -176,9 +205,18 @@ async def run_demo(
             task = asyncio.create_task(daemon.run(), name="daemon")
             rc = 1
             try:
+                printer.line("starting the daemon (store, adoption of running jobs, schedule)")
                 await asyncio.wait_for(daemon.ready.wait(), 30)
                 printer.line("daemon ready: adoption done, schedule loaded")
-                if not await _wait_for(daemon, printer, ROOM_247, RoomState.LIVE, 60):
+                printer.line(f"{ROOM_247:<12} 24/7 window: starting its job, waiting for LIVE")
+                live_by = time.monotonic() + 60
+                async with _ticking(
+                    printer,
+                    lambda: f"{ROOM_247:<12} waiting for LIVE ({_left(live_by):.0f} s left)",
+                    tick_s,
+                ):
+                    went_live = await _wait_for(daemon, printer, ROOM_247, RoomState.LIVE, 60)
+                if not went_live:
                     printer.line(f"{ROOM_247} did not go LIVE within 60 s")
                     return 1
                 assert daemon.supervisor is not None
@@ -191,19 +229,49 @@ async def run_demo(
                 drop_at = time.monotonic()
                 printer.line(f"{ROOM_247:<12} >>> forced RTMP drop (held down until refreshed)")
                 await _wait_for(daemon, printer, ROOM_247, RoomState.DEGRADED, 30)
-                if await _wait_for(daemon, printer, ROOM_247, RoomState.LIVE, 120):
+                grace = settings.recovery.grace_s
+                printer.line(
+                    f"{ROOM_247:<12} the service gets {grace:g} s to reconnect by itself, "
+                    "then the daemon refreshes the output"
+                )
+                fixed_by = time.monotonic() + 120
+                async with _ticking(
+                    printer,
+                    lambda: f"{ROOM_247:<12} repairing ({_left(fixed_by):.0f} s left)",
+                    tick_s,
+                ):
+                    recovered = await _wait_for(daemon, printer, ROOM_247, RoomState.LIVE, 120)
+                if recovered:
                     printer.line(
                         f"{ROOM_247:<12} <<< recovered in {time.monotonic() - drop_at:.1f}s"
                     )
                     rc = 0
                 else:
                     printer.line(f"{ROOM_247:<12} did not recover within 120 s")
-                remaining = duration_s - (time.monotonic() - t0)
-                if remaining > 0:
-                    await _wait_for(daemon, printer, ROOM_WINDOW, RoomState.LIVE, remaining)
-                    left = duration_s - (time.monotonic() - t0)
-                    if left > 0:
-                        await asyncio.sleep(left)  # let the operator watch the status page
+                end_at = t0 + duration_s
+
+                def window_news() -> str:
+                    if time.monotonic() < window_at:
+                        return (
+                            f"{ROOM_WINDOW:<12} waiting for its one-off window: opens in "
+                            f"{_left(window_at):.0f} s"
+                        )
+                    return f"{ROOM_WINDOW:<12} window open, waiting for LIVE"
+
+                if _left(end_at) > 0:
+                    printer.line(window_news())
+                    async with _ticking(printer, window_news, tick_s):
+                        await _wait_for(daemon, printer, ROOM_WINDOW, RoomState.LIVE, _left(end_at))
+                if _left(end_at) > 0:
+                    page = f"http://127.0.0.1:{settings.http.port}/"
+                    printer.line(
+                        f"demo done; the status page {page} stays up for "
+                        f"{_left(end_at):.0f} s (Ctrl-C ends it now)"
+                    )
+                    async with _ticking(
+                        printer, lambda: f"ending in {_left(end_at):.0f} s", tick_s
+                    ):
+                        await asyncio.sleep(_left(end_at))  # the operator watches the page
                 print("", file=out)
                 print(
                     render_table([dict(r) for r in daemon.rooms_json()], datetime.now(UTC)),

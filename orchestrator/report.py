@@ -19,9 +19,16 @@ _SINCE = re.compile(r"^(\d+)([dhw])$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--since", default="7d", help="7d, 24h, 2w or a date YYYY-MM-DD")
-    parser.add_argument("--room", default=None)
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument(
+        "--since", default="7d", help="7d, 24h, 2w or a date YYYY-MM-DD (default 7d)"
+    )
+    parser.add_argument("--room", default=None, metavar="ID", help="only this room id")
+    parser.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="output format (default table)",
+    )
     parser.add_argument(
         "--store",
         default=None,
@@ -40,7 +47,7 @@ def parse_since(value: str, today: date) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise SystemExit(f"liveorch: --since {value!r}: use 7d, 24h, 2w or YYYY-MM-DD") from None
+        raise ValueError(f"--since {value!r}: use 7d, 24h, 2w or YYYY-MM-DD") from None
 
 
 def rows_to_dicts(rows: list[SlaRow]) -> list[dict[str, Any]]:
@@ -107,7 +114,11 @@ async def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     """Print the report; 2 when the store does not exist (a typo must not create an empty one)."""
     from orchestrator.store.sql import SqlStore
 
-    since = parse_since(args.since, datetime.now(UTC).date())
+    try:
+        since = parse_since(args.since, datetime.now(UTC).date())
+    except ValueError as exc:  # a usage error: exit 2 like every other command
+        print(f"liveorch: {exc}", file=sys.stderr)
+        return 2
     url = getattr(args, "store", None) or settings.store.url
     missing = missing_sqlite_file(url)
     if missing is not None:

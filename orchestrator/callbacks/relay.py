@@ -311,14 +311,44 @@ def _refuse(status: int, reason: str) -> JSONResponse:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``liveorch relay``."""
-    parser.add_argument("--listen", default="0.0.0.0:8081", help="HOST:PORT to serve HTTP on")
-    parser.add_argument("--mqtt-host", default="127.0.0.1")
-    parser.add_argument("--mqtt-port", type=int, default=1883)
-    parser.add_argument("--mqtt-username", default=os.environ.get("LIVEORCH_RELAY_MQTT_USERNAME"))
-    parser.add_argument("--topic", default=DEFAULT_TOPIC)
-    parser.add_argument("--path", default="/callbacks/metastudio")
-    parser.add_argument("--client-id", default=None)
-    parser.add_argument("--max-body-bytes", type=int, default=65536)
+    parser.add_argument(
+        "--listen",
+        default="0.0.0.0:8081",
+        help="HOST:PORT to serve HTTP on (default 0.0.0.0:8081)",
+    )
+    parser.add_argument(
+        "--mqtt-host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--mqtt-port", type=int, default=1883, help="MQTT broker port (default 1883)"
+    )
+    parser.add_argument(
+        "--mqtt-username",
+        default=os.environ.get("LIVEORCH_RELAY_MQTT_USERNAME"),
+        help="MQTT user (default $LIVEORCH_RELAY_MQTT_USERNAME); the password is read from "
+        "$LIVEORCH_RELAY_MQTT_PASSWORD, never from the command line",
+    )
+    parser.add_argument(
+        "--topic",
+        default=DEFAULT_TOPIC,
+        help=f"topic the callbacks are published on; the daemon's [mqtt] callbacks_topic "
+        f"(default {DEFAULT_TOPIC})",
+    )
+    parser.add_argument(
+        "--path",
+        default="/callbacks/metastudio",
+        help="HTTP path MetaStudio posts to; the daemon's [callbacks] path "
+        "(default /callbacks/metastudio)",
+    )
+    parser.add_argument(
+        "--client-id", default=None, help="MQTT client id (default: generated per process)"
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=65536,
+        help="larger callback bodies are refused with 413 (default 65536)",
+    )
 
 
 def _split_listen(listen: str) -> tuple[str, int]:

@@ -353,6 +353,14 @@ def create_app(service: EmulatorService) -> Starlette:
         return JSONResponse({"reset": True})
 
     @admin
+    async def admin_credentials(request: Request) -> Response:
+        # what `liveorch run --emulator` needs; loopback-only like all of /_emulator
+        ak, sk = next(iter(service.credentials.items()))
+        return JSONResponse(
+            {"project_id": service.project_id, "region": service.region, "ak": ak, "sk": sk}
+        )
+
+    @admin
     async def admin_stats(request: Request) -> Response:
         return JSONResponse(service.admin_stats())
 
@@ -401,6 +409,7 @@ def create_app(service: EmulatorService) -> Starlette:
         Route("/_emulator/callbacks", admin_callbacks, methods=["POST"]),
         Route("/_emulator/reset", admin_reset, methods=["POST"]),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),
+        Route("/_emulator/credentials", admin_credentials, methods=["GET"]),
         Route("/_emulator/clock/advance", admin_advance, methods=["POST"]),
     ]
     app = Starlette(

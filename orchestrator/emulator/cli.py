@@ -1,7 +1,10 @@
 """``liveorch emulate``: serve the MetaStudio emulator until SIGINT/SIGTERM.
 
 Prints the base URL and the credentials to use (the AK/SK are the emulator's own, printed on
-purpose: they unlock nothing but this local process).
+purpose: they unlock nothing but this local process). With ``--config`` it creates the rooms of
+a liveorch configuration and says how to point the daemon at it (``liveorch run --emulator``,
+which reads the credentials from ``/_emulator/credentials``): a first trial of a config takes
+two commands and no copying of keys.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ log = structlog.get_logger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="create the [[rooms]] of this liveorch config (ids and names) in the emulator",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8600, help="port (default 8600; 0 = any)")
     parser.add_argument("--project-id", default=None, help="project id (default: random hex)")
@@ -50,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--callback-uri-mode",
         choices=("path", "full"),
-        default="path",
-        help="URI used in the MSS_A/MSS_A_HEAD signature (default: path)",
+        default=None,
+        help="URI used in the MSS_A/MSS_A_HEAD signature (default: the config's "
+        "[callbacks] uri_mode, else path)",
     )
 
 
@@ -72,6 +83,15 @@ def load_rooms_file(path: Path) -> list[dict[str, Any]]:
     return rooms
 
 
+def _config_rooms(path: Path) -> tuple[list[tuple[str, str]], str]:
+    """The (id, name) of every ``[[rooms]]`` of a liveorch config, and its callback URI mode."""
+    from orchestrator.settings import load_settings
+
+    settings = load_settings(path, require_file=True)
+    rooms = [(r.id, r.name or r.id) for r in settings.rooms]
+    return rooms, settings.callbacks.uri_mode
+
+
 def build_service(args: argparse.Namespace) -> EmulatorService:
     # seeded runs get reproducible defaults too; unseeded ones get fresh secrets
     rng = random.Random(args.seed) if args.seed is not None else None
@@ -82,6 +102,11 @@ def build_service(args: argparse.Namespace) -> EmulatorService:
     ak = args.ak or "EMU" + token_hex(8).upper()
     sk = args.sk or token_hex(20)
     project_id = args.project_id or token_hex(16)
+    config_rooms: list[tuple[str, str]] = []
+    uri_mode = args.callback_uri_mode
+    if getattr(args, "config", None) is not None:
+        config_rooms, config_uri_mode = _config_rooms(args.config)
+        uri_mode = uri_mode or config_uri_mode
     media = None
     if args.push_ffmpeg:
         from orchestrator.emulator.media import FfmpegPusher
@@ -93,16 +118,35 @@ def build_service(args: argparse.Namespace) -> EmulatorService:
         seed=args.seed,
         time_scale=args.time_scale,
         region=args.region,
-        callback_uri_mode=args.callback_uri_mode,
+        callback_uri_mode=uri_mode or "path",
         media=media,
     )
     if args.rooms_file is not None:
         for room in load_rooms_file(args.rooms_file):
             body = {k: v for k, v in room.items() if k != "room_id"}
             service.add_room(room.get("room_id"), body)
+    for room_id, name in config_rooms:
+        service.add_room(room_id, {"room_name": name})
     for room_id in args.room:
         service.add_room(room_id)
     return service
+
+
+def _next_steps(args: argparse.Namespace, base_url: str, rooms: list[str]) -> str:
+    """What a person reads: where the emulator is and the one command that uses it."""
+    config = getattr(args, "config", None)
+    lines = [f"liveorch emulate: MetaStudio emulator at {base_url}, rooms: {', '.join(rooms)}"]
+    if config is not None:
+        lines.append(
+            "liveorch emulate: run the daemon against it: "
+            f"liveorch run --config {config} --emulator {base_url}"
+        )
+    else:
+        lines.append(
+            "liveorch emulate: run the daemon against it: "
+            f"liveorch run --config CONFIG --emulator {base_url}"
+        )
+    return "\n".join(lines)
 
 
 async def run_from_args(args: argparse.Namespace) -> int:
@@ -132,6 +176,7 @@ async def run_from_args(args: argparse.Namespace) -> int:
                 ),
                 flush=True,
             )
+            print(_next_steps(args, served.base_url, sorted(service.rooms)), file=sys.stderr)
             await stop.wait()
     except ConfigError as exc:
         print(f"liveorch emulate: {exc}", file=sys.stderr)

@@ -44,6 +44,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from orchestrator.control import CommandError
 from orchestrator.ops.metrics import Metrics
 from orchestrator.ops.status_page import AsgiEndpoint, status_routes, timeline
+from orchestrator.rooms.explain import describe_record
 from orchestrator.rooms.model import Snapshot
 from orchestrator.store.base import SlaRow, Store, TransitionRecord
 
@@ -74,6 +75,12 @@ class RoomsView(Protocol):
     def room_ids(self) -> Sequence[str]: ...
 
     def room_state(self, room_id: str) -> Mapping[str, Any]: ...
+
+
+class RoomActions(Protocol):
+    """The one write the ops API offers: leaving QUARANTINED needs no MQTT broker."""
+
+    async def reset(self, room_id: str, *, cause: str) -> Mapping[str, Any]: ...
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -285,6 +292,14 @@ def _client(request: Request) -> str:
 # --- routes --------------------------------------------------------------------------------
 
 
+def _command_error(room_id: str, exc: CommandError) -> Response:
+    if exc.code == "unknown_room":
+        return _error(404, "unknown_room", f"no room {room_id!r}")
+    if exc.code in ("not_owner", "owned_elsewhere"):
+        return _error(409, exc.code, exc.message)
+    raise exc
+
+
 def _today_sla(rows: Iterable[SlaRow], day: date) -> dict[str, dict[str, float | None]]:
     out: dict[str, dict[str, float | None]] = {}
     for row in rows:
@@ -306,6 +321,7 @@ def _transition_json(rec: TransitionRecord) -> dict[str, Any]:
         "to": rec.to_state,
         "event": rec.event,
         "cause": rec.cause,
+        "why": describe_record(rec.event, rec.cause, rec.from_state, rec.to_state, rec.detail),
         "detail": dict(rec.detail),
     }
 
@@ -318,14 +334,25 @@ def ops_routes(
     readiness: Readiness,
     token: SecretStr | None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    names: Callable[[str], str | None] | None = None,
+    actions: RoomActions | None = None,
 ) -> list[BaseRoute]:
-    """All ops routes. ``now`` (aware UTC) decides "today" for SLA and the 24 h history."""
+    """All ops routes. ``now`` (aware UTC) decides "today" for SLA and the 24 h history.
+
+    ``names`` gives a room's configured name (shown next to its id); with ``actions``,
+    ``POST /rooms/{id}/reset`` takes a room out of QUARANTINED (``liveorch reset``).
+    """
+
+    def _named(state: dict[str, Any]) -> dict[str, Any]:
+        if names is not None:
+            state["name"] = names(str(state.get("room_id", "")))
+        return state
 
     def _states() -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for room_id in rooms.room_ids():
             try:
-                out.append(dict(rooms.room_state(room_id)))
+                out.append(_named(dict(rooms.room_state(room_id))))
             except CommandError:
                 continue  # removed between the two calls (reload)
         return out
@@ -369,19 +396,18 @@ def ops_routes(
     async def room_detail(request: Request) -> Response:
         room_id = request.path_params["room_id"]
         try:
-            state = dict(rooms.room_state(room_id))
+            state = _named(dict(rooms.room_state(room_id)))
         except CommandError as exc:
-            if exc.code == "unknown_room":
-                return _error(404, "unknown_room", f"no room {room_id!r}")
-            if exc.code in ("not_owner", "owned_elsewhere"):
-                return _error(409, exc.code, exc.message)
-            raise
+            return _command_error(room_id, exc)
         end = now()
         start = end - _HISTORY
         sla = await _sla(room_id)
         state["sla_today"] = None if sla is None else sla.get(room_id)
         try:
             recs = await store.transitions(room_id, since=start, limit=1000)
+            # the latest len+1 rows: one more than the window holds means the daemon kept
+            # records before it, otherwise the time before its first record has no data
+            earlier = len(await store.transitions(room_id, limit=len(recs) + 1)) > len(recs)
         except Exception as exc:  # show the live state even without history
             log.warning(
                 "ops_transitions_unavailable", room_id=room_id, error_type=type(exc).__name__
@@ -394,7 +420,11 @@ def ops_routes(
                 "start": start.isoformat(),
                 "end": end.isoformat(),
                 "segments": timeline(
-                    recs, start=start, end=end, current=str(state.get("state", "UNKNOWN"))
+                    recs,
+                    start=start,
+                    end=end,
+                    current=str(state.get("state", "UNKNOWN")),
+                    earlier=earlier,
                 ),
             }
         else:
@@ -402,17 +432,37 @@ def ops_routes(
             state["timeline"] = None
         return _Json(state)
 
+    async def room_reset(request: Request) -> Response:
+        room_id = request.path_params["room_id"]
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+            # a page of another origin must not make a browser on this host post here (CSRF)
+            return _error(403, "cross_origin", "cross-origin requests are refused")
+        if actions is None:
+            return _error(404, "not_available", "no room actions on this server")
+        try:
+            result = dict(await actions.reset(room_id, cause="ops:reset"))
+        except CommandError as exc:
+            return _command_error(room_id, exc)
+        log.info("ops_room_reset", room_id=room_id, client=_client(request))
+        return _Json({"room_id": room_id, **result}, status_code=202)
+
     secret = token.get_secret_value().encode() if token is not None else b""
 
     def _guard(app: ASGIApp) -> ASGIApp:
         return _TokenGuard(app, secret) if secret else app
 
-    def _route(path: str, endpoint: Callable[[Request], Any], name: str) -> Route:
+    def _route(
+        path: str,
+        endpoint: Callable[[Request], Any],
+        name: str,
+        methods: Sequence[str] = ("GET", "HEAD"),
+    ) -> Route:
         # an ASGI-callable object (not a function) is mounted by Starlette as is
         return Route(
             path,
             AsgiEndpoint(_guard(request_response(endpoint))),
-            methods=["GET", "HEAD"],
+            methods=list(methods),
             name=name,
         )
 
@@ -422,6 +472,7 @@ def ops_routes(
         _route("/metrics", metrics_endpoint, "metrics"),
         _route("/rooms", rooms_list, "rooms"),
         _route("/rooms/{room_id}", room_detail, "room"),
+        _route("/rooms/{room_id}/reset", room_reset, "room_reset", methods=("POST",)),
     ]
     routes.extend(status_routes(guard=_guard))
     return routes

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orchestrator.rooms.model import RoomState
 from orchestrator.store.base import TransitionRecord
 
-__all__ = ["STATIC_DIR", "AsgiEndpoint", "segment_kind", "status_routes", "timeline"]
+__all__ = ["NO_DATA", "STATIC_DIR", "AsgiEndpoint", "segment_kind", "status_routes", "timeline"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -49,8 +49,15 @@ _FAULT = {
 _ON = _FAULT | {RoomState.STARTING, RoomState.LIVE}
 
 
+NO_DATA = "NO DATA"
+"""The timeline's state for time before the daemon's first record of a room (it was not there
+to see: not the same as UNKNOWN, which is the daemon re-checking a room)."""
+
+
 def segment_kind(state: str) -> str:
-    """``live`` | ``fault`` | ``starting`` | ``idle`` | ``unknown`` — the timeline colours."""
+    """``live`` | ``fault`` | ``starting`` | ``idle`` | ``unknown`` | ``nodata`` — the colours."""
+    if state == NO_DATA:
+        return "nodata"
     if state == RoomState.LIVE:
         return "live"
     if state in _FAULT:
@@ -63,19 +70,28 @@ def segment_kind(state: str) -> str:
 
 
 def timeline(
-    transitions: Iterable[TransitionRecord], *, start: datetime, end: datetime, current: str
+    transitions: Iterable[TransitionRecord],
+    *,
+    start: datetime,
+    end: datetime,
+    current: str,
+    earlier: bool = True,
 ) -> list[dict[str, Any]]:
     """Segments ``{start, end, state, kind, scheduled}`` covering ``[start, end]``.
 
     The state before the first transition in range is that transition's ``from_state``; with no
-    transitions the room spent the whole range in ``current``. ``scheduled`` means the room was
-    in an order-ON state (derived from states, since windows are not in the audit log).
+    transitions the room spent the whole range in ``current``. ``earlier`` False says the store
+    holds nothing older than ``transitions``: the time before the first one is ``NO DATA``
+    (the daemon was not there yet). ``scheduled`` means the room was in an order-ON state
+    (derived from states, since windows are not in the audit log).
     """
     recs = sorted((r for r in transitions if r.at <= end), key=lambda r: r.at)
     before = [r for r in recs if r.at <= start]
     inside = [r for r in recs if r.at > start]
     if before:
         state = before[-1].to_state
+    elif not earlier:
+        state = NO_DATA
     elif inside:
         state = inside[0].from_state
     else:

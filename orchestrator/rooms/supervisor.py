@@ -46,6 +46,7 @@ from orchestrator.errors import (
     TemporaryError,
 )
 from orchestrator.metastudio.models import LiveExitConfig, StartSmartLiveReq
+from orchestrator.rooms.explain import explain
 from orchestrator.rooms.machine import ACTIVE_JOB_STATES, step
 from orchestrator.rooms.model import (
     Action,
@@ -739,7 +740,11 @@ class RoomSupervisor:
                 to_state=after.state.value,
                 event=type(event).__name__,
                 cause=event.cause,
-                detail={"job_id": after.job_id, "last_error": after.last_error},
+                detail={
+                    "job_id": after.job_id,
+                    "last_error": after.last_error,
+                    "why": explain(event, before, after),  # the cause in words, for people
+                },
             )
         try:
             # state and its audit row in one transaction: half the commits on the drop path

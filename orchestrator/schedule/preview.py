@@ -7,6 +7,7 @@ UTC-offset change are marked ``DST``; excluded/holiday days inside the range are
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,14 @@ __all__ = ["add_arguments", "run_from_args", "schedule_for_room"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--room", help="only this room id")
-    parser.add_argument("--from", dest="from_", help="ISO start (default: now, UTC if naive)")
+    parser.add_argument("--room", metavar="ID", help="only this room id")
+    parser.add_argument(
+        "--from",
+        dest="from_",
+        metavar="WHEN",
+        help="ISO start, e.g. 2026-10-01 or 2026-10-01T08:00+08:00 (default: now; UTC if "
+        "no offset)",
+    )
     parser.add_argument("--days", type=int, default=7, help="how many days ahead (default 7)")
 
 
@@ -56,7 +63,7 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
             start = start.replace(tzinfo=UTC)
         rooms = [r for r in settings.rooms if args.room in (None, r.id)]
         if args.room and not rooms:
-            print(f"error: no room {args.room!r} in the configuration")
+            print(f"liveorch: no room {args.room!r} in the configuration", file=sys.stderr)
             return 2
         lists = load_holidays(settings.schedule.holidays_file)
         end = start + timedelta(days=args.days)
@@ -87,5 +94,5 @@ def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  excluded/holiday days: {', '.join(excluded)}")
         return 0
     except ValueError as exc:
-        print(f"error: {exc}")
+        print(f"liveorch: {exc}", file=sys.stderr)
         return 2

@@ -81,7 +81,7 @@ class OpsFixture:
     readiness: Readiness
     clock: list[float]
 
-    def routes(self, token: str | None = None, now: datetime = NOW) -> list[Any]:
+    def routes(self, token: str | None = None, now: datetime = NOW, **extra: Any) -> list[Any]:
         from pydantic import SecretStr
 
         return ops_routes(
@@ -91,6 +91,7 @@ class OpsFixture:
             readiness=self.readiness,
             token=SecretStr(token) if token else None,
             now=lambda: now,
+            **extra,
         )
 
 

@@ -305,6 +305,10 @@ async def test_lost_callbacks_dead_push_seen_in_reads_refreshed_and_confirmed(en
         "refresh sent",
     )
     assert "push stalled" in (sup.snapshot(ROOM).last_error or "")
+    drop = [r for r in await env.store.transitions(ROOM) if r.from_state == "LIVE"]
+    assert [(r.to_state, r.detail["why"]) for r in drop] == [
+        ("REFRESHING", "push stalled 30 s, no callback")  # the audit row says why, in words
+    ]
     for _ in range(10):  # the link reconnects; refresh_confirm_s (10 s) passes; a read confirms
         if sup.snapshot(ROOM).state is S.LIVE:
             break

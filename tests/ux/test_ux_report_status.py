@@ -31,7 +31,7 @@ def test_since_is_inclusive_of_today(value: str, expected: date) -> None:
 
 
 def test_a_bad_since_says_what_to_write() -> None:
-    with pytest.raises(SystemExit, match="7d, 24h, 2w or YYYY-MM-DD"):
+    with pytest.raises(ValueError, match="7d, 24h, 2w or YYYY-MM-DD"):
         report.parse_since("last week", TODAY)
 
 

@@ -8,6 +8,7 @@ function row(room) {
   const link = el("a", { href: "/ui/rooms/" + encodeURIComponent(room.room_id) }, room.room_id);
   const name = el("td");
   name.appendChild(link);
+  if (room.name) name.appendChild(el("span", { class: "room-name" }, room.name));
   const state = el("td");
   state.appendChild(stateBadge(room.state));
   if (room.alert) state.appendChild(el("span", { class: "alert", title: room.alert }, "⚠"));

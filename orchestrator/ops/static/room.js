@@ -12,6 +12,7 @@ function svg(tag, attrs, text) {
 }
 
 function renderFacts(room) {
+  document.getElementById("room-name").textContent = room.name || "";
   const facts = [
     ["Order", room.order || "—"],
     ["Job", room.job_id || "—"],
@@ -47,7 +48,8 @@ function renderTimeline(tl) {
   for (const seg of tl.segments) {
     const x = ((Date.parse(seg.start) - t0) / span) * W;
     const w = Math.max(0.5, ((Date.parse(seg.end) - Date.parse(seg.start)) / span) * W);
-    const tip = seg.state + ": " + fmtLocal(seg.start) + " → " + fmtLocal(seg.end);
+    const label = seg.kind === "nodata" ? "no data (before the daemon's first record)" : seg.state;
+    const tip = label + ": " + fmtLocal(seg.start) + " → " + fmtLocal(seg.end);
     if (seg.scheduled) {
       const s = svg("rect", { x: x, y: 13, width: w, height: 6, class: "scheduled" });
       s.appendChild(svg("title", {}, "scheduled " + tip));
@@ -74,7 +76,12 @@ function renderTransitions(list) {
     from.appendChild(stateBadge(t.from));
     const to = el("td");
     to.appendChild(stateBadge(t.to));
-    tr.append(el("td", { title: t.at }, fmtLocal(t.at)), from, to, el("td", {}, t.event), el("td", {}, t.cause || ""));
+    tr.append(
+      el("td", { title: t.at }, fmtLocal(t.at)),
+      from,
+      to,
+      el("td", { class: "why", title: t.event + " (" + (t.cause || "-") + ")" }, t.why || t.cause || ""),
+    );
     return tr;
   });
   body.replaceChildren(...rows);
