@@ -12,9 +12,10 @@ Error codes: ``bad_json``, ``bad_payload`` (with ``field``), ``unknown_action``,
 ``payload_too_large``, ``reply_topic_refused``, ``internal``, plus any
 :class:`~orchestrator.control.CommandError` code raised by Control, passed through unchanged.
 
-Secrets: ``set_output.stream_key`` is a :class:`~pydantic.SecretStr`; :func:`redact` masks any
-secret-looking key in data that leaves the process, and :meth:`Command.log_fields` never
-includes payload values.
+Secrets: ``set_output.stream_key`` is a :class:`~pydantic.SecretStr`; replies go through the
+one redaction policy (:mod:`orchestrator.redaction`: secret keys, registered secrets and
+secret-shaped text such as push URLs inside error messages), and :meth:`Command.log_fields`
+never includes payload values.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pydantic import (
 
 from orchestrator.control import CommandError, Control
 from orchestrator.mqtt.topics import CommandTarget
+from orchestrator.redaction import mask_text, redact
 
 __all__ = [
     "BRIDGE_ACTIONS",
@@ -70,9 +72,6 @@ __all__ = [
 ]
 
 _ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-_SECRET_KEYS = re.compile(
-    r"(stream_?key|password|passwd|secret|token|callback_?key|^sk$|^ak$|hw_?secret)", re.I
-)
 
 
 def reply_key(room_id: str | None, action: str, command_id: str) -> str:
@@ -406,20 +405,6 @@ def check_acl(cmd: Command, acl: Mapping[str, Sequence[str]]) -> None:
         )
 
 
-def redact(value: Any) -> Any:
-    """Copy of JSON-able ``value`` with every secret-looking key's value masked."""
-    if isinstance(value, Mapping):
-        return {
-            k: ("***" if isinstance(k, str) and _SECRET_KEYS.search(k) else redact(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, SecretStr):
-        return "***"
-    return value
-
-
 def ok_reply(command_id: str | None, data: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": command_id, "status": "ok", "data": redact(dict(data)), "error": None}
 
@@ -427,7 +412,7 @@ def ok_reply(command_id: str | None, data: Mapping[str, Any]) -> dict[str, Any]:
 def error_reply(
     command_id: str | None, code: str, message: str, *, field: str | None = None
 ) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": code, "message": message}
+    err: dict[str, Any] = {"code": code, "message": mask_text(message)}
     if field is not None:
         err["field"] = field
     return {"id": command_id, "status": "error", "data": {}, "error": err}
