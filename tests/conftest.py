@@ -17,6 +17,7 @@ from support.ci_guard import (  # noqa: F401
     pytest_runtest_makereport,
 )
 from support.nginx_rtmp import RTMP_MODULE
+from support.pgcluster import PgUnavailable, find_bindir
 
 _SERVICES: dict[str, tuple[str, int]] = {
     "mosquitto": ("127.0.0.1", 1883),
@@ -57,6 +58,11 @@ def require_service() -> Callable[[str], None]:
             ok = shutil.which(_BINARIES[name]) is not None
         elif name == "nginx-rtmp":
             ok = shutil.which("nginx") is not None and RTMP_MODULE.exists()
+        elif name == "postgres-server":  # binaries for a private cluster (support/pgcluster)
+            try:
+                ok = bool(find_bindir())
+            except PgUnavailable:
+                ok = False
         else:
             raise ValueError(f"unknown service {name!r}")
         if ok:
