@@ -135,17 +135,25 @@ def _pair(m: re.Match[str]) -> str:
     return name + m.group("sep") + MASK
 
 
+# Cheap substring tests (C speed) decide which of the shape regexes can match at all: this
+# runs on every string of every log line, and most strings hold none of these.
+_PAIR_HINT = re.compile("key|token|pass|secret|auth|sign|cookie|credential|sk|ak")
+
+
 def mask_text(text: str) -> str:
     """``text`` with registered secrets and secret-shaped parts replaced by ``"***"``."""
     pat = _pattern
     if pat is not None:
         text = pat.sub(MASK, text)
+    low = text.lower()
     if "://" in text:
-        text = _URL_USERINFO.sub(r"\1:" + MASK + "@", text)
-        text = _STREAM_URL.sub(_stream_url, text)
-    if " " in text:  # before the pairs: "Authorization: Bearer <token>" masks the token
+        if "@" in text:
+            text = _URL_USERINFO.sub(r"\1:" + MASK + "@", text)
+        if "rtmp" in low or "srt://" in low or "rtsp://" in low:
+            text = _STREAM_URL.sub(_stream_url, text)
+    if "bearer " in low or "basic " in low:  # before the pairs: "Authorization: Bearer <token>"
         text = _BEARER.sub(lambda m: m.group(1) + " " + MASK, text)
-    if "=" in text or ":" in text:
+    if ("=" in text or ":" in text) and _PAIR_HINT.search(low):
         text = _PAIR.sub(_pair, text)
     return text
 
