@@ -538,7 +538,12 @@ class MqttBridge:
         if refused:
             self.stats.commands_rejected += 1
             cid = peek_id(payload)
-            log.warning("mqtt_response_topic_refused", topic=topic, command_id=cid)
+            log.warning(
+                "mqtt_response_topic_refused",
+                topic=topic,
+                command_id=cid,
+                response_topic=str(getattr(msg.properties, "ResponseTopic", ""))[:256],
+            )
             self._reply(
                 reply_topic,
                 correlation,
@@ -685,7 +690,7 @@ class MqttBridge:
             return await self._act(cmd)
         key = cmd.reply_key
         existing = self._inflight.get(key)
-        if existing is not None:  # the same id is being executed in another lane right now
+        if existing is not None:  # the same (room, action, id) is being executed right now
             self.stats.commands_replayed += 1
             try:
                 return await asyncio.shield(existing)
