@@ -140,3 +140,22 @@ async def test_oversized_payload_is_refused_unparsed(
     assert (await watcher.wait_reply(f"{t}/reply", "small"))["status"] == "ok"
     assert control.methods() == ["insert_script"]
     assert bridge.stats.commands_rejected == 1
+
+
+async def test_the_broker_never_sends_the_bridge_a_huge_command(
+    watcher: Watcher, bridges: BridgeRunner, prefix: str
+) -> None:
+    """v5 Maximum Packet Size: a 2 MB command is dropped by mosquitto, not read into memory.
+
+    The small command sent after it (same publisher, QoS 1: delivered in order) proves the
+    large one would have been received first had the broker sent it.
+    """
+    bridge, control, _ = await bridges.run(max_payload_bytes=4096)  # packets up to 1 MiB
+    t = _room_cmd(prefix)
+    huge = json.dumps({"id": "huge", "action": "stop", "pad": "x" * 2_000_000}).encode()
+    await watcher.send(t, huge)
+    await watcher.send(t, {"id": "after", "action": "stop"})
+    assert (await watcher.wait_reply(f"{t}/reply", "after"))["status"] == "ok"
+    assert bridge.stats.commands_received == 1
+    assert [m for m in watcher.on(f"{t}/reply") if b"payload_too_large" in m.payload] == []
+    assert control.methods() == ["stop"]
