@@ -136,8 +136,10 @@ class MqttSettings(_Section):
     command_max_skew_s: float = Field(30.0, ge=0)
     """Commands with `sent_at` further ahead of our clock than this are refused (clock_skew):
     a future `sent_at` would otherwise never expire."""
-    max_payload_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024)
-    """Commands larger than this are refused (payload_too_large) before they are parsed."""
+    max_payload_bytes: int = Field(1024 * 1024, ge=256, le=16 * 1024 * 1024)
+    """Commands larger than this are refused (payload_too_large) before they are parsed. The
+    default fits the largest valid command: insert_script's 131,072 characters of CJK text,
+    even \\u-escaped (6 bytes each)."""
     reply_topic_prefixes: list[str] = Field(default_factory=lambda: ["panel/replies"])
     """Where v5 response topics may point: a topic equal to or below one of these. Anything
     else, and every topic under `prefix` but the `.../command/reply` ones, is refused."""

@@ -107,7 +107,7 @@ async def test_hostile_mqtt_commands_against_the_daemon(
             ahead = (datetime.now(UTC) + timedelta(days=30)).isoformat()
             skewed = await w.command("ra", {"id": "S1", "action": "stop", "sent_at": ahead})
 
-            big = json.dumps({"id": "B1", "action": "stop", "pad": "x" * 100_000}).encode()
+            big = json.dumps({"id": "B1", "action": "stop", "pad": "x" * 1_500_000}).encode()
             await _publish(w, command, big)
             too_large = await _reply(w, reply_topic, None)
             state_payloads = {m.payload for m in w.messages if m.topic.value.endswith("/state")}

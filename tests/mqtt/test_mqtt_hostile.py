@@ -159,3 +159,16 @@ async def test_the_broker_never_sends_the_bridge_a_huge_command(
     assert bridge.stats.commands_received == 1
     assert [m for m in watcher.on(f"{t}/reply") if b"payload_too_large" in m.payload] == []
     assert control.methods() == ["stop"]
+
+
+async def test_the_largest_valid_command_fits_the_default_limit(
+    watcher: Watcher, bridges: BridgeRunner, prefix: str
+) -> None:
+    """insert_script allows 131,072 characters; CJK text, \\u-escaped, is 786 KiB."""
+    _, control, _ = await bridges.run()
+    t = _room_cmd(prefix)
+    body = {"id": "cjk", "action": "insert_script", "text": "\u4e2d" * 131072}
+    assert len(json.dumps(body).encode()) > 780_000
+    await watcher.send(t, body)
+    assert (await watcher.wait_reply(f"{t}/reply", "cjk"))["status"] == "ok"
+    assert control.methods() == ["insert_script"]
