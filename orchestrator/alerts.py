@@ -29,6 +29,7 @@ import structlog
 
 from orchestrator.metastudio.client import parse_retry_after
 from orchestrator.mqtt.topics import alert_event
+from orchestrator.redaction import mask_text
 
 __all__ = ["Alert", "WebhookSender"]
 
@@ -46,9 +47,14 @@ class Alert:
     at: datetime
 
     def to_json(self) -> dict[str, Any]:
-        """The payload for MQTT and the webhook (``mqtt.topics.alert_event``)."""
+        """The payload for MQTT and the webhook (``mqtt.topics.alert_event``); the message may
+        quote a cloud error, so it goes through the one redaction policy."""
         return alert_event(
-            self.room_id, kind=self.kind, status=self.status, at=self.at, message=self.message
+            self.room_id,
+            kind=self.kind,
+            status=self.status,
+            at=self.at,
+            message=mask_text(self.message),
         )
 
 

@@ -1,12 +1,7 @@
 """structlog set-up: JSON lines for journald/files, a readable console in a TTY, secrets masked.
 
-Redaction works in two ways, both before rendering:
-
-* by key: any field whose name looks secret (``sk``, ``password``, ``stream_key``, ``token``,
-  ``hwSecret`` …) is replaced by ``"***"`` wherever it appears, nested dicts and lists included;
-* by value: every secret string registered with :func:`register_secret` (the loaded AK/SK,
-  stream keys, callback keys, MQTT password, tokens) is replaced by ``"***"`` inside any string,
-  including rendered exception text.
+Redaction follows the one policy of :mod:`orchestrator.redaction` (secret keys, registered
+secret values, secret-shaped text such as push URLs), applied before rendering.
 
 Exceptions are rendered to text *before* redaction so a secret inside a traceback is masked too.
 """
@@ -14,98 +9,41 @@ Exceptions are rendered to text *before* redaction so a secret inside a tracebac
 from __future__ import annotations
 
 import logging
-import re
 import sys
-import threading
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-MASK = "***"
-
-_SECRET_KEY = re.compile(
-    r"(^|_|-)(sk|ak|secret|password|passwd|token|stream_?key|key|authorization|"
-    r"hwsecret|x-hw-mss-secret|x-auth-token|x-subject-token|credential|signature)s?($|_|-)",
-    re.IGNORECASE,
+# The policy itself (which keys, which values, which shapes) lives in orchestrator.redaction,
+# shared with MQTT, HTTP and the store; these names stay importable from here.
+from orchestrator.redaction import (
+    MASK,
+    _trie_regex,
+    is_secret_key,
+    mask_text,
+    register_secret,
+    register_secrets,
 )
-# Keys that contain "key" but are not secrets.
-_NOT_SECRET_KEYS = frozenset({"dedupe_key", "window_key", "sort_key", "key_id", "keys_loaded"})
+from orchestrator.redaction import redact as _redact
 
-_lock = threading.Lock()
-_secrets: set[str] = set()
-_pattern: re.Pattern[str] | None = None
-
-
-def register_secret(value: str | None) -> None:
-    """Mask this exact string wherever it appears in a log line from now on."""
-    register_secrets((value,))
-
-
-def register_secrets(values: Iterable[str | None]) -> None:
-    """Register many at once: the pattern is compiled once per call, not once per value
-    (per value made startup O(n^2): 2,000 rooms' stream keys took over a minute)."""
-    global _pattern
-    new = {v for v in values if v and len(v) >= 4}  # shorter: masking would destroy text
-    with _lock:
-        if new <= _secrets:
-            return
-        _secrets.update(new)
-        _pattern = re.compile(_trie_regex(_secrets))
-
-
-def _trie_regex(words: Iterable[str]) -> str:
-    """One regex matching any of ``words``, longest first, factored as a prefix trie.
-
-    A flat ``a|b|c…`` alternation makes ``re`` try every secret at every position of every
-    logged string: with 4,000 secrets (2,000 rooms) that was ~280 us per 100-character string,
-    several ms per log line. The trie fails after a character or two instead.
-    """
-    trie: dict[str, Any] = {}
-    for word in words:
-        node = trie
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = {}  # end of a word
-
-    def build(node: dict[str, Any]) -> str:
-        ends = "" in node
-        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        if ends:  # a word ends here but longer ones go on: greedy optional = longest match
-            body = "(?:" + body + ")?"
-        return body
-
-    return build(trie)
-
-
-def is_secret_key(key: str) -> bool:
-    return key.lower() not in _NOT_SECRET_KEYS and bool(_SECRET_KEY.search(key))
-
-
-def mask_text(text: str) -> str:
-    pat = _pattern
-    return pat.sub(MASK, text) if pat is not None else text
+__all__ = [
+    "MASK",
+    "_trie_regex",
+    "configure",
+    "is_secret_key",
+    "mask_text",
+    "redact",
+    "redact_processor",
+    "register_secret",
+    "register_secrets",
+]
 
 
 def redact(value: Any, key: str | None = None) -> Any:
-    """Return ``value`` with secret keys and registered secret values masked (recursively)."""
-    if key is not None and is_secret_key(key) and value not in (None, "", [], {}):
-        return MASK
-    if isinstance(value, str):
-        return mask_text(value)
-    if isinstance(value, Mapping):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [redact(v) for v in value]
-    if isinstance(value, bytes | bytearray):
-        return mask_text(bytes(value).decode("utf-8", "replace"))
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return mask_text(str(value))
+    """Return ``value`` with secret keys and secret values masked (recursively), as text."""
+    return _redact(value, key, stringify=True)
 
 
 def redact_processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

@@ -39,6 +39,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -132,9 +133,27 @@ class MqttSettings(_Section):
     """Allow-list of actions per client (payload field "client"); empty = everything allowed."""
     command_max_age_s: float = 300.0
     """Commands with `sent_at` older than this are refused as expired."""
+    command_max_skew_s: float = Field(30.0, ge=0)
+    """Commands with `sent_at` further ahead of our clock than this are refused (clock_skew):
+    a future `sent_at` would otherwise never expire."""
+    max_payload_bytes: int = Field(1024 * 1024, ge=256, le=16 * 1024 * 1024)
+    """Commands larger than this are refused (payload_too_large) before they are parsed. The
+    default fits the largest valid command: insert_script's 131,072 characters of CJK text,
+    even \\u-escaped (6 bytes each)."""
+    reply_topic_prefixes: list[str] = Field(default_factory=lambda: ["panel/replies"])
+    """Where v5 response topics may point: a topic equal to or below one of these. Anything
+    else, and every topic under `prefix` but the `.../command/reply` ones, is refused."""
     callbacks_topic: str = "liveorch/callbacks/in"
     consume_relay: bool = False
     """Consume callbacks published by `liveorch relay` on callbacks_topic."""
+
+    @field_validator("reply_topic_prefixes")
+    @classmethod
+    def _check_reply_prefixes(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.strip("/") or any(c in p for c in "+#\x00") or p.startswith("$"):
+                raise ValueError(f"{p!r} is not a topic prefix (no wildcards, not empty)")
+        return [p.rstrip("/") for p in v]
 
 
 class HttpSettings(_Section):

@@ -514,7 +514,47 @@ class MqttBridge:
             log.warning("mqtt_command_topic_refused", topic=topic[:256], reason=str(exc))
             return
         self.stats.commands_received += 1
-        reply_topic, correlation = self._reply_route(topic, msg.properties)
+        reply_topic, correlation, refused = self._reply_route(topic, msg.properties)
+        if len(payload) > self.settings.max_payload_bytes:
+            # Refused unread: parsing a 50 MB JSON object costs twice its size in memory.
+            self.stats.commands_rejected += 1
+            log.warning(
+                "mqtt_command_too_large",
+                topic=topic,
+                size=len(payload),
+                limit=self.settings.max_payload_bytes,
+            )
+            self._reply(
+                reply_topic,
+                correlation,
+                error_reply(
+                    None,
+                    "payload_too_large",
+                    f"command payload is {len(payload)} bytes; the limit is "
+                    f"{self.settings.max_payload_bytes} (mqtt.max_payload_bytes)",
+                ),
+            )
+            return
+        if refused:
+            self.stats.commands_rejected += 1
+            cid = peek_id(payload)
+            log.warning(
+                "mqtt_response_topic_refused",
+                topic=topic,
+                command_id=cid,
+                response_topic=str(getattr(msg.properties, "ResponseTopic", ""))[:256],
+            )
+            self._reply(
+                reply_topic,
+                correlation,
+                error_reply(
+                    cid,
+                    "reply_topic_refused",
+                    "the v5 response topic is outside mqtt.reply_topic_prefixes or is one of "
+                    "the daemon's own topics; nothing was done",
+                ),
+            )
+            return
         if msg.retain:
             self.stats.retained_ignored += 1
             cid = peek_id(payload)
@@ -534,16 +574,45 @@ class MqttBridge:
             _Job(target.lane, topic, payload, target, reply_topic, correlation, msg.properties)
         )
 
-    def _reply_route(self, topic: str, props: Properties | None) -> tuple[str, bytes | None]:
-        """v5 response topic + correlation data when given, else ``{command topic}/reply``."""
+    def _reply_route(self, topic: str, props: Properties | None) -> tuple[str, bytes | None, bool]:
+        """(reply topic, correlation data, response topic refused).
+
+        A v5 response topic is used when it is allowed (:meth:`_response_allowed`); otherwise
+        the answer goes to ``{command topic}/reply`` and a refused topic is reported.
+        """
         response = getattr(props, "ResponseTopic", None) if props is not None else None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
         if isinstance(response, str):
             try:
-                return validate_publish_topic(response), correlation
+                if self._response_allowed(validate_publish_topic(response)):
+                    return response, correlation, False
             except TopicError:
-                log.warning("mqtt_response_topic_invalid", topic=topic)
-        return Topics.default_reply(topic), correlation
+                pass
+            return Topics.default_reply(topic), correlation, True
+        return Topics.default_reply(topic), correlation, False
+
+    def _response_allowed(self, response: str) -> bool:
+        """Only a configured reply namespace, and never a topic the daemon itself owns.
+
+        Under our prefix only the default reply topics (``…/command/reply``) are allowed: a
+        reply published to ``bridge/state``, a room's state or another room's command topic
+        would overwrite retained state or be read back as a command.
+        """
+        if response == self.settings.callbacks_topic:
+            return False
+        own = self.topics.prefix
+        if response == own or response.startswith(own + "/"):
+            if not response.endswith("/command/reply"):
+                return False
+            try:
+                self.topics.parse_command_topic(response.removesuffix("/reply"))
+            except TopicError:
+                return False
+            return True
+        return any(
+            response == p or response.startswith(p + "/")
+            for p in self.settings.reply_topic_prefixes
+        )
 
     def _reply(self, topic: str, correlation: bytes | None, reply: Mapping[str, Any]) -> None:
         props: Properties | None = None
@@ -619,8 +688,9 @@ class MqttBridge:
             return self._rejected(exc, exc.command_id or peek_id(job.payload), target)
         if cmd.read_only:
             return await self._act(cmd)
-        existing = self._inflight.get(cmd.id)
-        if existing is not None:  # the same id is being executed in another lane right now
+        key = cmd.reply_key
+        existing = self._inflight.get(key)
+        if existing is not None:  # the same (room, action, id) is being executed right now
             self.stats.commands_replayed += 1
             try:
                 return await asyncio.shield(existing)
@@ -629,7 +699,7 @@ class MqttBridge:
                     raise  # we are being cancelled ourselves
                 return error_reply(cmd.id, "internal", "interrupted by shutdown; resend the id")
         fut: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
-        self._inflight[cmd.id] = fut
+        self._inflight[key] = fut
         try:
             reply = await self._idempotent(cmd)
             fut.set_result(reply)
@@ -638,11 +708,11 @@ class MqttBridge:
             fut.cancel()  # only cancellation gets here: _idempotent answers every error
             raise
         finally:
-            del self._inflight[cmd.id]
+            del self._inflight[key]
 
     async def _idempotent(self, cmd: Command) -> Mapping[str, Any]:
         try:
-            stored = await self._store.get_reply(cmd.id)
+            stored = await self._store.get_reply(cmd.reply_key)
         except StoreError as exc:
             log.error("mqtt_command_store_failed", **cmd.log_fields(), error=str(exc)[:200])
             return error_reply(cmd.id, "internal", "command store unavailable; nothing was done")
@@ -651,12 +721,17 @@ class MqttBridge:
             log.info("mqtt_command_replayed", **cmd.log_fields())
             return stored
         try:
-            check_fresh(cmd, now=self._clock(), max_age_s=self.settings.command_max_age_s)
+            check_fresh(
+                cmd,
+                now=self._clock(),
+                max_age_s=self.settings.command_max_age_s,
+                max_skew_s=self.settings.command_max_skew_s,
+            )
         except CommandRejected as exc:
             return self._rejected(exc, cmd.id, CommandTarget(cmd.room_id))
         # A crash between acting and storing the reply must not make a resent id act twice:
         # mark the id as started first; finding our own mark means the outcome is unknown.
-        marker = f"{cmd.id}\x1fstarted:{self.settings.client_id}"[:256]
+        marker = f"{cmd.reply_key}\x1fstarted:{self.settings.client_id}"[:256]
         try:
             if await self._store.get_reply(marker) is not None:
                 reply_unknown = error_reply(
@@ -666,7 +741,7 @@ class MqttBridge:
                     "unknown: read the room state (action get) before sending a new command",
                 )
                 log.warning("mqtt_command_outcome_unknown", **cmd.log_fields())
-                await self._store.put_reply(cmd.id, reply_unknown, self._clock())
+                await self._store.put_reply(cmd.reply_key, reply_unknown, self._clock())
                 return reply_unknown
             await self._store.put_reply(marker, {"started": True}, self._clock())
         except StoreError as exc:
@@ -676,8 +751,8 @@ class MqttBridge:
         if _code(reply) in UNSTORED_CODES:
             return reply  # about ownership, not the command: the owner's answer must win
         try:
-            if not await self._store.put_reply(cmd.id, reply, self._clock()):
-                stored = await self._store.get_reply(cmd.id)
+            if not await self._store.put_reply(cmd.reply_key, reply, self._clock()):
+                stored = await self._store.get_reply(cmd.reply_key)
                 reply = stored if stored is not None else reply
         except StoreError as exc:
             log.error("mqtt_command_store_failed", **cmd.log_fields(), error=str(exc)[:200])

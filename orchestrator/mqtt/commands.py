@@ -8,16 +8,19 @@ errors, the offending ``field`` path. Nothing is executed here; each command kno
 decides when to call it.
 
 Error codes: ``bad_json``, ``bad_payload`` (with ``field``), ``unknown_action``,
-``unknown_room``, ``expired``, ``forbidden``, ``retained_ignored``, ``internal``, plus any
+``unknown_room``, ``expired``, ``clock_skew``, ``forbidden``, ``retained_ignored``,
+``payload_too_large``, ``reply_topic_refused``, ``internal``, plus any
 :class:`~orchestrator.control.CommandError` code raised by Control, passed through unchanged.
 
-Secrets: ``set_output.stream_key`` is a :class:`~pydantic.SecretStr`; :func:`redact` masks any
-secret-looking key in data that leaves the process, and :meth:`Command.log_fields` never
-includes payload values.
+Secrets: ``set_output.stream_key`` is a :class:`~pydantic.SecretStr`; replies go through the
+one redaction policy (:mod:`orchestrator.redaction`: secret keys, registered secrets and
+secret-shaped text such as push URLs inside error messages), and :meth:`Command.log_fields`
+never includes payload values.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -37,6 +40,7 @@ from pydantic import (
 
 from orchestrator.control import CommandError, Control
 from orchestrator.mqtt.topics import CommandTarget
+from orchestrator.redaction import mask_text, redact
 
 __all__ = [
     "BRIDGE_ACTIONS",
@@ -64,12 +68,16 @@ __all__ = [
     "parse_command",
     "peek_id",
     "redact",
+    "reply_key",
 ]
 
 _ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-_SECRET_KEYS = re.compile(
-    r"(stream_?key|password|passwd|secret|token|callback_?key|^sk$|^ak$|hw_?secret)", re.I
-)
+
+
+def reply_key(room_id: str | None, action: str, command_id: str) -> str:
+    """The reply store key of one (room, action, id); see :attr:`Command.reply_key`."""
+    triple = json.dumps([room_id, action, command_id], separators=(",", ":"))
+    return "cmd:" + hashlib.sha256(triple.encode()).hexdigest()
 
 
 class CommandRejected(CommandError):
@@ -113,6 +121,17 @@ class Command(BaseModel):
         if v is not None and not _ID.match(v):
             raise ValueError("must be 1-128 printable ASCII characters without spaces")
         return v
+
+    @property
+    def reply_key(self) -> str:
+        """Idempotency key of this command in the reply store: (room, action, id).
+
+        An id is only unique per room and action: a panel reusing ``X1`` for another room or
+        action must act, not be answered with the other command's stored reply. Hashed so the
+        key has a fixed length (room and id may each be 128 characters) and no separator in an
+        id can make two triples collide.
+        """
+        return reply_key(self.room_id, self.action, self.id)
 
     @property
     def cause(self) -> str:
@@ -349,10 +368,18 @@ def parse_command(payload: bytes, target: CommandTarget) -> Command:
         raise CommandRejected("bad_payload", f"{path}: {msg}", command_id=cid, field=path) from None
 
 
-def check_fresh(cmd: Command, *, now: datetime, max_age_s: float) -> None:
-    """Refuse a command past its ``expires_at`` or whose ``sent_at`` is older than max age."""
+def check_fresh(cmd: Command, *, now: datetime, max_age_s: float, max_skew_s: float = 30.0) -> None:
+    """Refuse a command past its ``expires_at``, whose ``sent_at`` is older than max age, or
+    whose ``sent_at`` lies more than ``max_skew_s`` ahead of ``now`` (a future ``sent_at``
+    would pass the age check for as long as the sender likes)."""
     if cmd.expires_at is not None and now >= cmd.expires_at:
         raise CommandRejected("expired", "command expired (expires_at)", command_id=cmd.id)
+    if cmd.sent_at is not None and cmd.sent_at - now > timedelta(seconds=max_skew_s):
+        raise CommandRejected(
+            "clock_skew",
+            f"sent_at is more than {max_skew_s:g} s ahead of the daemon's clock",
+            command_id=cmd.id,
+        )
     if cmd.sent_at is not None and now - cmd.sent_at > timedelta(seconds=max_age_s):
         raise CommandRejected(
             "expired",
@@ -378,20 +405,6 @@ def check_acl(cmd: Command, acl: Mapping[str, Sequence[str]]) -> None:
         )
 
 
-def redact(value: Any) -> Any:
-    """Copy of JSON-able ``value`` with every secret-looking key's value masked."""
-    if isinstance(value, Mapping):
-        return {
-            k: ("***" if isinstance(k, str) and _SECRET_KEYS.search(k) else redact(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, SecretStr):
-        return "***"
-    return value
-
-
 def ok_reply(command_id: str | None, data: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": command_id, "status": "ok", "data": redact(dict(data)), "error": None}
 
@@ -399,7 +412,7 @@ def ok_reply(command_id: str | None, data: Mapping[str, Any]) -> dict[str, Any]:
 def error_reply(
     command_id: str | None, code: str, message: str, *, field: str | None = None
 ) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": code, "message": message}
+    err: dict[str, Any] = {"code": code, "message": mask_text(message)}
     if field is not None:
         err["field"] = field
     return {"id": command_id, "status": "error", "data": {}, "error": err}

@@ -21,7 +21,15 @@ from paho.mqtt.properties import Properties
 from orchestrator.mqtt.topics import OFFLINE, Topics
 from orchestrator.settings import MqttSettings
 
-__all__ = ["MAX_INFLIGHT", "RELAY_SESSION_EXPIRY_S", "Backoff", "make_client", "tls_context"]
+__all__ = [
+    "MAX_INFLIGHT",
+    "MIN_PACKET_BYTES",
+    "RELAY_SESSION_EXPIRY_S",
+    "Backoff",
+    "make_client",
+    "max_packet_bytes",
+    "tls_context",
+]
 
 MAX_INFLIGHT = 256
 """QoS 1 publishes awaiting PUBACK at once; paho's default (20) makes a 10,000-room
@@ -58,6 +66,21 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=settings.ca_file)
 
 
+MIN_PACKET_BYTES = 1024 * 1024
+"""Floor of the v5 Maximum Packet Size: relayed callbacks (up to callbacks.max_body_bytes plus
+their envelope) arrive on the same connection."""
+
+
+def max_packet_bytes(settings: MqttSettings) -> int:
+    """The largest packet the broker may send us (MQTT v5 CONNECT Maximum Packet Size).
+
+    Commands between ``max_payload_bytes`` and this size reach the bridge and are answered
+    ``payload_too_large``; larger ones are dropped by the broker (it logs them) and never
+    cost us memory.
+    """
+    return max(4 * settings.max_payload_bytes, MIN_PACKET_BYTES)
+
+
 def make_client(
     settings: MqttSettings,
     topics: Topics,
@@ -89,9 +112,12 @@ def _client(
     timeout_s: float,
 ) -> aiomqtt.Client:
     if settings.protocol == "5":
-        props: Properties | None = None
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        # paho reads a whole PUBLISH into memory before we see it (a 50 MB command: +150 MB
+        # peak RSS), so the broker is asked not to send us anything much larger than a command
+        # may be; what it does send above max_payload_bytes is refused with a reply.
+        props.MaximumPacketSize = max_packet_bytes(settings)
         if persistent:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = RELAY_SESSION_EXPIRY_S
         return aiomqtt.Client(
             settings.host,

@@ -25,14 +25,12 @@ import base64
 import binascii
 import hmac
 import json
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from pydantic import SecretStr
@@ -44,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from orchestrator.control import CommandError
 from orchestrator.ops.metrics import Metrics
 from orchestrator.ops.status_page import AsgiEndpoint, status_routes, timeline
+from orchestrator.redaction import redact
 from orchestrator.rooms.explain import describe_record
 from orchestrator.rooms.model import Snapshot
 from orchestrator.store.base import SlaRow, Store, TransitionRecord
@@ -59,10 +58,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-_SECRET_KEY = re.compile(
-    r"(key|secret|token|passw|credential|signature|authorization|cookie)|^(ak|sk)$",
-    re.IGNORECASE,
-)
 _HISTORY = timedelta(hours=24)
 
 
@@ -124,33 +119,9 @@ class SnapshotRooms:
 
 
 # --- redaction -----------------------------------------------------------------------------
-
-
-def _redact_url(value: str) -> str:
-    """``rtmp://host/app/<stream key>?auth=…`` → ``rtmp://host/app/***``."""
-    parts = urlsplit(value)
-    path = parts.path
-    if "/" in path.strip("/"):
-        path = path.rstrip("/").rsplit("/", 1)[0] + "/***"
-    elif path.strip("/"):
-        path = "/***"
-    return urlunsplit((parts.scheme, parts.hostname or "", path, "", ""))
-
-
-def redact(value: Any) -> Any:
-    """Drop secret-looking keys anywhere in a JSON-able value and defang stream URLs."""
-    if isinstance(value, Mapping):
-        return {str(k): redact(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, SecretStr):
-        return None
-    if isinstance(value, str) and re.match(r"^(rtmps?|srt|rtsp)://", value, re.IGNORECASE):
-        return _redact_url(value)
-    if isinstance(value, str) and "://" in value and "@" in value.split("://", 1)[1]:
-        parts = urlsplit(value)  # userinfo in any URL is a credential
-        return urlunsplit(parts._replace(netloc=parts.hostname or ""))
-    return value
+# Every JSON answer goes through the daemon's one policy (orchestrator.redaction): secret
+# keys masked, push URLs' stream keys and URL passwords masked, registered secrets masked
+# inside any text (a cloud error quoting a stream key in last_error).
 
 
 def _json_default(value: object) -> object:

@@ -46,6 +46,7 @@ from orchestrator.errors import (
     TemporaryError,
 )
 from orchestrator.metastudio.models import LiveExitConfig, StartSmartLiveReq
+from orchestrator.redaction import mask_text
 from orchestrator.rooms.explain import explain
 from orchestrator.rooms.machine import ACTIVE_JOB_STATES, step
 from orchestrator.rooms.model import (
@@ -247,9 +248,10 @@ def _seconds(job: object, name: str) -> float | None:
 
 
 def _short(exc: BaseException) -> str:
-    """A safe one-line reason (cloud errors never carry secrets; keep it short anyway)."""
+    """A safe one-line reason. Cloud error text may quote the refused request (stream key
+    included) and becomes last_error: in the store, on MQTT, in /rooms. Mask, then cut."""
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
+    return mask_text(f"{type(exc).__name__}: {text}")[:300]
 
 
 @dataclass

@@ -384,6 +384,7 @@ def daemon_config(
             "prefix": mqtt_prefix,
             "reconnect_max_s": 2.0,
             "callbacks_topic": f"{mqtt_prefix}/callbacks/in",
+            "reply_topic_prefixes": [f"{mqtt_prefix}-replies"],
         }
     return cfg
 
@@ -557,7 +558,7 @@ class MqttWatch:
     ) -> dict[str, Any]:
         """Publish a v5 command with a response topic and correlation data; return the reply
         (after checking the correlation data came back unchanged)."""
-        reply_topic = f"{self.prefix}/replies/{uuid.uuid4().hex[:8]}"
+        reply_topic = f"{self.prefix}-replies/{uuid.uuid4().hex[:8]}"
         correlation = uuid.uuid4().bytes
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = reply_topic
@@ -592,6 +593,7 @@ async def mqtt_watch(prefix: str) -> AsyncIterator[MqttWatch]:
     )
     async with client:
         await client.subscribe(f"{prefix}/#", qos=1)
+        await client.subscribe(f"{prefix}-replies/#", qos=1)
         w = MqttWatch(client, prefix)
         pump = asyncio.create_task(w.pump(), name="mqtt-watch-pump")
         try:

@@ -43,9 +43,7 @@ def nginx_rtmp(
     tmp_path: Path, require_service: Callable[[str], None]
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     require_service("ffmpeg")
-    require_service("nginx")
-    if not RTMP_MODULE.exists():
-        pytest.skip("libnginx-mod-rtmp is not installed")
+    require_service("nginx-rtmp")
     port = _free_port()
     (tmp_path / "logs").mkdir()
     conf = tmp_path / "nginx.conf"

@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from emulator_support import AK, PROJECT, SK
 
-from orchestrator.emulator.service import EmulatorService
-from orchestrator.httpserver import ServedApp
-
-sdk_core = pytest.importorskip("huaweicloudsdkcore")
-from huaweicloudsdkcore.auth.credentials import BasicCredentials  # noqa: E402
-from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException  # noqa: E402
-from huaweicloudsdkmetastudio.v1 import (  # noqa: E402
+# The SDK is a test dependency (pyproject [test]): a missing SDK is a broken install, not a skip.
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+from huaweicloudsdkmetastudio.v1 import (
     ControlSmartLiveReq,
     ExecuteSmartLiveCommandRequest,
     ListSmartLiveJobsRequest,
@@ -25,6 +21,9 @@ from huaweicloudsdkmetastudio.v1 import (  # noqa: E402
     StartSmartLiveRequest,
     StopSmartLiveRequest,
 )
+
+from orchestrator.emulator.service import EmulatorService
+from orchestrator.httpserver import ServedApp
 
 
 def _client(base_url: str, project_id: str | None = PROJECT) -> Any:

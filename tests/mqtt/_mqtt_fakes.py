@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.control import CommandError
+from orchestrator.mqtt.commands import reply_key
 
 
 @dataclass
@@ -112,7 +113,11 @@ class MemoryReplyStore:
     @property
     def answers(self) -> dict[str, Mapping[str, Any]]:
         """Stored replies without the bridge's "started" markers."""
-        return {k: v for k, v in self.replies.items() if "\x1f" not in k}
+        return {str(v["id"]): v for k, v in self.replies.items() if "\x1f" not in k}
+
+    def answer(self, room_id: str | None, action: str, command_id: str) -> Mapping[str, Any]:
+        """The reply stored for one (room, action, id)."""
+        return self.replies[reply_key(room_id, action, command_id)]
 
     async def get_reply(self, command_id: str) -> Mapping[str, Any] | None:
         return self.replies.get(command_id)

@@ -101,6 +101,7 @@ async def watching(prefix: str, port: int = 1883) -> AsyncIterator[Watcher]:
     )
     async with client:
         await client.subscribe(f"{prefix}/#", qos=1)
+        await client.subscribe(f"{prefix}-replies/#", qos=1)  # the bridges' reply namespace
         w = Watcher(client, prefix)
         pump = asyncio.create_task(w.pump(), name="watcher-pump")
         try:
@@ -140,6 +141,7 @@ class BridgeRunner:
             "client_id": f"{self.prefix}-bridge",
             "prefix": self.prefix,
             "reconnect_max_s": 0.2,
+            "reply_topic_prefixes": [f"{self.prefix}-replies"],
         }
         fields.update(kw)
         control = control or RecordingControl()

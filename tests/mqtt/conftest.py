@@ -6,7 +6,6 @@ created are cleared afterwards (the system mosquitto persists retained messages)
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -42,8 +41,7 @@ async def private_broker(
     require_service: Callable[[str], None], tmp_path: Path
 ) -> AsyncIterator[PrivateBroker]:
     require_service("mosquitto")
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto binary not installed")
+    require_service("mosquitto-binary")
     broker = PrivateBroker(tmp_path)
     await broker.start()
     try:

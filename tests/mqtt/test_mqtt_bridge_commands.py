@@ -16,6 +16,7 @@ from _mqtt_helpers import BridgeRunner, Watcher
 from structlog.testing import capture_logs
 
 from orchestrator.control import CommandError
+from orchestrator.mqtt.commands import reply_key
 from orchestrator.rooms.model import Order, RoomState, Snapshot
 from orchestrator.store.sql import SqlStore
 
@@ -132,10 +133,10 @@ async def test_v5_reply_goes_to_response_topic_with_correlation(
     await watcher.send(
         _room_cmd(prefix),
         {"id": "v5-1", "action": "stop"},
-        response_topic=f"{prefix}/resp/panel-7",
+        response_topic=f"{prefix}-replies/panel-7",
         correlation=b"\x00corr-42",
     )
-    m = await watcher.wait_topic(f"{prefix}/resp/panel-7")
+    m = await watcher.wait_topic(f"{prefix}-replies/panel-7")
     assert m.properties is not None
     assert getattr(m.properties, "CorrelationData", None) == b"\x00corr-42"
     assert json.loads(m.payload)["id"] == "v5-1"
@@ -190,20 +191,25 @@ async def test_duplicate_id_is_answered_from_store_without_acting_twice(
     store = MemoryReplyStore()
     _, control, _ = await bridges.run(store=store)
     topic = _room_cmd(prefix)
-    await watcher.send(topic, {"id": "dup-1", "action": "restart"}, response_topic=f"{prefix}/r1")
-    first = await watcher.wait_reply(f"{prefix}/r1", "dup-1")
-    await watcher.send(topic, {"id": "dup-1", "action": "restart"}, response_topic=f"{prefix}/r2")
-    second = await watcher.wait_reply(f"{prefix}/r2", "dup-1")
+    await watcher.send(
+        topic, {"id": "dup-1", "action": "restart"}, response_topic=f"{prefix}-replies/r1"
+    )
+    first = await watcher.wait_reply(f"{prefix}-replies/r1", "dup-1")
+    await watcher.send(
+        topic, {"id": "dup-1", "action": "restart"}, response_topic=f"{prefix}-replies/r2"
+    )
+    second = await watcher.wait_reply(f"{prefix}-replies/r2", "dup-1")
     assert first == second
     assert control.methods() == ["restart"]
-    assert store.replies["dup-1"] == first
+    assert store.answer("room-a", "restart", "dup-1") == first
 
 
 async def test_duplicate_id_answered_from_a_preloaded_store(
     watcher: Watcher, bridges: BridgeRunner, prefix: str
 ) -> None:
     stored = {"id": "old-1", "status": "ok", "data": {"from": "store"}, "error": None}
-    _, control, _ = await bridges.run(store=MemoryReplyStore({"old-1": stored}))
+    preloaded = MemoryReplyStore({reply_key("room-a", "stop", "old-1"): stored})
+    _, control, _ = await bridges.run(store=preloaded)
     await watcher.send(_room_cmd(prefix), {"id": "old-1", "action": "stop"})
     assert await watcher.wait_reply(f"{_room_cmd(prefix)}/reply", "old-1") == stored
     assert control.calls == []
@@ -449,8 +455,10 @@ async def test_idempotency_survives_a_bridge_restart_with_the_sql_store(
         await bridges.stop(bridges.tasks[-1])
         again, _, _ = bridges.make(control=control, store=store)  # type: ignore[arg-type]
         await bridges.start(again)
-        await watcher.send(t, {"id": "sql-1", "action": "refresh_output"}, response_topic=f"{t}/r2")
-        assert await watcher.wait_reply(f"{t}/r2", "sql-1") == first
+        await watcher.send(
+            t, {"id": "sql-1", "action": "refresh_output"}, response_topic=f"{prefix}-replies/r2"
+        )
+        assert await watcher.wait_reply(f"{prefix}-replies/r2", "sql-1") == first
         assert control.methods() == ["refresh_output"]
     finally:
         await store.close()
@@ -485,7 +493,7 @@ async def test_an_id_started_before_a_crash_is_never_run_again(
     mark: a resent id must answer outcome_unknown instead of acting a second time."""
     control = RecordingControl()
     bridge, _, store = await bridges.run(control=control)
-    marker = f"k1\x1fstarted:{bridge.settings.client_id}"
+    marker = f"{reply_key('room-a', 'stop', 'k1')}\x1fstarted:{bridge.settings.client_id}"
     store.replies[marker] = {"started": True}  # what the killed process left behind
     t = _room_cmd(prefix)
     await watcher.send(t, {"id": "k1", "action": "stop"})

@@ -184,7 +184,8 @@ class DuplicateWatch:
 class Cluster:
     """The emulator and N daemons of one test, with a private PostgreSQL schema."""
 
-    def __init__(self, log_dir: Path, rooms: Sequence[str]) -> None:
+    def __init__(self, log_dir: Path, rooms: Sequence[str], *, dsn: str = PG_DSN) -> None:
+        self.dsn = dsn  # a private server's for tests that restart it (support/pgcluster)
         self.log_dir = log_dir
         self.rooms = list(rooms)
         self.schema = "multi_" + uuid.uuid4().hex[:12]
@@ -230,7 +231,7 @@ ak = "{info["ak"]}"
 sk = "{info["sk"]}"
 read_timeout_s = 2.0
 [store]
-url = "{PG_URL}"
+url = "{self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)}"
 pg_schema = "{self.schema}"
 instance_id = "{instance}"
 lease_ttl_s = {TTL_S}
@@ -301,7 +302,7 @@ format = "json"
 
     async def leases(self) -> dict[str, tuple[str, int]]:
         """room → (owner, fence) straight from this test's lease table."""
-        conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": self.schema})
+        conn = await asyncpg.connect(self.dsn, server_settings={"search_path": self.schema})
         try:
             rows = await conn.fetch("SELECT room_id, owner, fence FROM leases")
         finally:
@@ -315,7 +316,7 @@ format = "json"
         if self.emu is not None:
             await self.emu.http.aclose()
         with contextlib.suppress(OSError, asyncpg.PostgresError):
-            conn = await asyncpg.connect(PG_DSN)
+            conn = await asyncpg.connect(self.dsn)
             try:
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
             finally:

@@ -8,16 +8,15 @@ failover and rebalancing must *adopt* the running jobs, never start fresh ones.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
-from multi_support import TTL_S, Cluster, DuplicateWatch, eventually
+from multi_support import PG_DSN, TTL_S, Cluster, DuplicateWatch, eventually
+from support.pgcluster import PgCluster
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -106,26 +105,55 @@ async def test_paused_instance_stands_down_and_its_late_writes_are_fenced(
     assert not watch.duplicates, f"duplicate jobs seen: {dict(watch.duplicates)}"
 
 
-def _pg_restart_allowed() -> bool:
-    """Restarting the shared PostgreSQL breaks whatever else uses it at that moment: only in CI
-    (one sequential pytest run) or when asked for explicitly."""
-    return bool(os.environ.get("CI")) or os.environ.get("LIVEORCH_TEST_PG_RESTART") == "1"
-
-
-async def _pg_up() -> bool | None:
+@pytest.fixture
+async def private_pg(require_service: Callable[[str], None]) -> AsyncIterator[PgCluster]:
+    """A PostgreSQL of this test alone: restarting the shared one breaks every other test."""
+    require_service("postgres-server")
+    pg = PgCluster()
     try:
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test", timeout=1.0)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return None
-    await conn.close()
-    return True
+        await asyncio.to_thread(pg.start)
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.destroy)
 
 
-# keep this test last in the file: it restarts the PostgreSQL server
-async def test_postgresql_restart_keeps_streams_and_ownership_resumes(cluster: Cluster) -> None:
-    if not _pg_restart_allowed():
-        pytest.skip("restarts the shared PostgreSQL: set LIVEORCH_TEST_PG_RESTART=1 (or CI)")
-    versions = sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(x) for x in v.split(".")])
+@pytest.fixture
+async def private_cluster(tmp_path: Path, private_pg: PgCluster) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path, ROOMS6, dsn=private_pg.dsn)
+    try:
+        await c.start_emulator()
+        yield c
+    finally:
+        await c.aclose()
+
+
+def _pg_up(dsn: str) -> Callable[[], Awaitable[bool | None]]:
+    async def probe() -> bool | None:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=1.0)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return None
+        await conn.close()
+        return True
+
+    return probe
+
+
+async def _started_at(dsn: str) -> object:
+    conn = await asyncpg.connect(dsn, timeout=5.0)
+    try:
+        return await conn.fetchval("SELECT pg_postmaster_start_time()")
+    finally:
+        await conn.close()
+
+
+async def test_postgresql_restart_keeps_streams_and_ownership_resumes(
+    private_cluster: Cluster, private_pg: PgCluster, require_service: Callable[[str], None]
+) -> None:
+    require_service("postgres")
+    shared_started = await _started_at(PG_DSN)
+    private_started = await _started_at(private_pg.dsn)
+    cluster = private_cluster
     emu = cluster.emu
     assert emu is not None
     with DuplicateWatch(emu) as watch:
@@ -135,14 +163,8 @@ async def test_postgresql_restart_keeps_streams_and_ownership_resumes(cluster: C
         jobs = _job_ids(split)
         starts = await emu.starts()
 
-        done = await asyncio.to_thread(
-            subprocess.run,
-            ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"],
-            capture_output=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        await eventually(_pg_up, what="PostgreSQL accepts connections again")
+        await asyncio.to_thread(private_pg.restart)
+        await eventually(_pg_up(private_pg.dsn), what="PostgreSQL accepts connections again")
         assert await emu.running() == {room: [job] for room, job in jobs.items()}
 
         back = await cluster.wait_split(["A", "B"], per_instance=3, timeout=45)
@@ -150,3 +172,5 @@ async def test_postgresql_restart_keeps_streams_and_ownership_resumes(cluster: C
         assert await emu.starts() == starts
     assert watch.samples > 0
     assert not watch.duplicates, f"duplicate jobs seen: {dict(watch.duplicates)}"
+    assert await _started_at(private_pg.dsn) != private_started, "the private server restarted"
+    assert await _started_at(PG_DSN) == shared_started, "the shared server was left alone"

@@ -97,8 +97,8 @@ async def test_rooms_json_never_shows_a_secret(client: httpx.AsyncClient) -> Non
     a = rooms["room-a"]
     assert a["state"] == "LIVE"
     assert a["job_id"] == "job-1"
-    assert "stream_key" not in a
-    assert a["output_url"] == "rtmp://push.example.com/live/***"
+    assert a["stream_key"] == "***"  # masked, as on MQTT and in the log (one policy)
+    assert a["output_url"] == "rtmp://push.example.com/live/***?***"
     assert a["sla_today"] == {"scheduled_s": 10800.0, "live_s": 10500.0, "percent": 97.22}
     assert rooms["room-b"]["sla_today"] is None
     assert rooms["room-b"]["attempt"] == 2
@@ -121,8 +121,8 @@ async def test_room_detail_with_history_and_timeline(client: httpx.AsyncClient) 
     assert r.status_code == 200
     d = r.json()
     assert [t["to"] for t in d["transitions"]] == ["LIVE", "DEGRADED", "LIVE", "STARTING"]
-    assert "nope" not in r.text  # hwSecret in a transition's detail is dropped
-    assert d["transitions"][1]["detail"] == {"rtmp_state": "DISCONNECTED"}
+    assert "nope" not in r.text  # hwSecret in a transition's detail is masked
+    assert d["transitions"][1]["detail"] == {"rtmp_state": "DISCONNECTED", "hwSecret": "***"}
     kinds = [(s["state"], s["kind"], s["scheduled"]) for s in d["timeline"]["segments"]]
     assert kinds == [
         ("IDLE", "idle", False),
@@ -204,8 +204,12 @@ def test_redact() -> None:
         "push2": "rtmp://h/key123",
     }
     assert redact(value) == {
-        "nested": [{"ok": 1}],
-        "url": "https://example.com/x",
+        "ak": "***",
+        "SK": "***",
+        "callbackKey": "***",
+        "password": "***",
+        "nested": [{"hwSecret": "***", "ok": 1}],
+        "url": "https://user:***@example.com/x",
         "push": "rtmp://h/app/***",
         "push2": "rtmp://h/***",
     }

@@ -6,14 +6,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.nginx_rtmp import RTMP_MODULE, FfmpegPublisher, NginxRtmp
+from support.nginx_rtmp import FfmpegPublisher, NginxRtmp
 
 
 @pytest.fixture
 def nginx_rtmp(tmp_path: Path, require_service: Callable[[str], None]) -> Iterator[NginxRtmp]:
-    require_service("nginx")
-    if not RTMP_MODULE.exists():
-        pytest.skip("libnginx-mod-rtmp is not installed")
+    require_service("nginx-rtmp")
     server = NginxRtmp(tmp_path / "nginx")
     server.start()
     try:

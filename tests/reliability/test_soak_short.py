@@ -10,7 +10,6 @@ daemon's log.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,8 +30,7 @@ async def test_short_soak_keeps_every_invariant(
     require_service: Callable[[str], None], tmp_path: Path
 ) -> None:
     require_service("mosquitto")
-    if shutil.which("mosquitto") is None:
-        pytest.skip("the mosquitto binary is needed to run a private, restartable broker")
+    require_service("mosquitto-binary")  # a private, restartable broker
     cfg = SoakConfig(
         rooms=30,
         duration_s=90.0,
