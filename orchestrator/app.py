@@ -513,8 +513,15 @@ class Daemon:
             version=__version__,
             on_connected=self._mqtt_connected,
             on_relayed_callback=self._relayed if self.settings.mqtt.consume_relay else None,
+            room_name=self._room_name,
         )
         tg.create_task(self.bridge.run(), name="mqtt")
+
+    def _room_name(self, room_id: str) -> str | None:
+        room = self.settings.room(room_id)  # re-read: a reload may rename it
+        if room is None or not room.name:
+            return None
+        return room.name
 
     def _mqtt_connected(self, connected: bool) -> None:
         self.readiness.mqtt(connected)

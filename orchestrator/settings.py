@@ -39,6 +39,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -112,6 +113,9 @@ class StoreSettings(_Section):
     """PostgreSQL schema for every table (side-by-side deployments or tests in one database)."""
 
 
+_TOPIC_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
 class MqttSettings(_Section):
     enabled: bool = False
     """Off by default: the daemon runs without MQTT when no broker is configured."""
@@ -135,6 +139,17 @@ class MqttSettings(_Section):
     callbacks_topic: str = "liveorch/callbacks/in"
     consume_relay: bool = False
     """Consume callbacks published by `liveorch relay` on callbacks_topic."""
+    ha_discovery: bool = False
+    """Publish Home Assistant MQTT discovery: one device per room (docs/mqtt.md)."""
+    ha_discovery_prefix: str = "homeassistant"
+    """Home Assistant's discovery prefix (its MQTT integration's setting)."""
+
+    @field_validator("ha_discovery_prefix")
+    @classmethod
+    def _check_ha_prefix(cls, v: str) -> str:
+        if not all(_TOPIC_SEGMENT.match(p) for p in v.split("/")):
+            raise ValueError(f"must be '/'-separated segments of [A-Za-z0-9_.-], got {v!r}")
+        return v
 
 
 class HttpSettings(_Section):
