@@ -24,7 +24,7 @@ import random
 import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,7 @@ class Daemon:
         )
         self.started = False
         self.sla = SlaAccumulator()
+        self._sla_published: dict[str, dict[str, Any]] = {}  # last SLA sent per room (MQTT)
         self.instance_id = settings.store.instance_id or f"{socket.gethostname()}:{os.getpid()}"
         self.stop_requested = asyncio.Event()
         self.reload_requested = asyncio.Event()
@@ -602,6 +603,33 @@ class Daemon:
                 return
             for (room_id, _), d in chunk:
                 self.metrics.sla(room_id, live_s=d.live_s, scheduled_s=d.scheduled_s)
+        if self.bridge is not None and self.settings.mqtt.ha_discovery:
+            await self._publish_sla_today(self.bridge)
+
+    async def _publish_sla_today(self, bridge: Any) -> None:
+        """Each room's SLA of the UTC day, retained on MQTT when it changed (Home Assistant's
+        SLA sensor). One store read per flush; a failure skips this minute, nothing else."""
+        from orchestrator.store.base import StoreError
+
+        today = self.clock.now().astimezone(UTC).date()
+        try:
+            rows = await self.store.sla(today)
+        except StoreError as exc:
+            log.warning("sla_publish_failed", error=str(exc))
+            return
+        for row in rows:
+            if row.day != today or self.settings.room(row.room_id) is None:
+                continue
+            pct = 100.0 * row.live_s / row.scheduled_s if row.scheduled_s > 0 else None
+            body = {
+                "day": today.isoformat(),
+                "scheduled_s": round(row.scheduled_s, 1),
+                "live_s": round(row.live_s, 1),
+                "percent": None if pct is None else round(min(pct, 100.0), 2),
+            }
+            if self._sla_published.get(row.room_id) != body:
+                self._sla_published[row.room_id] = body
+                bridge.publish_sla(row.room_id, body)
 
     async def _load_output_overrides(
         self, room_ids: Sequence[str] | None = None

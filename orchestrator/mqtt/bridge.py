@@ -57,7 +57,7 @@ from orchestrator.mqtt.commands import (
     peek_id,
     redact,
 )
-from orchestrator.mqtt.discovery import HaDiscovery
+from orchestrator.mqtt.discovery import HaDiscovery, sla_topic
 from orchestrator.mqtt.link import MAX_INFLIGHT, Backoff, make_client, tls_context
 from orchestrator.mqtt.topics import (
     OFFLINE,
@@ -277,6 +277,20 @@ class MqttBridge:
             self._events.popleft()
             self.stats.events_dropped += 1
         self._events.append(_Out(self.topics.room_events(room_id), _dumps(redact(dict(event)))))
+        self._wake.set()
+
+    def publish_sla(self, room_id: str, sla: Mapping[str, Any]) -> None:
+        """Queue a room's retained SLA of today (``{prefix}/rooms/{room}/sla``, read by Home
+        Assistant's SLA sensor). Shares the events' bounded queue: a dropped update is
+        superseded by the next flush's a minute later."""
+        if not is_valid_room_id(room_id):
+            log.warning("mqtt_sla_invalid_room", room_id=room_id[:128])
+            return
+        if len(self._events) >= self.settings.queue_limit:
+            self._events.popleft()
+            self.stats.events_dropped += 1
+        topic = sla_topic(self.topics, room_id)
+        self._events.append(_Out(topic, _dumps(dict(sla)), retain=True))
         self._wake.set()
 
     def republish_all(self) -> None:

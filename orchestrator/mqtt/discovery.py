@@ -14,6 +14,9 @@ and all unavailable while ``{prefix}/bridge/state`` is ``offline``:
 * ``binary_sensor`` *on air*: the room is LIVE.
 * ``binary_sensor`` *off air while scheduled* (``problem``): the order is ON and the room is not
   LIVE — the moments that count against the SLA.
+* ``sensor`` *SLA today*: live / scheduled seconds of the UTC day in %, from the retained
+  ``{prefix}/rooms/{room}/sla`` JSON the daemon publishes after each SLA flush (every minute)
+  while discovery is on.
 
 Discovery topics are ``{ha_prefix}/{component}/{node_id}/{object_id}/config`` with ``node_id``
 derived from the bridge's own prefix, so two daemons with different prefixes never touch each
@@ -33,7 +36,7 @@ from typing import Any
 from orchestrator.mqtt.topics import OFFLINE, ONLINE, Topics
 from orchestrator.rooms.model import RoomState
 
-__all__ = ["HA_CLIENT", "HaDiscovery"]
+__all__ = ["HA_CLIENT", "HaDiscovery", "sla_topic"]
 
 HA_CLIENT = "homeassistant"
 """The ``client`` field of Home Assistant's commands (name it in ``[mqtt.acl]``)."""
@@ -54,6 +57,11 @@ _ATTRIBUTES_TEMPLATE = (
     "{{ {'job_id': value_json.job_id, 'since': value_json.since, 'attempt': value_json.attempt,"
     " 'last_error': value_json.last_error, 'alert': value_json.alert} | tojson }}"
 )
+
+
+def sla_topic(topics: Topics, room_id: str) -> str:
+    """The retained ``{prefix}/rooms/{room}/sla`` topic (validates the room id)."""
+    return topics.room_state(room_id).removesuffix("/state") + "/sla"
 
 
 def _safe(text: str) -> str:
@@ -161,6 +169,17 @@ class HaDiscovery:
                 payload_on="ON",
                 payload_off="OFF",
                 device_class="problem",
+            ),
+            self._topic("sensor", room_id, "sla_today"): entity(
+                "sla_today",
+                "SLA today",
+                state_topic=sla_topic(self.topics, room_id),
+                value_template="{{ value_json.percent }}",  # None (nothing scheduled): unknown
+                unit_of_measurement="%",
+                state_class="measurement",
+                suggested_display_precision=2,
+                json_attributes_topic=sla_topic(self.topics, room_id),
+                icon="mdi:percent-circle",
             ),
         }
 

@@ -26,8 +26,6 @@ from orchestrator.mqtt.topics import CommandTarget, Topics, snapshot_json
 from orchestrator.rooms.model import Order, RoomState, Snapshot
 from orchestrator.settings import MqttSettings
 
-KINDS = ("switch", "sensor", "binary_sensor", "binary_sensor")
-
 
 def _render(template: str, **variables: Any) -> str:
     env = SandboxedEnvironment()
@@ -41,6 +39,7 @@ def _config_topics(ha_prefix: str, prefix: str, room_id: str) -> set[str]:
         f"{ha_prefix}/sensor/{prefix}/{room_id}_state/config",
         f"{ha_prefix}/binary_sensor/{prefix}/{room_id}_on_air/config",
         f"{ha_prefix}/binary_sensor/{prefix}/{room_id}_off_air_scheduled/config",
+        f"{ha_prefix}/sensor/{prefix}/{room_id}_sla_today/config",
     }
 
 
@@ -105,6 +104,12 @@ def test_templates_read_the_real_state_payload() -> None:
     assert [_render(vt["on_air"], value_json=s) for s in (live, down)] == ["ON", "OFF"]
     scheduled = vt["off_air_scheduled"]
     assert [_render(scheduled, value_json=s) for s in (live, down, idle)] == ["OFF", "ON", "OFF"]
+    sla = by_key["sla_today"]
+    assert sla["state_topic"] == "liveorch/rooms/room-a/sla"
+    # what the daemon publishes there (orchestrator.app._publish_sla_today); None = unknown
+    for pct, shown in ((99.5, "99.5"), (None, "None")):
+        body = {"day": "2026-12-03", "scheduled_s": 600.0, "live_s": 597.0, "percent": pct}
+        assert _render(sla["value_template"], value_json=body) == shown
     attrs = json.loads(_render(by_key["state"]["json_attributes_template"], value_json=down))
     assert attrs == {"job_id": "j1", "since": None, "attempt": 2,
                      "last_error": "push stalled", "alert": None}  # fmt: skip
@@ -151,14 +156,15 @@ async def test_each_room_is_announced_retained_with_device_and_availability(
     async with watching(ha_prefix) as late:
         got = await _configs(late, expected)
         assert all(m.retain for m in late.messages if m.topic.value in expected)
-    assert {t for t in got} == expected
+    assert set(got) == expected
     uids = [c["unique_id"] for c in got.values()]
-    assert len(set(uids)) == len(uids) == 8
+    assert len(set(uids)) == len(uids) == 10
     for topic, c in got.items():
         room = "room-a" if "/room-a_" in topic else "room-b"
         assert c["availability_topic"] == f"{prefix}/bridge/state"
         assert (c["payload_available"], c["payload_not_available"]) == ("online", "offline")
-        assert c["state_topic"] == f"{prefix}/rooms/{room}/state"
+        leaf = "sla" if topic.endswith("_sla_today/config") else "state"
+        assert c["state_topic"] == f"{prefix}/rooms/{room}/{leaf}"
         assert c["device"]["identifiers"] == [f"liveorch_{prefix}_{room}"]
         assert c["device"]["name"] == room and c["device"]["sw_version"] == "test"
     switch = got[f"{ha_prefix}/switch/{prefix}/room-a_order/config"]
@@ -212,7 +218,7 @@ async def test_configs_of_a_room_removed_by_reload_are_cleared(
     # room-a's configs are still retained on the broker
     async with watching(ha_prefix) as late:
         kept = await _configs(late, _config_topics(ha_prefix, prefix, "room-a"))
-        assert len(kept) == 4
+        assert len(kept) == 5
 
 
 async def test_configs_of_a_room_removed_while_the_daemon_was_down_are_cleared(
