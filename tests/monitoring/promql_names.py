@@ -14,9 +14,18 @@ or unbalanced brackets raise :class:`PromQLError` instead of being skipped.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-__all__ = ["PromQLError", "exported_names", "grafana_query_expr", "metric_names"]
+__all__ = [
+    "PromQLError",
+    "exported_names",
+    "grafana_query_expr",
+    "metric_names",
+    "sample_labels",
+    "selectors",
+    "unknown_labels",
+    "unknown_names",
+]
 
 
 def _words(text: str) -> frozenset[str]:
@@ -50,6 +59,7 @@ _TOKEN = re.compile(
       | (?P<punct>==|!=|>=|<=|=~|!~|[-+*/%^<>(){}\[\],=@])""",
     re.VERBOSE,
 )
+_MATCH_OPS = frozenset({"=", "!=", "=~", "!~"})
 # Grafana's interval variables stand for durations, the only place they may appear
 _GRAFANA_DURATION = re.compile(r"\$__(?:rate_interval|interval|range)(?:_ms|_s)?|\$\{__\w+\}")
 
@@ -73,8 +83,11 @@ def _tokens(expr: str) -> list[tuple[str, str]]:
     return out
 
 
-def metric_names(expr: str) -> set[str]:
-    """Every metric name ``expr`` selects. Raises :class:`PromQLError` on what it cannot read."""
+def selectors(expr: str) -> list[tuple[str, frozenset[str]]]:
+    """Every vector selector of ``expr``: its metric name and the label names its matchers use.
+
+    Raises :class:`PromQLError` on what it cannot read (and on a selector without a name).
+    """
     toks = _tokens(expr)
     depth = 0
     for _, value in toks:
@@ -83,7 +96,7 @@ def metric_names(expr: str) -> set[str]:
             break
     if depth != 0:
         raise PromQLError(f"unbalanced parentheses in {expr!r}")
-    names: set[str] = set()
+    out: list[tuple[str, frozenset[str], int]] = []  # name, matcher labels, token index
     i = 0
     while i < len(toks):
         kind, value = toks[i]
@@ -92,11 +105,19 @@ def metric_names(expr: str) -> set[str]:
             close = "}" if value == "{" else "]"
             j = i + 1
             while j < len(toks) and toks[j][1] != close:
-                if value == "{" and toks[j][1] == "__name__":
-                    raise PromQLError(f"nameless selector {{__name__=...}} in {expr!r}")
                 j += 1
             if j == len(toks):
                 raise PromQLError(f"unbalanced {value!r} in {expr!r}")
+            if value == "{":
+                # a matcher is `label op "string"`; the selector's name is the token before
+                labels = frozenset(
+                    toks[k][1]
+                    for k in range(i + 1, j)
+                    if toks[k][0] == "ident" and k + 1 < j and toks[k + 1][1] in _MATCH_OPS
+                )
+                if "__name__" in labels or not out or out[-1][2] != i - 1:
+                    raise PromQLError(f"selector without a metric name in {expr!r}")
+                out[-1] = (out[-1][0], labels, out[-1][2])
             i = j + 1
             continue
         if kind == "ident" and value in LABEL_LISTS and nxt == "(":
@@ -114,9 +135,14 @@ def metric_names(expr: str) -> set[str]:
             elif value in AGGREGATORS and nxt in LABEL_LISTS:
                 pass  # "sum by (x) (...)"
             elif value not in KEYWORDS and value not in LABEL_LISTS:
-                names.add(value)
+                out.append((value, frozenset(), i))
         i += 1
-    return names
+    return [(name, labels) for name, labels, _ in out]
+
+
+def metric_names(expr: str) -> set[str]:
+    """Every metric name ``expr`` selects."""
+    return {name for name, _ in selectors(expr)}
 
 
 _LABEL_VALUES = re.compile(r"^\s*label_values\((?P<expr>.*),\s*[A-Za-z_]\w*\s*\)\s*$", re.DOTALL)
@@ -158,3 +184,34 @@ def unknown_names(exprs: Iterable[str], exported: set[str], synthetic: set[str])
     for e in exprs:
         used |= metric_names(e)
     return used - exported - synthetic
+
+
+#: labels Prometheus attaches to every series it scrapes (target labels), not the daemon
+TARGET_LABELS = frozenset({"job", "instance"})
+
+
+def sample_labels(exposition: str) -> dict[str, set[str]]:
+    """``series name → label names`` of the samples present in a scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for s in family.samples:
+            out.setdefault(s.name, set()).update(s.labels)
+    return out
+
+
+def unknown_labels(
+    exprs: Iterable[str], labels: Mapping[str, set[str]], synthetic: Iterable[str] = ()
+) -> set[tuple[str, str]]:
+    """``(metric, label)`` pairs matched in ``exprs`` that the scrape's samples of that metric
+    do not carry. Metrics without samples in the scrape (or ``synthetic``, like ``up``) can
+    only carry target labels."""
+    bad: set[tuple[str, str]] = set()
+    for e in exprs:
+        for name, used in selectors(e):
+            allowed = labels.get(name, set()) | TARGET_LABELS
+            if name not in labels and name not in synthetic:
+                continue  # no sample to learn its labels from: unchecked
+            bad |= {(name, label) for label in used - allowed}
+    return bad

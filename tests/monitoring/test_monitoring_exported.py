@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from e2e_support import ALWAYS, Stack, eventually, room
 from monitoring_files import RULES, dashboard_exprs, rule_exprs
-from promql_names import exported_names, unknown_names
+from promql_names import exported_names, sample_labels, selectors, unknown_labels, unknown_names
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -48,6 +48,18 @@ async def test_rules_and_dashboard_name_only_metrics_the_daemon_exports(stack: S
     panels = dashboard_exprs()
     for where, expr in panels.items():
         assert unknown_names([expr], exported, SYNTHETIC) == set(), where
+
+    # label names in matchers, for every metric the scrape has samples of
+    labels = sample_labels(text)
+    checked = {n for e in [*rules.values(), *panels.values()] for n, _ in selectors(e)} & set(
+        labels
+    )
+    assert {"liveorch_rooms", "liveorch_api_calls_total", "liveorch_transitions_total"} <= checked
+    assert unknown_labels([*rules.values(), *panels.values()], labels, SYNTHETIC) == set()
+    typo = rule_exprs(RULES.read_text().replace('{code="429"}', '{status="429"}'))
+    assert unknown_labels(typo.values(), labels, SYNTHETIC) == {
+        ("liveorch_api_calls_total", "status")
+    }
 
     # and the check bites: one misspelt name in the rules file is reported
     text = RULES.read_text().replace("liveorch_rooms_alerting", "liveorch_room_alerting")

@@ -24,7 +24,15 @@ from monitoring_files import (
     rule_exprs,
     rules,
 )
-from promql_names import PromQLError, exported_names, metric_names, unknown_names
+from promql_names import (
+    PromQLError,
+    exported_names,
+    metric_names,
+    sample_labels,
+    selectors,
+    unknown_labels,
+    unknown_names,
+)
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -191,3 +199,27 @@ def test_a_misspelt_metric_in_a_rule_is_reported() -> None:
     assert unknown_names([good], exported, set()) == set()
     bad = rule_exprs(text.replace("liveorch_rooms{", "liveorch_room{"))["LiveorchRoomQuarantined"]
     assert unknown_names([bad], exported, set()) == {"liveorch_room"}
+
+
+def test_selectors_carry_the_labels_their_matchers_use() -> None:
+    expr = 'sum by (le) (rate(a_bucket{job=~"$job", code!="200"}[5m])) / b{x="{y=1}"} + c'
+    assert selectors(expr) == [
+        ("a_bucket", frozenset({"job", "code"})),
+        ("b", frozenset({"x"})),
+        ("c", frozenset()),
+    ]
+    with pytest.raises(PromQLError, match="without a metric name"):
+        selectors('sum({job="x"})')
+
+
+def test_a_misspelt_label_in_a_rule_is_reported() -> None:
+    exposition = (
+        "# TYPE liveorch_api_calls counter\n"
+        'liveorch_api_calls_total{operation="start_job",code="429"} 1\n'
+    )
+    labels = sample_labels(exposition)
+    text = RULES.read_text()
+    good = rule_exprs(text)["LiveorchApiThrottled"]
+    assert unknown_labels([good], labels) == set()
+    bad = rule_exprs(text.replace('{code="429"}', '{status="429"}'))["LiveorchApiThrottled"]
+    assert unknown_labels([bad], labels) == {("liveorch_api_calls_total", "status")}
