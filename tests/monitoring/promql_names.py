@@ -20,9 +20,12 @@ __all__ = [
     "PromQLError",
     "exported_names",
     "grafana_query_expr",
+    "matchers",
     "metric_names",
     "sample_labels",
+    "sample_series",
     "selectors",
+    "selects",
     "unknown_labels",
     "unknown_names",
 ]
@@ -69,7 +72,9 @@ class PromQLError(ValueError):
 
 
 def _tokens(expr: str) -> list[tuple[str, str]]:
-    text = _STRING.sub("\x00", _GRAFANA_DURATION.sub("5m", expr))
+    source = _GRAFANA_DURATION.sub("5m", expr)
+    strings = iter(m.group() for m in _STRING.finditer(source))  # the literals, in order
+    text = _STRING.sub("\x00", source)
     out: list[tuple[str, str]] = []
     pos = 0
     while pos < len(text):
@@ -77,7 +82,9 @@ def _tokens(expr: str) -> list[tuple[str, str]]:
         if m is None:
             raise PromQLError(f"cannot tokenize {text[pos : pos + 20]!r} in {expr!r}")
         kind = m.lastgroup or ""
-        if kind not in ("space", "comment"):
+        if kind == "str":
+            out.append((kind, next(strings)))
+        elif kind not in ("space", "comment"):
             out.append((kind, m.group()))
         pos = m.end()
     return out
@@ -138,6 +145,52 @@ def selectors(expr: str) -> list[tuple[str, frozenset[str]]]:
                 out.append((value, frozenset(), i))
         i += 1
     return [(name, labels) for name, labels, _ in out]
+
+
+def matchers(expr: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Every selector of ``expr`` with its matchers ``(label, op, value)``; ``value`` is the
+    string literal's content (escapes of the literal's quote undone)."""
+    toks = _tokens(expr)
+    names = {n for n, _ in selectors(expr)}
+    out: list[tuple[str, list[tuple[str, str, str]]]] = []
+    for i, (kind, value) in enumerate(toks):
+        if kind != "ident" or value not in names:
+            continue
+        found: list[tuple[str, str, str]] = []
+        if i + 1 < len(toks) and toks[i + 1][1] == "{":
+            j = i + 2
+            while toks[j][1] != "}":
+                if toks[j][1] == ",":
+                    j += 1
+                    continue
+                label, op, lit = toks[j][1], toks[j + 1][1], toks[j + 2]
+                if lit[0] != "str" or op not in _MATCH_OPS:
+                    raise PromQLError(f"unexpected matcher near {label!r} in {expr!r}")
+                found.append((label, op, _unquote(lit[1])))
+                j += 3
+        out.append((value, found))
+    return out
+
+
+def _unquote(literal: str) -> str:
+    if literal[0] == "`":
+        return literal[1:-1]
+    return re.sub(r"\\(.)", r"\1", literal[1:-1])
+
+
+def selects(found: list[tuple[str, str, str]], labels: Mapping[str, str]) -> bool:
+    """Whether a series with ``labels`` satisfies every matcher (regexes are anchored)."""
+    for label, op, value in found:
+        have = labels.get(label, "")
+        ok = {
+            "=": have == value,
+            "!=": have != value,
+            "=~": re.fullmatch(value, have) is not None,
+            "!~": re.fullmatch(value, have) is None,
+        }[op]
+        if not ok:
+            return False
+    return True
 
 
 def metric_names(expr: str) -> set[str]:
@@ -215,3 +268,14 @@ def unknown_labels(
                 continue  # no sample to learn its labels from: unchecked
             bad |= {(name, label) for label in used - allowed}
     return bad
+
+
+def sample_series(exposition: str) -> dict[str, list[dict[str, str]]]:
+    """``series name → the label sets of its samples`` in a scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list[dict[str, str]]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for s in family.samples:
+            out.setdefault(s.name, []).append(dict(s.labels))
+    return out

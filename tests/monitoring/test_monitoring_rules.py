@@ -221,5 +221,5 @@ def test_a_misspelt_label_in_a_rule_is_reported() -> None:
     text = RULES.read_text()
     good = rule_exprs(text)["LiveorchApiThrottled"]
     assert unknown_labels([good], labels) == set()
-    bad = rule_exprs(text.replace('{code="429"}', '{status="429"}'))["LiveorchApiThrottled"]
+    bad = rule_exprs(text.replace("{code=~", "{status=~", 1))["LiveorchApiThrottled"]
     assert unknown_labels([bad], labels) == {("liveorch_api_calls_total", "status")}
