@@ -821,7 +821,10 @@ class Daemon:
         for rid in sorted(old_ids - new_ids):
             await self.supervisor.remove_room(rid, stop_job=new.reload.stop_removed, cause=cause)
             self.sla.forget(rid)
+            self._sla_published.pop(rid, None)
         await self._apply_schedules()
+        if self.bridge is not None:  # a SIGHUP reload too: rooms in bridge/info and discovery
+            self.bridge.config_reloaded()
         systemd.ready(self._status_text())
         log.info(
             "config_reloaded",

@@ -293,6 +293,11 @@ class MqttBridge:
         self._events.append(_Out(topic, _dumps(dict(sla)), retain=True))
         self._wake.set()
 
+    def config_reloaded(self) -> None:
+        """The daemon re-read its config (SIGHUP or a reload command): rooms may have changed,
+        so bridge/info, the discovery configs and every room state are published again."""
+        self._after_reload()
+
     def republish_all(self) -> None:
         """Ask the sender to republish every room's state from Control (e.g. after a reload)."""
         self._resync = True

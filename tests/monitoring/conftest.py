@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,3 +23,9 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield s
     finally:
         await s.aclose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix no other test (or earlier run) uses on the shared broker."""
+    return f"mon-{uuid.uuid4().hex[:12]}"

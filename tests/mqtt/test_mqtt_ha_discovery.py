@@ -8,6 +8,7 @@ the rendered switch command is published exactly as Home Assistant would publish
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -56,6 +57,10 @@ async def ha_watch(
     require_service("mosquitto")
     async with watching(ha_prefix) as w:
         yield w
+        # configs reach a live subscriber without the retain flag: clear every topic seen
+        with contextlib.suppress(aiomqtt.MqttError):
+            for t in sorted({m.topic.value for m in w.messages}):
+                await w.client.publish(t, b"", qos=1, retain=True)
 
 
 async def _configs(w: Watcher, topics: set[str]) -> dict[str, dict[str, Any]]:

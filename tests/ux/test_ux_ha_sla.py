@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 from ux_harness import mqtt_tap, running_stack
 
@@ -32,38 +33,47 @@ async def test_sla_of_the_day_is_published_for_the_discovered_sensor(
             m["topic"] == sla_topic and isinstance(m["payload"], dict) and pred(m["payload"])
         )
 
-    async with (
-        mqtt_tap(prefix) as tap,
-        running_stack(
-            tmp_path,
-            rooms=("ux-s",),
-            mqtt={
-                "enabled": True,
-                "prefix": prefix,
-                "client_id": f"{prefix}-daemon",
-                "ha_discovery": True,
-                "ha_discovery_prefix": ha_prefix,
-            },
-        ) as st,
-    ):
-        config = await tap.messages.wait(
-            lambda m: m["topic"] == f"{ha_prefix}/sensor/{prefix}/ux-s_sla_today/config"
-        )
-        assert config["payload"]["state_topic"] == sla_topic
-        await st.wait_state("ux-s", RoomState.LIVE)
-        st.clock.advance(100)
-        await st.daemon._flush_sla()
-        first = await tap.messages.wait(sla(lambda p: p["scheduled_s"] >= 100))
-        body = first["payload"]
-        assert set(body) == {"day", "scheduled_s", "live_s", "percent"}
-        assert body["day"] == st.clock.now().date().isoformat()
-        assert 0 < body["live_s"] <= body["scheduled_s"]
-        assert body["percent"] == round(100 * body["live_s"] / body["scheduled_s"], 2)
+    seen: list[dict[str, Any]] = []
+    try:
+        async with (
+            mqtt_tap(prefix) as tap,
+            running_stack(
+                tmp_path,
+                rooms=("ux-s",),
+                mqtt={
+                    "enabled": True,
+                    "prefix": prefix,
+                    "client_id": f"{prefix}-daemon",
+                    "ha_discovery": True,
+                    "ha_discovery_prefix": ha_prefix,
+                },
+            ) as st,
+        ):
+            seen = tap.messages.items  # the tap's own list: filled until the end
+            config = await tap.messages.wait(
+                lambda m: m["topic"] == f"{ha_prefix}/sensor/{prefix}/ux-s_sla_today/config"
+            )
+            assert config["payload"]["state_topic"] == sla_topic
+            await st.wait_state("ux-s", RoomState.LIVE)
+            st.clock.advance(100)
+            await st.daemon._flush_sla()
+            first = await tap.messages.wait(sla(lambda p: p["scheduled_s"] >= 100))
+            body = first["payload"]
+            assert set(body) == {"day", "scheduled_s", "live_s", "percent"}
+            assert body["day"] == st.clock.now().date().isoformat()
+            assert 0 < body["live_s"] <= body["scheduled_s"]
+            assert body["percent"] == round(100 * body["live_s"] / body["scheduled_s"], 2)
 
-        # nothing changed: no new message; then a minute more LIVE: a new one
-        await st.daemon._flush_sla()
-        st.clock.advance(60)
-        await st.daemon._flush_sla()
-        later = await tap.messages.wait(sla(lambda p: p["scheduled_s"] >= body["scheduled_s"] + 60))
-        sent = [m for m in tap.messages.items if m["topic"] == sla_topic]
-        assert [m["payload"] for m in sent] == [body, later["payload"]]
+            # nothing changed: no new message; then a minute more LIVE: a new one
+            await st.daemon._flush_sla()
+            st.clock.advance(60)
+            await st.daemon._flush_sla()
+            later = await tap.messages.wait(
+                sla(lambda p: p["scheduled_s"] >= body["scheduled_s"] + 60)
+            )
+            sent = [m for m in tap.messages.items if m["topic"] == sla_topic]
+            assert [m["payload"] for m in sent] == [body, later["payload"]]
+    finally:  # configs and SLA reach a live subscriber unflagged: clear all it saw, retained
+        async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"{prefix}-clean") as c:
+            for t in sorted({m["topic"] for m in seen}):
+                await c.publish(t, b"", qos=1, retain=True)
