@@ -24,7 +24,7 @@ import random
 import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -611,7 +611,7 @@ class Daemon:
         SLA sensor). One store read per flush; a failure skips this minute, nothing else."""
         from orchestrator.store.base import StoreError
 
-        today = self.clock.now().astimezone(UTC).date()
+        today = self.clock.now().date()  # an aware UTC time: the store's UTC day
         try:
             rows = await self.store.sla(today)
         except StoreError as exc:

@@ -39,7 +39,6 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -113,9 +112,6 @@ class StoreSettings(_Section):
     """PostgreSQL schema for every table (side-by-side deployments or tests in one database)."""
 
 
-_TOPIC_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-
-
 class MqttSettings(_Section):
     enabled: bool = False
     """Off by default: the daemon runs without MQTT when no broker is configured."""
@@ -141,15 +137,11 @@ class MqttSettings(_Section):
     """Consume callbacks published by `liveorch relay` on callbacks_topic."""
     ha_discovery: bool = False
     """Publish Home Assistant MQTT discovery: one device per room (docs/mqtt.md)."""
-    ha_discovery_prefix: str = "homeassistant"
-    """Home Assistant's discovery prefix (its MQTT integration's setting)."""
-
-    @field_validator("ha_discovery_prefix")
-    @classmethod
-    def _check_ha_prefix(cls, v: str) -> str:
-        if not all(_TOPIC_SEGMENT.match(p) for p in v.split("/")):
-            raise ValueError(f"must be '/'-separated segments of [A-Za-z0-9_.-], got {v!r}")
-        return v
+    ha_discovery_prefix: str = Field(
+        "homeassistant", pattern=r"^[A-Za-z0-9_.\-]{1,64}(/[A-Za-z0-9_.\-]{1,64})*$"
+    )
+    """Home Assistant's discovery prefix (its MQTT integration's setting): '/'-separated
+    segments of [A-Za-z0-9_.-], no wildcards."""
 
 
 class HttpSettings(_Section):
