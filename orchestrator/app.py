@@ -95,6 +95,7 @@ class Daemon:
         )
         self.started = False
         self.sla = SlaAccumulator()
+        self._sla_published: dict[str, dict[str, Any]] = {}  # last SLA sent per room (MQTT)
         self.instance_id = settings.store.instance_id or f"{socket.gethostname()}:{os.getpid()}"
         self.stop_requested = asyncio.Event()
         self.reload_requested = asyncio.Event()
@@ -519,8 +520,15 @@ class Daemon:
             version=__version__,
             on_connected=self._mqtt_connected,
             on_relayed_callback=self._relayed if self.settings.mqtt.consume_relay else None,
+            room_name=self._room_name,
         )
         tg.create_task(self.bridge.run(), name="mqtt")
+
+    def _room_name(self, room_id: str) -> str | None:
+        room = self.settings.room(room_id)  # re-read: a reload may rename it
+        if room is None or not room.name:
+            return None
+        return room.name
 
     def _mqtt_connected(self, connected: bool) -> None:
         self.readiness.mqtt(connected)
@@ -601,6 +609,33 @@ class Daemon:
                 return
             for (room_id, _), d in chunk:
                 self.metrics.sla(room_id, live_s=d.live_s, scheduled_s=d.scheduled_s)
+        if self.bridge is not None and self.settings.mqtt.ha_discovery:
+            await self._publish_sla_today(self.bridge)
+
+    async def _publish_sla_today(self, bridge: Any) -> None:
+        """Each room's SLA of the UTC day, retained on MQTT when it changed (Home Assistant's
+        SLA sensor). One store read per flush; a failure skips this minute, nothing else."""
+        from orchestrator.store.base import StoreError
+
+        today = self.clock.now().date()  # an aware UTC time: the store's UTC day
+        try:
+            rows = await self.store.sla(today)
+        except StoreError as exc:
+            log.warning("sla_publish_failed", error=str(exc))
+            return
+        for row in rows:
+            if row.day != today or self.settings.room(row.room_id) is None:
+                continue
+            pct = 100.0 * row.live_s / row.scheduled_s if row.scheduled_s > 0 else None
+            body = {
+                "day": today.isoformat(),
+                "scheduled_s": round(row.scheduled_s, 1),
+                "live_s": round(row.live_s, 1),
+                "percent": None if pct is None else round(min(pct, 100.0), 2),
+            }
+            if self._sla_published.get(row.room_id) != body:
+                self._sla_published[row.room_id] = body
+                bridge.publish_sla(row.room_id, body)
 
     async def _load_output_overrides(
         self, room_ids: Sequence[str] | None = None
@@ -792,7 +827,10 @@ class Daemon:
         for rid in sorted(old_ids - new_ids):
             await self.supervisor.remove_room(rid, stop_job=new.reload.stop_removed, cause=cause)
             self.sla.forget(rid)
+            self._sla_published.pop(rid, None)
         await self._apply_schedules()
+        if self.bridge is not None:  # a SIGHUP reload too: rooms in bridge/info and discovery
+            self.bridge.config_reloaded()
         systemd.ready(self._status_text())
         log.info(
             "config_reloaded",

@@ -146,6 +146,13 @@ class MqttSettings(_Section):
     callbacks_topic: str = "liveorch/callbacks/in"
     consume_relay: bool = False
     """Consume callbacks published by `liveorch relay` on callbacks_topic."""
+    ha_discovery: bool = False
+    """Publish Home Assistant MQTT discovery: one device per room (docs/mqtt.md)."""
+    ha_discovery_prefix: str = Field(
+        "homeassistant", pattern=r"^[A-Za-z0-9_.\-]{1,64}(/[A-Za-z0-9_.\-]{1,64})*$"
+    )
+    """Home Assistant's discovery prefix (its MQTT integration's setting): '/'-separated
+    segments of [A-Za-z0-9_.-], no wildcards."""
 
     @field_validator("reply_topic_prefixes")
     @classmethod

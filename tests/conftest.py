@@ -32,6 +32,7 @@ _BINARIES = {
     "systemd-analyze": "systemd-analyze",
     "systemd-sysusers": "systemd-sysusers",
     "systemd-tmpfiles": "systemd-tmpfiles",
+    "promtool": "promtool",
 }
 
 

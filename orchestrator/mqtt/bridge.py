@@ -57,6 +57,7 @@ from orchestrator.mqtt.commands import (
     peek_id,
     redact,
 )
+from orchestrator.mqtt.discovery import HaDiscovery, sla_topic
 from orchestrator.mqtt.link import MAX_INFLIGHT, Backoff, make_client, tls_context
 from orchestrator.mqtt.topics import (
     OFFLINE,
@@ -180,9 +181,20 @@ class MqttBridge:
         max_pending: int = 1000,
         reply_limit: int = 1000,
         backoff: Backoff | None = None,
+        room_name: Callable[[str], str | None] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics.for_prefix(settings.prefix)
+        # Home Assistant discovery (off by default): what we announced, and stale configs of
+        # rooms no longer configured (seen retained on the broker) waiting to be cleared
+        self._ha = (
+            HaDiscovery(self.topics, settings.ha_discovery_prefix, version)
+            if settings.ha_discovery
+            else None
+        )
+        self._room_name = room_name or (lambda _room_id: None)
+        self._ha_announced: set[str] = set()
+        self._ha_clear: set[str] = set()
         if settings.consume_relay:
             validate_publish_topic(settings.callbacks_topic)
             if on_relayed_callback is None:
@@ -266,6 +278,25 @@ class MqttBridge:
             self.stats.events_dropped += 1
         self._events.append(_Out(self.topics.room_events(room_id), _dumps(redact(dict(event)))))
         self._wake.set()
+
+    def publish_sla(self, room_id: str, sla: Mapping[str, Any]) -> None:
+        """Queue a room's retained SLA of today (``{prefix}/rooms/{room}/sla``, read by Home
+        Assistant's SLA sensor). Shares the events' bounded queue: a dropped update is
+        superseded by the next flush's a minute later."""
+        if not is_valid_room_id(room_id):
+            log.warning("mqtt_sla_invalid_room", room_id=room_id[:128])
+            return
+        if len(self._events) >= self.settings.queue_limit:
+            self._events.popleft()
+            self.stats.events_dropped += 1
+        topic = sla_topic(self.topics, room_id)
+        self._events.append(_Out(topic, _dumps(dict(sla)), retain=True))
+        self._wake.set()
+
+    def config_reloaded(self) -> None:
+        """The daemon re-read its config (SIGHUP or a reload command): rooms may have changed,
+        so bridge/info, the discovery configs and every room state are published again."""
+        self._after_reload()
 
     def republish_all(self) -> None:
         """Ask the sender to republish every room's state from Control (e.g. after a reload)."""
@@ -354,10 +385,42 @@ class MqttBridge:
             await client.subscribe(topic, **sub)
         if self.settings.consume_relay:
             await client.subscribe(self.settings.callbacks_topic, qos=1)
+        if self._ha is not None:  # retained configs of removed rooms come back: clear them
+            await client.subscribe(self._ha.config_filter, qos=1)
         self._resync = True  # the broker may have lost (or never had) our retained states
 
     async def _publish_info(self, client: aiomqtt.Client) -> None:
         await client.publish(self.topics.bridge_info, _dumps(self._info()), qos=1, retain=True)
+        if self._ha is not None:
+            await self._publish_discovery(client, self._ha)
+
+    async def _publish_discovery(self, client: aiomqtt.Client, ha: HaDiscovery) -> None:
+        """Announce every configured room (at each birth: the broker may have lost them, and
+        after a reload) and clear what we announced for rooms that are gone."""
+        rooms = [(r, self._room_name(r)) for r in self._control.room_ids()]
+        configs = ha.payloads(rooms)
+        gone = (self._ha_announced | self._ha_clear) - configs.keys()
+        out = [_Out(t, p, retain=True) for t, p in configs.items()]
+        out += [_Out(t, b"", retain=True) for t in sorted(gone)]
+        for start in range(0, len(out), _PUBLISH_BATCH):
+            await self._send_batch(client, out[start : start + _PUBLISH_BATCH], None)
+        self._ha_announced = set(configs)
+        self._ha_clear.clear()
+        log.info("mqtt_ha_discovery_published", rooms=len(rooms), removed=len(gone))
+
+    def _ha_config_seen(self, topic: str, payload: bytes) -> None:
+        """A retained discovery config under our node id: stale if we no longer announce it."""
+        if payload and topic not in self._ha_announced:
+            self._ha_clear.add(topic)
+            self._wake.set()
+
+    async def _clear_ha_stale(self, client: aiomqtt.Client) -> None:
+        stale = sorted(self._ha_clear - self._ha_announced)
+        self._ha_clear.clear()
+        for start in range(0, len(stale), _PUBLISH_BATCH):
+            batch = [_Out(t, b"", retain=True) for t in stale[start : start + _PUBLISH_BATCH]]
+            await self._send_batch(client, batch, None)
+        log.info("mqtt_ha_discovery_cleared", configs=len(stale))
 
     def _info(self) -> dict[str, Any]:
         s = self.settings
@@ -412,6 +475,8 @@ class MqttBridge:
             if self._info_dirty:
                 self._info_dirty = False
                 await self._publish_info(client)
+            if self._ha_clear:
+                await self._clear_ha_stale(client)
             await self._drain(client)
             if not self._backlog():
                 await self._wake.wait()
@@ -498,6 +563,9 @@ class MqttBridge:
     async def _receiver(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
             topic = msg.topic.value
+            if self._ha is not None and self._ha.is_config_topic(topic):
+                self._ha_config_seen(topic, _payload(msg))
+                continue
             if self.settings.consume_relay and topic == self.settings.callbacks_topic:
                 self.stats.relay_received += 1
                 await self._pending.acquire()

@@ -353,6 +353,8 @@ def ops_routes(
             (str(s.get("state", "UNKNOWN")) for s in states),
             alerting=sum(1 for s in states if s.get("alert")),
         )
+        _, checks = await readiness.check(store)
+        metrics.ready_checks({name: c.ok for name, c in checks.items()})
         body, content_type = metrics.render()
         return Response(body, headers={"Content-Type": content_type})
 

@@ -16,7 +16,7 @@ ids. Room ids appear only on the SLA series (one pair per room, removed by
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 
 from prometheus_client import (
@@ -25,6 +25,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily
@@ -151,6 +152,14 @@ class Metrics:
         self._sla = _SlaCollector(p)
         r.register(self._sla)
         self._mqtt = Gauge(f"{p}_mqtt_connected", "1 while the MQTT link is connected.", registry=r)
+        # /readyz's checks as series: Prometheus scrapes /metrics, not /readyz, and an alert on
+        # a failing store or unreachable MetaStudio needs them (set on every scrape).
+        self._ready = Gauge(
+            f"{p}_ready_check", "1 while a /readyz check passes, by check.", ["check"], registry=r
+        )
+        # RSS, CPU seconds, open fds and start time (for restarts): process_* from /proc,
+        # registered here because this registry is not the process-global one.
+        ProcessCollector(registry=r)
         build = Gauge(
             f"{p}_build_info",
             "Build information (value is always 1).",
@@ -231,6 +240,13 @@ class Metrics:
 
     def mqtt_connected(self, connected: bool) -> None:
         self._mqtt.set(1 if connected else 0)
+
+    # --- readiness -----------------------------------------------------------------------
+
+    def ready_checks(self, checks: Mapping[str, bool]) -> None:
+        """The outcome of each ``/readyz`` check (``store``, ``metastudio``, ``mqtt``)."""
+        for name, ok in checks.items():
+            self._ready.labels(name).set(1 if ok else 0)
 
     # --- exposition ----------------------------------------------------------------------
 
