@@ -93,6 +93,24 @@ def debian_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
+def _discard(partial: Path) -> None:
+    """Remove an interrupted build. debootstrap mounts /proc (and may bind /dev) inside its
+    target: unmount them first, and never delete through a mount that is still there."""
+    if not partial.exists():
+        return
+    prefix = str(partial) + "/"
+
+    def mounted() -> list[str]:
+        points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+    for point in mounted():
+        subprocess.run(["umount", "-l", point], check=False, timeout=60)
+    if still := mounted():
+        raise RuntimeError(f"cannot discard {partial}: still mounted: {still}")
+    shutil.rmtree(partial)
+
+
 def ensure_rootfs() -> Path:
     """The cached Debian rootfs (built on first use; a partial build is never used)."""
     key = hashlib.sha256(f"{SUITE} minbase {' '.join(PACKAGES)}".encode()).hexdigest()[:10]
@@ -100,7 +118,7 @@ def ensure_rootfs() -> Path:
     with _locked("rootfs"):
         if not rootfs.is_dir():
             partial = rootfs.with_name(rootfs.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
+            _discard(partial)
             _run(
                 [
                     "debootstrap",

@@ -28,7 +28,9 @@ from nspawn_support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.systemd_container, pytest.mark.timeout(300)]
+# The timeout covers each test, not the one-off cache build and boot in the module fixture
+# (each of its steps has its own subprocess timeout).
+pytestmark = [pytest.mark.systemd_container, pytest.mark.timeout(300, func_only=True)]
 
 UNIT = "liveorch.service"
 EMULATOR = "liveorch-emulator.service"
