@@ -142,12 +142,15 @@ def ensure_rootfs() -> Path:
 
 
 def _dependencies() -> list[str]:
+    """Runtime dependencies, plus the build backend: the install script's default path builds
+    the wheel inside the container, offline, from these (``PIP_FIND_LINKS``)."""
     data = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return sorted(data["project"]["dependencies"])
+    return sorted([*data["project"]["dependencies"], *data["build-system"]["requires"]])
 
 
 def ensure_dependency_wheels() -> Path:
-    """Wheels of liveorch's dependencies for this Python (cached per dependency list)."""
+    """Wheels of liveorch's dependencies for this Python (cached per dependency list).
+    pip sorts out what to build for what: no setuptools for runtime, all for the build."""
     deps = _dependencies()
     tag = f"cp{sys.version_info[0]}{sys.version_info[1]}"
     key = hashlib.sha256("\n".join([tag, *deps]).encode()).hexdigest()[:10]

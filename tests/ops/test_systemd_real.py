@@ -449,7 +449,10 @@ def test_fresh_install_from_the_example_is_enabled_but_not_started(installed: Ma
     m = installed
     if m.c.run("test", "-e", "/opt/liveorch", check=False).returncode == 0:
         m.install("--uninstall", "--purge")
-    out = m.install("--wheel", "/wheels")
+    # The default path: a wheel built from the checkout (/src, read-only); offline here, so
+    # pip takes setuptools and the dependencies from the bind-mounted wheels.
+    out = m.install(env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"})
+    assert "building a wheel of /src" in out
     assert "created /etc/liveorch/liveorch.toml from the example" in out
     assert "no AK/SK in /etc/credstore yet" in out
     assert "not started" in out
