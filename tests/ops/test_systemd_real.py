@@ -451,11 +451,16 @@ def test_fresh_install_from_the_example_is_enabled_but_not_started(installed: Ma
         m.install("--uninstall", "--purge")
     # The default path: a wheel built from the checkout (/src, read-only); offline here, so
     # pip takes setuptools and the dependencies from the bind-mounted wheels.
-    out = m.install(env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"})
+    # AK/SK from the environment this time (the other way the script takes them)
+    env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"}
+    out = m.install(env={**env, "CLOUD_SDK_AK": m.ak, "CLOUD_SDK_SK": m.sk})
     assert "building a wheel of /src" in out
     assert "created /etc/liveorch/liveorch.toml from the example" in out
-    assert "no AK/SK in /etc/credstore yet" in out
     assert "not started" in out
+    assert "no AK/SK in /etc/credstore yet" not in out
+    for name, value in (("cloud.ak", m.ak), ("cloud.sk", m.sk)):
+        assert m.stat(f"/etc/credstore/liveorch.{name}") == "600 root root"
+        assert m.c.run("cat", f"/etc/credstore/liveorch.{name}").stdout == value
     props = m.unit("UnitFileState", "ActiveState")
     assert (props["UnitFileState"], props["ActiveState"]) == ("enabled", "inactive"), props
     assert m.stat("/etc/liveorch/liveorch.toml") == "640 root liveorch"
