@@ -51,7 +51,7 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
     assert s["Type"] == ["notify"]
     assert s["NotifyAccess"] == ["main"]
     assert s["ExecStart"] == ["/usr/local/bin/liveorch run --config /etc/liveorch/liveorch.toml"]
-    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert s["ExecReload"] == ["""/bin/sh -c 'kill -HUP "$MAINPID"'"""]
     assert s["WatchdogSec"] == ["30"]
     assert s["Restart"] == ["on-failure"]
     assert s["User"] == ["liveorch"]
