@@ -221,7 +221,11 @@ async def test_held_drop_refresh_fails_then_restart(env: Env) -> None:
     await env.until(lambda: sup.snapshot(ROOM).state is S.BACKOFF, "restart backoff")
     assert [j for j in await env.running() if j["job_id"] == first] == []
     await env.advance(10)  # restart backoff over → list → start
-    await env.until(lambda: env.service.starts == 2, "second start")
+    # the room must know its new job before the link connects: the CONNECTED callback names
+    # it, and one for a job the room has not heard of is dropped (the emulator's start count
+    # moves before the start call has even answered)
+    await env.until(lambda: sup.snapshot(ROOM).job_id not in (None, first), "new job known")
+    assert env.service.starts == 2
     await env.advance(3)
     await env.state(S.LIVE)
     running = await env.running()
@@ -232,8 +236,12 @@ async def test_job_failed_restarts(env: Env) -> None:
     first = await go_live(env)
     await env.admin("POST", f"/_emulator/jobs/{first}/fail")
     await env.service.callbacks.join()  # RTMP END
-    # it was LIVE until now: the first restart does not wait for any clock
-    await env.until(lambda: env.service.starts == 2, "restarted")
+    # it was LIVE until now: the first restart does not wait for any clock; wait for the room
+    # to know its new job (not the emulator's start count, which moves before the answer)
+    assert env.sup is not None
+    sup = env.sup
+    await env.until(lambda: sup.snapshot(ROOM).job_id not in (None, first), "restarted")
+    assert env.service.starts == 2
     await env.advance(3)
     await env.state(S.LIVE)
     assert len(await env.running()) == 1

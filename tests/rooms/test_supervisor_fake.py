@@ -284,7 +284,8 @@ async def test_polls_confirming_a_live_room_write_and_announce_nothing(
         assert h.sup.room("room-a").timer_seq == timer_seq
         rtmp(h, "room-a", "DISCONNECTED")
         await h.until(lambda: len(h.transitions) == heard + 1, "the drop announced")
-        assert saves == ["room-a"] and h.transitions[-1].after.state is S.DEGRADED
+        # (the drop reads the job: its answer may be one more write, of this room only)
+        assert set(saves) == {"room-a"} and h.transitions[-1].after.state is S.DEGRADED
     finally:
         await h.stop()
 
