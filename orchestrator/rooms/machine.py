@@ -564,9 +564,7 @@ def _degrade(room: Room, now: datetime, p: Policy, *, down_s: float = 0.0) -> Re
     """The link is down (for ``down_s`` already, when a read showed it late): the service's
     own reconnect gets what is left of the grace, then the ladder repairs."""
     since = _in(now, -down_s)
-    room = _go(
-        room, S.DEGRADED, drop_since=since, output_index=0, refresh_try=0, drop_hinted=False
-    )
+    room = _go(room, S.DEGRADED, drop_since=since, output_index=0, refresh_try=0, drop_hinted=False)
     if p.grace_s <= down_s:
         return _repair(room, p)  # no grace (left): not even a timer hop before the refresh
     return _with_timer(room, Wait.GRACE, _in(since, p.grace_s))
