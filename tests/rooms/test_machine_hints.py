@@ -246,3 +246,17 @@ def test_a_report_time_ahead_of_the_clock_cannot_silence_later_reports() -> None
         RtmpStateReported(job_id=job, rtmp_state="DISCONNECTED", at=T0 + timedelta(seconds=101))
     )
     assert sim.room.state is S.DEGRADED
+
+
+def test_the_playback_probe_is_an_observation_not_a_hint() -> None:
+    """The probe catches a dead playback while the push looks fine in the reads: its report
+    starts the ladder after the grace with no confirming read (a read would contradict it)."""
+    sim = armed()
+    job = sim.room.job_id
+    assert job is not None
+    sim.at(70).feed(RtmpStateReported(
+        job_id=job, rtmp_state="DISCONNECTED", at=sim.now, observed=True
+    ))  # fmt: skip
+    assert sim.room.state is S.DEGRADED and not sim.room.drop_hinted
+    sim.fire()
+    assert isinstance(sim.one(ResetExitConfig), ResetExitConfig)
