@@ -603,14 +603,16 @@ def _push_known(room: Room, p: Policy) -> bool:
 
 
 def _pushing_again(room: Room, now: datetime, p: Policy) -> bool:
-    """This read shows the stream grew since a read taken after the drop began."""
+    """This read, taken after the drop began, shows the stream grew since a read taken no
+    earlier than that (two reads stamped at the drop's own instant prove nothing)."""
     m = _this_read(room, now, p)
     since = room.drop_since
     return (
         m is not None
         and m.advanced_since is not None
         and since is not None
-        and (m.advanced_since >= since)
+        and m.advanced_since >= since
+        and m.read_at > since
     )
 
 
