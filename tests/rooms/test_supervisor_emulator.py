@@ -354,12 +354,13 @@ async def test_forged_connected_every_2s_cannot_hide_a_held_drop(env: Env) -> No
         now = env.clock.now()
         sup.post(ROOM, RtmpStateReported(job_id=job, rtmp_state="CONNECTED", at=now,
                                          cause="callback:forged"))  # fmt: skip
-        # settled: the forged report was read against (or a repair call is in flight)
-        await env.until(
-            lambda t=now: refreshed()  # type: ignore[misc]
-            or (sup.room(ROOM).last_observed_at == t and sup.room(ROOM).op is None),
-            "the forged CONNECTED checked by a read",
-        )
+
+        def settled(t: datetime = now) -> bool:
+            """The forged report was read against (or a repair call is in flight)."""
+            room = sup.room(ROOM)
+            return refreshed() or (room.last_observed_at == t and room.op is None)
+
+        await env.until(settled, "the forged CONNECTED checked by a read")
         if refreshed():
             repaired_at = now
             break
