@@ -280,8 +280,10 @@ class ProbeTracker:
             return state, ProbeDecision("still_dead", dead_for)
         if dead_for < self.fail_after_s:
             return state, ProbeDecision("failed", dead_for)
+        # our own observation, not a callback: the room acts on it like on a read (a push
+        # that looks fine in the job reads is exactly what the probe exists to catch)
         event = RtmpStateReported(
-            job_id=job_id, rtmp_state="DISCONNECTED", at=now, cause=PROBE_CAUSE
+            job_id=job_id, rtmp_state="DISCONNECTED", at=now, cause=PROBE_CAUSE, observed=True
         )
         return replace(state, fired=True), ProbeDecision("dead", dead_for, event)
 

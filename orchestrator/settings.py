@@ -179,6 +179,10 @@ class CallbackSettings(_Section):
     uri_mode: Literal["path", "full"] = "path"
     """How 'URI(callback_url)' is interpreted in the MSS_A formula (the docs are ambiguous)."""
     tolerance_s: float = 300.0
+    max_future_skew_s: float = Field(30.0, ge=0)
+    """How far ahead of our clock a callback's ``hwTime`` may be (clock skew); beyond it the
+    callback is refused (401). ``tolerance_s`` alone let a time 299 s ahead in, which then made
+    every genuine callback of the job look stale until that time."""
     max_body_bytes: int = 65536
     allow_none: bool = False
     """auth_type NONE is refused unless this is true (and the path should carry a secret token)."""

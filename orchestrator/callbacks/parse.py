@@ -195,7 +195,30 @@ def parse_body(body: bytes) -> CallbackEvent:
     if not isinstance(decoded, dict):
         raise CallbackParseError("message_not_object")
     extra = {k: v for k, v in doc.items() if k not in ("event_type", "message")}
+    _check_text((event_type, decoded, extra))
     return event_from_message(event_type, decoded, extra)
+
+
+def _check_text(value: Any) -> None:
+    """Refuse text no store or exposition can hold: a lone surrogate (``"\\ud800"`` is valid
+    JSON, not valid UTF-8) and NUL (PostgreSQL text/jsonb refuse it). Let through, one such
+    callback failed the whole group commit of the inbox and, as a metric label, every scrape.
+    Iterative: the parsed JSON may nest as deep as the parser allows."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise CallbackParseError("nul_character")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CallbackParseError("invalid_unicode") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
 
 
 def peek_ids(body: bytes) -> tuple[str | None, str | None]:

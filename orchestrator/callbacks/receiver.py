@@ -80,6 +80,7 @@ __all__ = [
     "RawCallback",
     "StreamTracker",
     "callback_routes",
+    "order_time",
     "replay_inbox",
 ]
 
@@ -302,6 +303,15 @@ class StreamTracker:
         return "apply"
 
 
+def order_time(item: InboxItem) -> datetime:
+    """When an item counts as having happened, for ordering a job's events: its signed time,
+    but never later than its receipt (whole seconds, as signed times are). The body is not
+    signed and a time ahead within the skew is still accepted: ordered by it, one forged
+    callback would make the job's genuine ones "stale" until then."""
+    received = item.received_at.replace(microsecond=0)
+    return received if item.event_time is None else min(item.event_time, received)
+
+
 # --- dispatch (shared by live intake and replay) ---------------------------------------------
 
 
@@ -501,6 +511,7 @@ class CallbackIntake:
                 now=raw.received_at,
                 tolerance_s=s.tolerance_s,
                 allow_none=s.allow_none,
+                max_future_s=s.max_future_skew_s,
             )
         except CallbackAuthError as exc:
             return self._reject(raw, _error(401, exc.reason, public_reason="unauthorized"))
@@ -569,8 +580,7 @@ class CallbackIntake:
         if not result.new or result.event is None or result.item is None:
             return None
         item = result.item
-        assert item.event_time is not None
-        outcome, room = self.dispatcher.post(result.event, item.event_time, item.dedupe_key)
+        outcome, room = self.dispatcher.post(result.event, order_time(item), item.dedupe_key)
         self.writer.mark_done(key=item.dedupe_key)
         return outcome, room
 
@@ -750,7 +760,7 @@ async def replay_inbox(
                 reason = exc.reason if isinstance(exc, CallbackParseError) else "bad_payload"
                 log.error("callback_replay_unreadable", item_id=it.id, reason=reason)
                 continue
-            await disp.dispatch(event, it.event_time or it.received_at, it.dedupe_key)
+            await disp.dispatch(event, order_time(it), it.dedupe_key)
             stats.posted += 1
         await store.inbox_done(done)
         log.info("callback_replayed", count=len(done))

@@ -171,7 +171,7 @@ async def handle_relayed(
             status=400, body={"status": "error", "reason": exc.reason}, reason=exc.reason
         )
     age = (intake.clock() - raw.received_at).total_seconds()
-    if age > max_age_s or age < -intake.settings.tolerance_s:
+    if age > max_age_s or age < -intake.settings.max_future_skew_s:
         log.warning(
             "callback_rejected", reason="envelope_too_old", status=401, via="relay", age_s=age
         )

@@ -14,7 +14,9 @@ Choices made here (the docs leave them open, see §13):
   sender signed. ``hwSecret`` must be 64 hex digits; it is lower-cased and compared with our
   (lower-case) hex digest by :func:`hmac.compare_digest`.
 * Freshness: ``|now - hwTime| <= tolerance_s`` (default 300 s) refuses replays of old captures
-  and callbacks signed by a badly skewed clock.
+  and callbacks signed by a badly skewed clock; a time more than ``max_future_s`` ahead of now
+  (default 30 s of clock skew) is refused too: an accepted future time would order the job's
+  genuine callbacks behind it.
 * Key rotation: every non-empty key in ``keys`` (current, previous) is tried; all are computed so
   the time taken does not reveal which key matched.
 
@@ -167,6 +169,7 @@ def verify_callback(
     now: float | datetime,
     tolerance_s: float = 300.0,
     allow_none: bool = False,
+    max_future_s: float | None = None,
 ) -> None:
     """Return when the callback is authentic; raise :class:`CallbackAuthError` otherwise.
 
@@ -186,6 +189,8 @@ def verify_callback(
     t = parse_hw_time(hw_time)
     if abs(_as_unix(now) - t) > tolerance_s:
         raise CallbackAuthError("time_out_of_tolerance")
+    if max_future_s is not None and t - _as_unix(now) > max_future_s:
+        raise CallbackAuthError("time_in_future")
     usable = [k for k in keys if k]
     if not usable:
         raise CallbackAuthError("no_key_configured")

@@ -17,7 +17,13 @@ How to read it:
   3. a ``TimerFired`` whose ``seq`` is not the room's ``timer_seq`` is stale and dropped;
   4. callbacks are hints: an ``RtmpStateReported`` for another job, or older than the link state
      the room already knows (from a report or a read that carried it), is dropped; a fresh
-     one, and a ``JobObserved`` of the room's job, are recorded before the handler runs.
+     one (its time capped at ``now``), and a ``JobObserved`` of the room's job, are recorded
+     before the handler runs.
+
+Callbacks are hints (their body is not signed): no handler stops, restarts or refreshes a job,
+or counts a failure towards quarantine, on a callback alone. A reported drop opens DEGRADED and
+reads the job; where reads can show the push (``stream_duration``), the ladder only starts once
+a read confirms it, and a CONNECTED report only ends a drop once a read shows the push advancing.
 
 Safety rules the table keeps (and the hypothesis tests check): a ``StartJob`` is only emitted
 in answer to the room's *own* ``ListJobs`` that showed no WAITING/PROCESSING job, with no start
@@ -182,11 +188,17 @@ def _error(room: Room, message: str) -> Room:
 
 def _enter_live(room: Room, now: datetime, p: Policy) -> Result:
     """On air. The refresh ladder starts over; the restart backoff and quarantine count only
-    once the room has stayed LIVE for ``stable_after_s`` (see ``_settle``)."""
+    once the room has stayed LIVE for ``stable_after_s`` (see ``_settle``). The stall check
+    takes its reference from this read, or else from the first read since (see PushMark): a
+    push that dies right after going live is measured from there, not two reads later."""
     room = _go(
         room, S.LIVE, output_index=0, refresh_try=0, drop_since=None, next_retry_at=None,
-        last_error=None,
+        last_error=None, drop_hinted=False,
     )  # fmt: skip
+    m = room.push
+    if m is not None and m.job_id == room.job_id:
+        ref = m.duration - m.stream if m.read_at == now and m.stream > 0 else None
+        room = replace(room, push=replace(m, lag_ref=ref, stalled_s=0.0))
     if p.stable_after_s <= 0:
         room = replace(room, retries=0, restart_failures=())
     return _with_timer(room, Wait.STALE, _in(room.last_observed_at or now, p.stale_after_s))
@@ -495,7 +507,7 @@ def _starting_rtmp(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     if ev.rtmp_state == "CONNECTED":
         return _enter_live(replace(room, job_state="PROCESSING"), now, p)
     if ev.rtmp_state == "END":
-        return _restart(room, now, p, ev.jitter, "RTMP END while starting")
+        return _show(room)  # a callback alone never restarts: the read says if the job died
     return room, []
 
 
@@ -541,6 +553,10 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         # leaves the confirmation timer running): still no push
         why = f"no push within {p.refresh_confirm_s:g}s of refresh (stream_duration)"
         return _refresh_failed(room, now, p, ev.jitter, why)
+    if room.state is S.DEGRADED and ev.seq is not None and room.wait is None:
+        # the read asked for when the grace ran out: no push since the drop began, so the
+        # reported drop is real (and the service's own reconnect did not bring it back)
+        return _repair(room, p)
     return room, []
 
 
@@ -548,7 +564,7 @@ def _degrade(room: Room, now: datetime, p: Policy, *, down_s: float = 0.0) -> Re
     """The link is down (for ``down_s`` already, when a read showed it late): the service's
     own reconnect gets what is left of the grace, then the ladder repairs."""
     since = _in(now, -down_s)
-    room = _go(room, S.DEGRADED, drop_since=since, output_index=0, refresh_try=0)
+    room = _go(room, S.DEGRADED, drop_since=since, output_index=0, refresh_try=0, drop_hinted=False)
     if p.grace_s <= down_s:
         return _repair(room, p)  # no grace (left): not even a timer hop before the refresh
     return _with_timer(room, Wait.GRACE, _in(since, p.grace_s))
@@ -579,26 +595,24 @@ def _push_recheck_at(room: Room, now: datetime, p: Policy) -> datetime | None:
     return _in(now, p.stall_after_s - m.stalled_s)
 
 
-def _push_armed(room: Room, p: Policy) -> bool:
-    """Can reads of the current job tell whether it pushes? (See PushMark.)"""
+def _push_known(room: Room, p: Policy) -> bool:
+    """Can reads of the current job tell whether it pushes? Only when the check is on and a
+    read of this job has shown some ``stream_duration`` (see PushMark)."""
     m = room.push
-    return (
-        p.stall_after_s > 0
-        and m is not None
-        and m.job_id == room.job_id
-        and (m.lag_ref is not None)
-    )
+    return p.stall_after_s > 0 and m is not None and m.job_id == room.job_id and m.stream > 0
 
 
 def _pushing_again(room: Room, now: datetime, p: Policy) -> bool:
-    """This read shows the stream grew since a read taken after the drop began."""
+    """This read, taken after the drop began, shows the stream grew since a read taken no
+    earlier than that (two reads stamped at the drop's own instant prove nothing)."""
     m = _this_read(room, now, p)
     since = room.drop_since
     return (
         m is not None
         and m.advanced_since is not None
         and since is not None
-        and (m.advanced_since >= since)
+        and m.advanced_since >= since
+        and m.read_at > since
     )
 
 
@@ -608,28 +622,52 @@ def _next_push(m: PushMark | None, ev: JobObserved, now: datetime, p: Policy) ->
     if d is None or s is None or job_id is None:
         return m
     if m is None or m.job_id != job_id:
-        return PushMark(job_id, d, s, now)
+        return PushMark(job_id, d, s, now, d - s if s > 0 else None)
     dd, ds = d - m.duration, s - m.stream
     if dd <= 0:
         return m  # the same read again, or an older one (answers can cross)
     advanced_since = m.read_at if ds > 0 else None
     if ds > 0 and dd - ds <= min(_PUSH_SLACK_S, p.stall_after_s / 4):  # pushed throughout
-        return PushMark(job_id, d, s, now, d - s, False, 0.0, advanced_since)
-    stalled = 0.0
-    if m.lag_ref is not None and not m.news:
-        stalled = max(0.0, d - s - m.lag_ref)
-    return PushMark(job_id, d, s, now, m.lag_ref, m.news, stalled, advanced_since)
+        return PushMark(job_id, d, s, now, d - s, 0.0, advanced_since)
+    if m.lag_ref is None:  # the first read (since LIVE) that shows a push: the reference
+        return PushMark(job_id, d, s, now, d - s if s > 0 else None, 0.0, advanced_since)
+    stalled = max(0.0, d - s - m.lag_ref)
+    return PushMark(job_id, d, s, now, m.lag_ref, stalled, advanced_since)
 
 
 def _health_rtmp(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """A link report while on air or repairing. A callback is a hint (its body is not signed):
+    a report of the link down or ended opens a drop and reads the job; a CONNECTED one during
+    a drop reads the job, and only a read showing the push advancing ends the drop. A read
+    that says the job died restarts it; a read that shows no push since the drop repairs."""
     assert isinstance(ev, RtmpStateReported)
-    if ev.rtmp_state == "END":
-        return _restart(room, now, p, ev.jitter, "RTMP END (the service gave up the link)")
+    down = ev.rtmp_state in _DOWN or ev.rtmp_state == "END"
     if room.state is S.LIVE:
-        return _degrade(room, now, p) if ev.rtmp_state in _DOWN else (room, [])
-    if ev.rtmp_state == "CONNECTED":
-        return _enter_live(room, now, p)
+        if not down:
+            return room, []
+        if ev.observed:  # the playback probe saw it: as good as a read
+            return _degrade(room, now, p)
+        return _hinted_drop(room, now, p)
+    if ev.rtmp_state == "CONNECTED" and not _push_known(room, p):
+        return _enter_live(room, now, p)  # reads cannot show the push: the report stands
+    if ev.rtmp_state in ("CONNECTED", "END"):
+        return _show(room)
     return room, []
+
+
+def _hinted_drop(room: Room, now: datetime, p: Policy) -> Result:
+    """A callback says the link is down. Where reads can show the push, wait the grace and
+    let a read decide (a read now is the reference the later one is measured against); where
+    they cannot, the report is all there is and the ladder follows it after the grace."""
+    if _push_known(room, p):
+        room = _go(
+            room, S.DEGRADED, drop_since=now, output_index=0, refresh_try=0, drop_hinted=True
+        )
+        room, actions = _with_timer(room, Wait.GRACE, _in(now, p.grace_s))
+    else:
+        room, actions = _degrade(room, now, p)
+    room, more = _show(room)  # is the job still alive? (no-op when a repair call is in flight)
+    return room, actions + more
 
 
 def _live_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
@@ -663,13 +701,26 @@ def _live_command(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
 
 
 def _grace_over(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
-    """Still down after the grace: repair."""
+    """Still down after the grace: repair — a drop only a callback reported once a read
+    confirms it (``_health_observed`` decides on the answer)."""
+    if room.drop_hinted and _push_known(room, p):
+        return _show(replace(room, wait=None))
     return _repair(room, p)
+
+
+def _degraded_read_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """The confirming read failed: ask again shortly. A poke's failed read (the grace timer
+    still running) changes nothing."""
+    assert isinstance(ev, QueryFailed)
+    if room.wait is not None or ev.op != "show":
+        return room, []
+    room = _error(room, f"cannot confirm the reported drop: {ev.error}")
+    return _with_timer(room, Wait.GRACE, _in(now, max(1.0, p.refresh_delay(0, ev.jitter))))
 
 
 def _repair(room: Room, p: Policy) -> Result:
     """Widen the exit timeout once per job, then refresh."""
-    room = replace(room, output_index=0, refresh_try=0, wait=None)
+    room = replace(room, output_index=0, refresh_try=0, wait=None, drop_hinted=False)
     job_id = room.job_id
     if p.widen_exit_minutes > 0 and not room.widened and job_id is not None:
         room, seq = _with_op(_go(room, S.REFRESHING), Op.RESET_EXIT)
@@ -691,7 +742,7 @@ def _refreshing_command(room: Room, ev: Event, now: datetime, p: Policy) -> Resu
 def _refreshing_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     if room.wait is Wait.REFRESH_BACKOFF:
         return _refresh_now(room)
-    if _push_armed(room, p) and room.op is None:
+    if _push_known(room, p) and room.op is None:
         # no CONNECTED callback, but callbacks can be lost: read the job, and let its
         # stream_duration say whether the refresh worked (_health_observed decides)
         return _show(replace(room, wait=None))
@@ -844,12 +895,12 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.STARTING, JobStarted): _rule(_job_started),
     (S.STARTING, JobStartFailed): _rule(_start_failed, S.BACKOFF, S.QUARANTINED),
     (S.STARTING, JobObserved): _rule(_starting_observed, S.LIVE, _RESTART),
-    (S.STARTING, RtmpStateReported): _rule(_starting_rtmp, S.LIVE, _RESTART),
+    (S.STARTING, RtmpStateReported): _rule(_starting_rtmp, S.LIVE),
     (S.STARTING, TimerFired): _rule(_starting_timer, _RESTART),
     (S.STARTING, QueryFailed): _rule(_list_failed, S.BACKOFF, S.QUARANTINED),
     (S.STARTING, Poked): _rule(_poke_show),
     # --- LIVE: watch; a drop degrades, a dead job restarts
-    (S.LIVE, RtmpStateReported): _rule(_health_rtmp, S.DEGRADED, S.REFRESHING, _RESTART),
+    (S.LIVE, RtmpStateReported): _rule(_health_rtmp, S.DEGRADED, S.REFRESHING),
     (S.LIVE, JobObserved): _rule(_health_observed, S.DEGRADED, S.REFRESHING, _RESTART),
     (S.LIVE, TimerFired): _rule(_live_timer),
     (S.LIVE, Poked): _rule(_poke_show),
@@ -857,15 +908,16 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.LIVE, CommandSucceeded): _rule(_live_command),
     (S.LIVE, CommandFailed): _rule(_live_command),
     # --- DEGRADED: the service's own reconnect gets a grace period
-    (S.DEGRADED, RtmpStateReported): _rule(_health_rtmp, S.LIVE, _RESTART),
-    (S.DEGRADED, JobObserved): _rule(_health_observed, S.LIVE, _RESTART),
+    (S.DEGRADED, RtmpStateReported): _rule(_health_rtmp, S.LIVE),
+    (S.DEGRADED, JobObserved): _rule(_health_observed, S.LIVE, S.REFRESHING, _RESTART),
     (S.DEGRADED, TimerFired): _rule(_grace_over, S.REFRESHING),
+    (S.DEGRADED, QueryFailed): _rule(_degraded_read_failed),
     (S.DEGRADED, Poked): _rule(_poke_show),
     # --- REFRESHING: widen the exit timeout, then REFRESH_OUTPUT_URL over every output
     (S.REFRESHING, CommandSucceeded): _rule(_refreshing_command),
     (S.REFRESHING, CommandFailed): _rule(_refreshing_command, _RESTART),
     (S.REFRESHING, TimerFired): _rule(_refreshing_timer, _RESTART),
-    (S.REFRESHING, RtmpStateReported): _rule(_health_rtmp, S.LIVE, _RESTART),
+    (S.REFRESHING, RtmpStateReported): _rule(_health_rtmp, S.LIVE),
     (S.REFRESHING, JobObserved): _rule(_health_observed, S.LIVE, _RESTART),
     (S.REFRESHING, QueryFailed): _rule(_refreshing_read_failed, _RESTART),
     (S.REFRESHING, Poked): _rule(_poke_show),
@@ -931,10 +983,10 @@ def step(room: Room, event: Event, now: datetime, policy: Policy) -> Result:
     if isinstance(event, RtmpStateReported):
         if not _fresh_callback(room, event):
             return room, []
-        push = room.push
-        if push is not None and not push.news:
-            push = replace(push, news=True)
-        room = replace(room, rtmp_state=event.rtmp_state, rtmp_at=event.at, push=push)
+        # a time ahead of ours (forged, or a skewed clock) would make every genuine report
+        # until then look stale: it counts as now (whole seconds, as callback times are)
+        at = min(event.at, now.replace(microsecond=0))
+        room = replace(room, rtmp_state=event.rtmp_state, rtmp_at=at)
     if isinstance(event, JobObserved) and event.job_id is not None and event.job_id == room.job_id:
         push = _next_push(room.push, event, now, policy)
         if event.rtmp_state is not None:  # one copy, not two: every poll of every room

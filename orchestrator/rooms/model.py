@@ -78,11 +78,17 @@ class WindowClosed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RtmpStateReported(Event):
-    """A callback (or the probe) reported the job's RTMP link state. A hint, not the truth."""
+    """A callback (or the probe) reported the job's RTMP link state. A hint, not the truth.
+
+    A callback's body is not signed: on its own it never stops, restarts or refreshes a job
+    (the room reads the job first). ``observed``: our own observation (the playback probe),
+    which acts like a read that showed the link down.
+    """
 
     job_id: str
     rtmp_state: str  # CONNECTING CONNECTED DISCONNECTED RECONNECTING END
     at: datetime
+    observed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -389,12 +395,13 @@ class PushMark:
 
     ``duration`` grows while the job is live and ``stream_duration`` only while it pushes, so
     their difference, the *lag*, grows exactly while the link is down. ``lag_ref`` is the lag
-    at the last read that showed a whole interval of pushing; ``None`` until one has, so a
-    service that does not fill ``stream_duration`` while live (unconfirmed) never arms the
-    check. ``news``: a link callback arrived since then, so callbacks flow and a grown lag is
-    an outage they already told about. ``stalled_s``: how much the lag had grown at the last
-    read. ``advanced_since``: the stream grew between the read at this time and the last one.
-    Not persisted: a restarted daemon re-arms it from its next reads.
+    at the last read that showed a whole interval of pushing, or at the first read since the
+    room went LIVE that showed any ``stream_duration``; ``None`` until then, so a service that
+    does not fill ``stream_duration`` while live (unconfirmed) never arms the check. Link
+    callbacks do not disarm it: their body is not signed, and a forged CONNECTED must not hide
+    a drop. ``stalled_s``: how much the lag had grown at the last read. ``advanced_since``: the
+    stream grew between the read at this time and the last one. Not persisted: a restarted
+    daemon re-arms it from its next reads.
     """
 
     job_id: str
@@ -402,7 +409,6 @@ class PushMark:
     stream: float
     read_at: datetime
     lag_ref: float | None = None
-    news: bool = False
     stalled_s: float = 0.0
     advanced_since: datetime | None = None
 
@@ -441,6 +447,7 @@ class Room:
     widened: bool = False  # RESET_EXIT_CONFIG applied to the current job
     start_unknown: bool = False  # the last start's outcome is unknown; its list is pending
     drop_since: datetime | None = None
+    drop_hinted: bool = False  # the open drop rests on a callback alone: a read must confirm it
     expected_start_at: datetime | None = None  # herd control: queued behind the start limit
     next_retry_at: datetime | None = None
     last_error: str | None = None

@@ -1064,9 +1064,13 @@ def _restored(rid: str, data: Mapping[str, Any] | None) -> Room | None:
         return None
     if room.state is not RoomState.QUARANTINED:
         # calls in flight, link hints and the start-queue estimate died with the previous
-        # process (or owner); Room.from_json also leaves expected_start_at a string today
+        # process (or owner); Room.from_json also leaves expected_start_at a string today.
+        # A drop that was open stays open: adopting the job degrades and repairs it. Reads
+        # cannot show a push that died before the restart (the stall check measures from
+        # its first read), and the service sends no second DISCONNECTED for a held drop.
+        down = "DISCONNECTED" if room.state in (RoomState.DEGRADED, RoomState.REFRESHING) else None
         room = replace(
-            room, state=RoomState.UNKNOWN, op=None, wait=None, rtmp_state=None, rtmp_at=None,
+            room, state=RoomState.UNKNOWN, op=None, wait=None, rtmp_state=down, rtmp_at=None,
             expected_start_at=None,
         )  # fmt: skip
     return replace(room, room_id=rid)

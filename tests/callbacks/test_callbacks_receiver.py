@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -287,6 +288,7 @@ async def test_genuine_flaps_stay_distinct(make_harness: Any) -> None:
 
 async def test_late_older_event_never_overrides_newer(make_harness: Any) -> None:
     h: Harness = await make_harness()
+    h.now[0] = T0 + timedelta(seconds=10)  # both were signed before they arrived
     await h.send("CONNECTED", hw_time=T + 5)
     await h.send("DISCONNECTED", hw_time=T + 2)  # older, arrives late
     await h.metrics.results.wait_for(2)

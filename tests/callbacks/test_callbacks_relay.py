@@ -9,6 +9,7 @@ import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import aiomqtt
@@ -198,3 +199,20 @@ async def test_relayed_body_change_is_not_detected(make_harness: Any) -> None:
     doc["body_b64"] = base64.b64encode(rtmp_body("END")).decode()
     res = await handle_relayed(json.dumps(doc).encode(), None, intake=h.intake)
     assert res.status == 200
+
+
+async def test_an_envelope_received_in_the_future_beyond_the_skew_is_refused(
+    make_harness: Any,
+) -> None:
+    """An envelope claiming a receipt time ahead of the consumer's clock by more than
+    callbacks.max_future_skew_s (and its signed time with it) is refused: within tolerance_s
+    it passed and was then ordered ahead of the job's genuine callbacks."""
+    h: Harness = await make_harness(auth_type="MSS_A_HEAD")
+    ahead = T0 + timedelta(seconds=120)
+    query, headers = h.sign(hw_time=T + 120)
+    doc = build_envelope(method="POST", path=PATH, query=query, headers=headers,
+                         body=rtmp_body("CONNECTED"), received_at=ahead)  # fmt: skip
+    res = await handle_relayed(doc, None, intake=h.intake)
+    assert res.status == 401
+    await h.intake.drain()
+    assert h.sink.posted.items == []

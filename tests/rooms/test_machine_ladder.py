@@ -217,11 +217,17 @@ def test_job_failed_restarts_without_a_stop_at_once_then_with_backoff() -> None:
     assert sim.timer().at == sim.now + timedelta(seconds=5)
 
 
-def test_rtmp_end_restarts_with_stop() -> None:
+def test_rtmp_end_callback_reads_the_job_and_only_the_read_restarts_it() -> None:
+    """A callback's body is not signed: END alone stops nothing and counts nothing."""
     sim = Sim()
     sim.go_live()
     sim.at(50).rtmp("END")
-    assert sim.room.state is S.RESTARTING
+    assert sim.room.state is S.DEGRADED
+    assert not [a for a in sim.actions if isinstance(a, StopJob)]
+    show = sim.one(ShowJob)
+    assert isinstance(show, ShowJob) and sim.room.restart_failures == ()
+    sim.feed(JobObserved(seq=show.seq, job_id="job-1", state="PROCESSING", rtmp_state="END"))
+    assert sim.room.state is S.RESTARTING  # the read says the link ended
     assert isinstance(sim.one(StopJob), StopJob)
 
 
@@ -424,6 +430,9 @@ def test_unrecovered_alert_after_the_threshold_and_cleared_on_live() -> None:
     sim.go_live()
     sim.at(0).rtmp("DISCONNECTED")
     assert sim.room.drop_since == sim.now
+    grace = sim.timer()
+    sim.feed(JobObserved(seq=sim.one(ShowJob).seq, job_id="job-1", state="PROCESSING"))  # type: ignore[attr-defined]
+    sim.actions = [grace]  # the read at the drop's start leaves the grace running
     raised: list[RaiseAlert] = []
     while sim.room.state in (S.DEGRADED, S.REFRESHING) and not raised:
         if sim.room.op is not None:

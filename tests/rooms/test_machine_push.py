@@ -111,15 +111,21 @@ def test_off_when_stall_after_s_is_zero() -> None:
     assert sim.room.state is S.LIVE
 
 
-def test_a_callback_since_the_reference_means_callbacks_flow() -> None:
-    """The outage the lag shows was reported by callbacks (and is over): no second alarm."""
+def test_a_reported_outage_is_not_counted_twice_but_callbacks_never_disarm_the_check() -> None:
+    """The outage callbacks reported (and a read saw end) is the new reference; a later
+    silent stall is still seen, whatever callbacks arrived (their body is not signed)."""
     sim = armed()
     sim.at(70).rtmp("DISCONNECTED")
+    read(sim, 70, 72, 70, seq=sim.room.op_seq)  # the read at the drop's start
     sim.at(75).rtmp("CONNECTED")
+    assert sim.room.state is S.DEGRADED  # a hint: the read decides
+    read(sim, 76, 78, 71, seq=sim.one(ShowJob).seq)  # type: ignore[attr-defined]
     assert sim.room.state is S.LIVE
-    read(sim, 90, 92, 85)  # 5 s behind... and more after another quiet interval
+    read(sim, 90, 92, 85)  # pushed throughout since the recovery: the 5 s outage is past
+    assert sim.room.state is S.LIVE
+    sim.at(95).rtmp("CONNECTED")  # a CONNECTED callback (forged?) while the push is dead
     read(sim, 100, 102, 85)
-    assert sim.room.state is S.LIVE
+    assert sim.room.state is S.REFRESHING  # 10 s behind: a drop, repaired at once
 
 
 def test_a_new_job_starts_a_new_mark() -> None:

@@ -14,6 +14,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from orchestrator.metastudio.auth import AkSkAuth
 from orchestrator.metastudio.client import MetaStudioClient
 from orchestrator.metastudio.models import RtmpStreamStateChange, parse_callback
 from orchestrator.metastudio.ratelimit import RateLimits
-from orchestrator.rooms.model import Order, OrderChanged, RoomState, RtmpStateReported
+from orchestrator.rooms.model import Order, OrderChanged, PushMark, RoomState, RtmpStateReported
 from orchestrator.rooms.startreq import CallbackTarget, RoomConfig
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
 from orchestrator.settings import RecoverySettings, RoomSettings
@@ -42,6 +43,7 @@ PROJECT = "0123456789abcdef0123456789abcdef"
 ROOM = "room-1"
 RTMP = "rtmp://push.example.com/live"
 S = RoomState
+_NO_PUSH = PushMark("-", 0.0, 0.0, datetime.min)
 
 
 @dataclass
@@ -218,10 +220,16 @@ async def test_held_drop_refresh_fails_then_restart(env: Env) -> None:
     await env.advance(10)
     assert env.sup is not None
     sup = env.sup
-    await env.until(lambda: sup.snapshot(ROOM).state is S.BACKOFF, "restart backoff")
+    # the first restart backs off for 0 s: BACKOFF may be over before this task looks, so
+    # wait for what it leaves behind (the broken job stopped and retired), not for the state
+    await env.until(lambda: first in sup.room(ROOM).retired, "broken job stopped and retired")
     assert [j for j in await env.running() if j["job_id"] == first] == []
     await env.advance(10)  # restart backoff over → list → start
-    await env.until(lambda: env.service.starts == 2, "second start")
+    # the room must know its new job before the link connects: the CONNECTED callback names
+    # it, and one for a job the room has not heard of is dropped (the emulator's start count
+    # moves before the start call has even answered)
+    await env.until(lambda: sup.snapshot(ROOM).job_id not in (None, first), "new job known")
+    assert env.service.starts == 2
     await env.advance(3)
     await env.state(S.LIVE)
     running = await env.running()
@@ -232,8 +240,12 @@ async def test_job_failed_restarts(env: Env) -> None:
     first = await go_live(env)
     await env.admin("POST", f"/_emulator/jobs/{first}/fail")
     await env.service.callbacks.join()  # RTMP END
-    # it was LIVE until now: the first restart does not wait for any clock
-    await env.until(lambda: env.service.starts == 2, "restarted")
+    # it was LIVE until now: the first restart does not wait for any clock; wait for the room
+    # to know its new job (not the emulator's start count, which moves before the answer)
+    assert env.sup is not None
+    sup = env.sup
+    await env.until(lambda: sup.snapshot(ROOM).job_id not in (None, first), "restarted")
+    assert env.service.starts == 2
     await env.advance(3)
     await env.state(S.LIVE)
     assert len(await env.running()) == 1
@@ -318,3 +330,48 @@ async def test_lost_callbacks_dead_push_seen_in_reads_refreshed_and_confirmed(en
     assert sup.snapshot(ROOM).state is S.LIVE
     assert sup.snapshot(ROOM).job_id == job and env.service.starts == 1
     assert env.service.jobs[job].rtmp_state == "CONNECTED"
+
+
+async def test_forged_connected_every_2s_cannot_hide_a_held_drop(env: Env) -> None:
+    """Issue 20: the link drops and is held down; a CONNECTED callback (forged: the body is not
+    signed) arrives every 2 s of simulated time. The room stays out of LIVE and the job is
+    repaired within grace + 20 s of the drop, measured on the injected clock."""
+    job = await go_live(env)
+    assert env.sup is not None
+    sup = env.sup
+    grace = env.cfg.recovery.grace_s
+    for _ in range(2):  # reads of the live job: stream_duration shows its push
+        await env.advance(5)
+        await sup.poll_once()
+    await env.until(lambda: (sup.room(ROOM).push or _NO_PUSH).stream > 0, "push seen in reads")
+    drop_at = env.clock.now()
+    await env.admin("POST", f"/_emulator/jobs/{job}/rtmp", {"state": "DISCONNECTED",
+                                                            "hold_s": 3600})  # fmt: skip
+    await env.service.callbacks.join()
+    await env.state(S.DEGRADED)
+
+    def refreshed() -> bool:
+        return any(c["command"] == "REFRESH_OUTPUT_URL" for c in env.service.commands)
+
+    repaired_at = None
+    for _ in range(30):
+        now = env.clock.now()
+        sup.post(ROOM, RtmpStateReported(job_id=job, rtmp_state="CONNECTED", at=now,
+                                         cause="callback:forged"))  # fmt: skip
+
+        def settled(t: datetime = now) -> bool:
+            """The forged report was read against (or a repair call is in flight)."""
+            room = sup.room(ROOM)
+            return refreshed() or (room.last_observed_at == t and room.op is None)
+
+        await env.until(settled, "the forged CONNECTED checked by a read")
+        if refreshed():
+            repaired_at = now
+            break
+        assert sup.snapshot(ROOM).state is not S.LIVE, "a forged CONNECTED hid the drop"
+        await env.advance(2)
+    assert repaired_at is not None, env.service.commands
+    assert (repaired_at - drop_at).total_seconds() <= grace + 20
+    assert [c["command"] for c in env.service.commands] == ["RESET_EXIT_CONFIG",
+                                                           "REFRESH_OUTPUT_URL"]  # fmt: skip
+    assert env.service.starts == 1 and sup.snapshot(ROOM).job_id == job
