@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.emulator.constraints import ConstraintViolation, check_start_body
+
 __all__ = [
     "COMMANDS",
     "JOB_STATES",
@@ -182,7 +184,7 @@ def _validate_video(value: Any) -> None:
     if cfg.get("clip_mode") is not None:
         _enum(cfg["clip_mode"], "video_config.clip_mode", ("RESIZE", "CROP"))
     if cfg.get("codec") is not None:
-        _enum(cfg["codec"], "video_config.codec", ("H264", "VP8", "QTRLE"))
+        _enum(cfg["codec"], "video_config.codec", ("H264", "VP8"))
     if cfg.get("is_subtitle_enable"):
         raise bad_request(
             "video_config.is_subtitle_enable: live streaming does not support subtitles"
@@ -209,8 +211,17 @@ def _validate_play_policy(value: Any) -> None:
 
 
 def validate_start_body(body: Any) -> dict[str, Any]:
-    """``StartSmartLiveReq`` (§4): every field optional, but each one present must be valid."""
+    """``StartSmartLiveReq`` (§4): every field optional, but each one present must be valid.
+
+    The document's own table (:mod:`orchestrator.emulator.constraints`) is checked first; the
+    checks after it cover what the page leaves to other pages and the SDK model
+    (``live_exit_config``, ``job_run_config``, required video fields).
+    """
     req = _obj(body, "request body")
+    try:
+        check_start_body(req)
+    except ConstraintViolation as exc:
+        raise bad_request(str(exc)) from None
     if req.get("video_config") is not None:
         _validate_video(req["video_config"])
     if req.get("play_policy") is not None:
