@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.emulator.clock import ManualClock
+from orchestrator.emulator.constraints import ConstraintViolation, check_app_user_id
 from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.emulator.validation import ApiError, bad_request
 from orchestrator.metastudio.signer import SignatureError, verify
@@ -76,6 +77,23 @@ def _is_loopback(request: Request) -> bool:
         return False
 
 
+def _utf8_headers(request: Request) -> dict[str, str]:
+    """Header values as the SDK meant them: it signs the Unicode value and sends its UTF-8 bytes.
+
+    Starlette decodes values as latin-1, which turns a non-ASCII ``X-App-UserId`` into mojibake
+    and breaks the signature; bytes that are not UTF-8 keep the latin-1 reading.
+    """
+    out: dict[str, str] = {}
+    for raw_name, raw_value in request.scope.get("headers", []):
+        try:
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            value = raw_value.decode("latin-1")
+        name = raw_name.decode("latin-1").lower()
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
+
+
 def _json(body: bytes) -> Any:
     if not body.strip():
         return {}
@@ -104,7 +122,7 @@ def create_app(service: EmulatorService) -> Starlette:
                 method=request.method,
                 path=raw_path.decode("latin-1"),
                 raw_query=request.scope.get("query_string", b"").decode("latin-1"),
-                headers=dict(request.headers.items()),
+                headers=_utf8_headers(request),
                 body=body,
                 secret_for=service.credentials.get,
                 now=datetime.fromtimestamp(service.wallclock(), UTC),
@@ -125,6 +143,12 @@ def create_app(service: EmulatorService) -> Starlette:
             authenticate(request, body)
             if request.path_params.get("project_id") != service.project_id:
                 raise ApiError(401, "APIGW.0301", _AUTH_PREFIX + "project mismatch")
+            app_user_id = _utf8_headers(request).get("x-app-userid")
+            if app_user_id:
+                try:
+                    check_app_user_id(app_user_id)
+                except ConstraintViolation as exc:
+                    raise bad_request(str(exc)) from None
             service.record_call(operation)
             service.check_rate(operation)
             fault = service.take_fault(operation)

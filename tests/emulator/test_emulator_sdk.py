@@ -109,3 +109,24 @@ def _sdk_without_project(base_url: str) -> Any:
 async def test_sdk_resolves_project_id_through_v3_projects(served: ServedApp) -> None:
     resp = await asyncio.to_thread(_sdk_without_project, served.base_url)
     assert resp.count == 0
+
+
+def _start_as(base_url: str, user_id: str) -> tuple[int, str | None]:
+    client = _client(base_url)
+    try:
+        resp = client.start_smart_live(
+            StartSmartLiveRequest(room_id="room-2", body=StartSmartLiveReq(), x_app_user_id=user_id)
+        )
+    except ClientRequestException as exc:
+        return exc.status_code, exc.error_code
+    return resp.status_code, None
+
+
+async def test_sdk_non_ascii_app_user_id_is_verified_as_the_sdk_signs_it(
+    served: ServedApp, service: EmulatorService
+) -> None:
+    # the SDK signs the Unicode value and sends its UTF-8 bytes; a latin-1 reading gave 401
+    assert await asyncio.to_thread(_start_as, served.base_url, "josé-ünïcode") == (202, None)
+    # the document forbids Chinese in X-App-UserId (seed line 455): refused, not unauthorised
+    assert await asyncio.to_thread(_start_as, served.base_url, "用户7") == (400, "MSS.00000003")
+    assert service.starts == 1
