@@ -762,6 +762,7 @@ class EmulatorService:
                 key=str(cfg.get("key") or ""),
                 event_type=event_type,
                 message=message,
+                lane=job.job_id,
             )
         )
 
