@@ -247,6 +247,38 @@ def create_app(service: EmulatorService) -> Starlette:
 
         return await api(request, "report", handle)
 
+    async def warning_info(request: Request) -> Response:
+        room_id = request.path_params["room_id"]
+        return await api(request, "show_warning", lambda _: service.show_live_warning_info(room_id))
+
+    async def confirm_room(request: Request) -> Response:
+        room_id = request.path_params["room_id"]
+        return await api(request, "confirm_room", lambda b: service.confirm_room(room_id, b))
+
+    async def batch_confirm(request: Request) -> Response:
+        p = request.path_params
+        return await api(
+            request,
+            "batch_confirm",
+            lambda b: service.batch_confirm_commands(p["room_id"], p["job_id"], b),
+        )
+
+    async def rule_commands(request: Request) -> Response:
+        return await api(
+            request,
+            "list_rule_commands",
+            lambda _: service.list_pending_commands(
+                "REWRITE_INTERACTION_RULES", request.query_params
+            ),
+        )
+
+    async def script_commands(request: Request) -> Response:
+        return await api(
+            request,
+            "list_script_commands",
+            lambda _: service.list_pending_commands("REWRITE_PLAY_SCRIPT", request.query_params),
+        )
+
     async def rooms(request: Request) -> Response:
         if request.method == "POST":
             return await api(request, "create_room", service.create_room)
@@ -413,6 +445,11 @@ def create_app(service: EmulatorService) -> Starlette:
         Route(_JOB + "/command", command, methods=["POST"]),
         Route(_JOB + "/command/insert-commands", insert_commands, methods=["GET"]),
         Route(_JOB + "/live-event-report", report, methods=["POST"]),
+        Route(_JOB + "/batch-commands-confirm", batch_confirm, methods=["POST"]),
+        Route(_P + "/smart-live-command/rule-commands", rule_commands, methods=["GET"]),
+        Route(_P + "/smart-live-command/script-commands", script_commands, methods=["GET"]),
+        Route(_P + "/smart-live-rooms/{room_id}/live-warning-info", warning_info, methods=["GET"]),
+        Route(_P + "/smart-live-rooms/{room_id}/confirm", confirm_room, methods=["POST"]),
         Route(_P + "/smart-live-rooms", rooms, methods=["GET", "POST"]),
         Route(_P + "/smart-live-rooms/{room_id}", room, methods=["GET", "PUT", "DELETE"]),
         Route("/v3/auth/tokens", tokens, methods=["POST"]),

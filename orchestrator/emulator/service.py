@@ -41,7 +41,9 @@ from orchestrator.emulator.clock import Clock, ManualClock, RealClock, TimerHand
 from orchestrator.emulator.validation import (
     ApiError,
     bad_request,
+    validate_batch_confirm,
     validate_command,
+    validate_confirm_room,
     validate_exit_config,
     validate_list_query,
     validate_room_body,
@@ -79,9 +81,15 @@ DEFAULT_RATE_LIMITS: dict[str, float] = {
     "command": 4,
     "report": 4,
     "insert_commands": 20,
+    "show_warning": 20,
+    "confirm_room": 4,
+    "batch_confirm": 4,
+    "list_rule_commands": 20,
+    "list_script_commands": 20,
 }
 FAULT_OPERATIONS = ("start", "stop", "show", "list", "command", "any")
 _RUNNING = ("WAITING", "PROCESSING")
+_REVIEWED_COMMANDS = ("REWRITE_PLAY_SCRIPT", "REWRITE_INTERACTION_RULES")
 _DEFAULT_SCRIPTS: list[dict[str, Any]] = [
     {
         "script_name": "default-scene",
@@ -140,6 +148,7 @@ class Room:
     last_job_start_time: float | None = None
     last_job_end_time: float | None = None
     last_job_status: str | None = None
+    confirm_state: str = "CONFIRMED"
 
     @property
     def room_name(self) -> str:
@@ -173,6 +182,8 @@ class Job:
     script_pos: int = 0
     timers: dict[str, TimerHandle] = field(default_factory=dict)
     insert_commands: list[dict[str, Any]] = field(default_factory=list)
+    # REWRITE_* commands awaiting manual confirmation (rule-/script-commands, batch confirm)
+    pending_commands: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -400,7 +411,7 @@ class EmulatorService:
             project_id=self.project_id,
             room_type=room.body.get("room_type", "NORMAL"),
             room_state="ENABLE",
-            confirm_state="CONFIRMED",
+            confirm_state=room.confirm_state,
             view_mode=room.body.get("view_mode", "VERTICAL"),
             create_time=rfc3339(room.create_time),
             update_time=rfc3339(room.update_time),
@@ -547,9 +558,7 @@ class EmulatorService:
         room.last_job_status = "WAITING"
         self._timer(job, "state", self.waiting_s, lambda: self._begin_processing(job))
         log.info("emulator_job_started", room_id=room_id, job_id=job_id)
-        warnings = []
-        if not room.body.get("scene_scripts"):
-            warnings.append({"warning_type": "TOO_LESSS_SCRIPT_ITEMS"})
+        warnings = self._warnings(room)
         return {
             "job_id": job_id,
             "rtc_room_info": job.rtc_room_info,
@@ -599,6 +608,12 @@ class EmulatorService:
         }
         if job.callback_config is not None:
             out["live_event_callback_config"] = job.callback_config
+        # without a config the service subscribes LIVE_PROGRESS (seed line 559): show that
+        out["rtc_callback_config"] = job.request.get("rtc_callback_config") or {
+            "rtc_callback_event_type": ["LIVE_PROGRESS"]
+        }
+        if job.request.get("co_streamer_config") is not None:
+            out["co_streamer_config"] = job.request["co_streamer_config"]
         if job.error_info is not None:
             out["error_info"] = job.error_info
         return {k: v for k, v in out.items() if v is not None}
@@ -663,6 +678,17 @@ class EmulatorService:
                 self.reply_finish_s,
                 lambda: self._reply_finished(job, command_id),
             )
+        elif command in _REVIEWED_COMMANDS and self._needs_review(self.rooms[room_id]):
+            job.pending_commands.append(
+                {
+                    "room_id": room_id,
+                    "job_id": job_id,
+                    "command_id": command_id,
+                    "command": command,
+                    "command_time": rfc3339(self.now()),
+                    "params": params,
+                }
+            )
         elif command == "CLEAN_UP_INSERT_COMMAND":
             ids = set(params.get("command_ids") or [])
             job.insert_commands = [
@@ -687,6 +713,81 @@ class EmulatorService:
         q = validate_list_query({k: v for k, v in query.items() if k in ("offset", "limit")})
         items = job.insert_commands[q["offset"] : q["offset"] + q["limit"]]
         return {"count": len(job.insert_commands), "insert_commands": items}
+
+    # ----------------------------------------------------------------- review + warnings
+
+    @staticmethod
+    def _needs_review(room: Room) -> bool:
+        review = room.body.get("review_config")
+        return not (isinstance(review, dict) and review.get("no_need_review") is True)
+
+    def _warnings(self, room: Room) -> list[dict[str, str]]:
+        warnings = []
+        if not room.body.get("scene_scripts"):
+            warnings.append({"warning_type": "TOO_LESSS_SCRIPT_ITEMS"})
+        return warnings
+
+    def show_live_warning_info(self, room_id: str) -> dict[str, Any]:
+        """``GET .../smart-live-rooms/{room_id}/live-warning-info``: what a start would warn."""
+        room = self._room(room_id)
+        policy = room.body.get("play_policy") or {}
+        exit_cfg = policy.get("live_exit_config") or {}
+        return {
+            "live_warning_info": self._warnings(room),
+            "limit_duration": int(exit_cfg.get("max_live_duration") or 0),
+        }
+
+    def confirm_room(self, room_id: str, body: Any) -> None:
+        """``POST .../smart-live-rooms/{room_id}/confirm`` ``{action, script_version}``."""
+        room = self._room(room_id)
+        req = validate_confirm_room(body)
+        version = self.room_view(room)["script_version"]
+        if req.get("script_version") is not None and req["script_version"] != version:
+            raise bad_request("script_version does not match the room's current script")
+        room.confirm_state = "CONFIRMED" if req["action"] == "confirm" else "REJECT"
+
+    def batch_confirm_commands(self, room_id: str, job_id: str, body: Any) -> None:
+        """``POST .../batch-commands-confirm``: confirm or reject pending REWRITE_* commands."""
+        job = self._job(room_id, job_id)
+        req = validate_batch_confirm(body)
+        ids = set(req.get("command_ids") or [])
+        kept: list[dict[str, Any]] = []
+        settled: list[dict[str, Any]] = []
+        for cmd in job.pending_commands:
+            match = cmd["command"] == req["command"] and (not ids or cmd["command_id"] in ids)
+            (settled if match else kept).append(cmd)
+        job.pending_commands = kept
+        log.info(
+            "emulator_commands_confirmed",
+            job_id=job_id,
+            command=req["command"],
+            action=req["action"],
+            count=len(settled),
+        )
+
+    def list_pending_commands(self, command: str, query: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /smart-live-command/{rule,script}-commands?job_id=``: still awaiting review."""
+        job_id = query.get("job_id")
+        if not job_id:
+            raise bad_request("job_id is required")
+        job = self.job_by_id(job_id)
+        q = validate_list_query({k: v for k, v in query.items() if k in ("offset", "limit")})
+        items = [c for c in job.pending_commands if c["command"] == command]
+        field_name = (
+            "interaction_rules" if command == "REWRITE_INTERACTION_RULES" else "scene_scripts"
+        )
+        page = [
+            {
+                "room_id": c["room_id"],
+                "job_id": c["job_id"],
+                "command_id": c["command_id"],
+                "command_time": c["command_time"],
+                field_name: c["params"].get(field_name) or [],
+            }
+            for c in items[q["offset"] : q["offset"] + q["limit"]]
+        ]
+        key = "rule_commands" if command == "REWRITE_INTERACTION_RULES" else "scripts_commands"
+        return {"count": len(items), key: page}
 
     def report_events(self, room_id: str, job_id: str, body: Any) -> None:
         job = self._job(room_id, job_id)

@@ -20,7 +20,9 @@ __all__ = [
     "ApiError",
     "bad_request",
     "parse_rfc3339",
+    "validate_batch_confirm",
     "validate_command",
+    "validate_confirm_room",
     "validate_exit_config",
     "validate_list_query",
     "validate_room_body",
@@ -317,6 +319,25 @@ def validate_command(body: Any) -> tuple[str, dict[str, Any]]:
     elif command == "CLEAN_UP_INSERT_COMMAND" and params.get("command_ids") is not None:
         _str_list(params["command_ids"], "params.command_ids", max_items=1000, hi=64)
     return command, params
+
+
+def validate_confirm_room(body: Any) -> dict[str, Any]:
+    """``ConfirmSmarLiveRoomReq``: ``action`` confirm|reject, optional ``script_version``."""
+    req = _obj(body, "request body")
+    _enum(req.get("action"), "action", ("confirm", "reject"))
+    if req.get("script_version") is not None:
+        _str(req["script_version"], "script_version", hi=256)
+    return req
+
+
+def validate_batch_confirm(body: Any) -> dict[str, Any]:
+    """``BatchConfirmLiveCommandsReq``: which REWRITE_* command, confirm|reject, optional ids."""
+    req = _obj(body, "request body")
+    _enum(req.get("command"), "command", ("REWRITE_PLAY_SCRIPT", "REWRITE_INTERACTION_RULES"))
+    _enum(req.get("action"), "action", ("confirm", "reject"))
+    if req.get("command_ids") is not None:
+        _str_list(req["command_ids"], "command_ids", max_items=1000, hi=64)
+    return req
 
 
 def parse_rfc3339(value: str, where: str) -> float:
