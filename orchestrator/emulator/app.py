@@ -39,6 +39,10 @@ log = structlog.get_logger(__name__)
 _P = "/v1/{project_id}"
 _JOB = _P + "/smart-live-rooms/{room_id}/smart-live-jobs/{job_id}"
 _AUTH_PREFIX = "Incorrect IAM authentication information: "
+# error codes of the StartSmartLive page's examples (seed lines 1797-1816)
+UNAUTHORIZED = "MSS.00000001"
+INTERNAL = "MSS.00000004"
+ADMIN_REFUSED = "EMULATOR.0403"  # the admin API is ours, not MetaStudio's
 
 
 def _error(status: int, code: str, msg: str) -> JSONResponse:
@@ -230,7 +234,8 @@ def create_app(service: EmulatorService) -> Starlette:
                 and service.report_auth_key(p["job_id"], int(expires)) == auth_key
             )
             if not ok:
-                return _error(401, "MSS.00000004", "Authentication failed: auth_key")
+                # the service's own check (no gateway in front of the report URL's key)
+                return _error(401, UNAUTHORIZED, "Unauthorized")
             try:
                 service.record_call("report")
                 service.check_rate("report")
@@ -317,7 +322,7 @@ def create_app(service: EmulatorService) -> Starlette:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
             if not _is_loopback(request):
-                return _error(403, "MSS.00000004", "The emulator admin API is loopback-only")
+                return _error(403, ADMIN_REFUSED, "The emulator admin API is loopback-only")
             try:
                 return await fn(request)
             except ApiError as exc:
@@ -360,8 +365,8 @@ def create_app(service: EmulatorService) -> Starlette:
             fault = Fault(
                 operation=str(body.get("operation", "any")),
                 status=None if body.get("status") is None else int(body["status"]),
-                error_code=str(body.get("error_code") or "MSS.00000002"),
-                error_msg=str(body.get("error_msg") or "Internal error (injected by emulator)"),
+                error_code=str(body.get("error_code") or INTERNAL),
+                error_msg=str(body.get("error_msg") or "Internal Error"),
                 count=int(body.get("count", 1)),
                 latency_ms=float(body.get("latency_ms") or 0),
                 ghost=bool(body.get("ghost", False)),
@@ -425,6 +430,11 @@ def create_app(service: EmulatorService) -> Starlette:
 
     # ------------------------------------------------------------- errors + wiring
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # the page's 500 body; the traceback goes to the log, never to the caller
+        log.error("emulator_internal_error", path=request.url.path, error=type(exc).__name__)
+        return _error(500, INTERNAL, "Internal Error")
+
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
         if status == 405:
@@ -467,7 +477,7 @@ def create_app(service: EmulatorService) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: not_found, 405: not_found},
+        exception_handlers={404: not_found, 405: not_found, Exception: internal_error},
     )
     app.add_middleware(_RequestIdMiddleware)
     return app

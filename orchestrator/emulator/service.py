@@ -130,8 +130,8 @@ class Fault:
 
     operation: str = "any"
     status: int | None = None
-    error_code: str = "MSS.00000002"
-    error_msg: str = "Internal error (injected by emulator)"
+    error_code: str = "MSS.00000004"  # the page's 500 body (seed line 1815)
+    error_msg: str = "Internal Error"
     count: int = 1
     latency_ms: float = 0.0
     ghost: bool = False
