@@ -52,12 +52,14 @@ from orchestrator.emulator.validation import (
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
+    "REGION_RATE_LIMITS",
     "ApiError",
     "EmulatorService",
     "Fault",
     "Job",
     "MediaBackend",
     "Room",
+    "rate_limits_for",
     "rfc3339",
 ]
 
@@ -87,6 +89,23 @@ DEFAULT_RATE_LIMITS: dict[str, float] = {
     "list_rule_commands": 20,
     "list_script_commands": 20,
 }
+# api doc §11.3: cn-east-3 and Singapore publish 3/s writes and 10/s reads for the room and start
+# APIs; their other groups are not published, so the same write/read split is assumed
+_SMALL_REGION: dict[str, float] = {
+    group: (10 if rate >= 20 else 3) for group, rate in DEFAULT_RATE_LIMITS.items()
+}
+REGION_RATE_LIMITS: dict[str, dict[str, float]] = {
+    "cn-north-4": DEFAULT_RATE_LIMITS,
+    "cn-east-3": _SMALL_REGION,
+    "ap-southeast-3": _SMALL_REGION,
+}
+
+
+def rate_limits_for(region: str) -> dict[str, float]:
+    """The documented per-tenant limits of ``region`` (cn-north-4's for an unknown region)."""
+    return dict(REGION_RATE_LIMITS.get(region, DEFAULT_RATE_LIMITS))
+
+
 FAULT_OPERATIONS = ("start", "stop", "show", "list", "command", "any")
 _RUNNING = ("WAITING", "PROCESSING")
 _REVIEWED_COMMANDS = ("REWRITE_PLAY_SCRIPT", "REWRITE_INTERACTION_RULES")
@@ -242,7 +261,7 @@ class EmulatorService:
         self.reconnect_interval_s = reconnect_interval_s
         self.script_switch_s = script_switch_s
         self.reply_finish_s = reply_finish_s
-        self.rate_limits = dict(DEFAULT_RATE_LIMITS if rate_limits is None else rate_limits)
+        self.rate_limits = rate_limits_for(region) if rate_limits is None else dict(rate_limits)
         self.media = media
         self._rng = random.Random(seed)
         self._report_secret = secrets.token_bytes(16)
