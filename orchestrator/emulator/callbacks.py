@@ -176,7 +176,13 @@ class CallbackDispatcher:
     async def start(self) -> None:
         if self._client is not None:
             return
-        self._client = httpx.AsyncClient(transport=self._transport, timeout=self._timeout_s)
+        # one connection per lane: with httpx's default pool (100) hanging URLs would starve
+        # the healthy lanes of connections, head-of-line blocking again one level down
+        self._client = httpx.AsyncClient(
+            transport=self._transport,
+            timeout=self._timeout_s,
+            limits=httpx.Limits(max_connections=self.max_lanes, max_keepalive_connections=100),
+        )
 
     async def stop(self) -> None:
         lanes, self._lanes = list(self._lanes.values()), {}

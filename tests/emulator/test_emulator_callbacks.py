@@ -297,11 +297,13 @@ class DeadEndpoint:
         self.connected = asyncio.Event()
         self.open = 0
         self.writers: list[asyncio.StreamWriter] = []
+        self.changed = asyncio.Event()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
         self.open += 1
         self.connected.set()
+        self.changed.set()
         try:
             await reader.read()  # until the emulator gives up on this attempt
         finally:
@@ -393,3 +395,37 @@ async def test_idle_lanes_are_discarded(
         await service.callbacks.join()
         assert service.callbacks.stats.delivered == 50
         assert service.callbacks.lanes == 0  # many jobs leave no lanes behind
+
+
+async def test_many_hanging_urls_do_not_starve_a_healthy_job_of_connections(
+    service: EmulatorService,
+    receiver: tuple[Receiver, ServedApp],
+    dead: tuple[DeadEndpoint, str],
+) -> None:
+    rec, served = receiver
+    endpoint, dead_url = dead
+    hanging = 120  # more than httpx's default pool of 100 connections
+    async with service:
+        for n in range(hanging):
+            service.callbacks.submit(
+                CallbackEvent(dead_url, "NONE", "", "RTMP_STREAM_STATE_CHANGE", {}, f"dead-{n}")
+            )
+
+        async def all_hanging() -> None:
+            while endpoint.open < hanging:
+                endpoint.changed.clear()
+                await endpoint.changed.wait()
+
+        await asyncio.wait_for(all_hanging(), 10)
+        service.callbacks.submit(
+            CallbackEvent(
+                served.base_url + "/hooks/metastudio",
+                "NONE",
+                "",
+                "RTMP_STREAM_STATE_CHANGE",
+                {"state": "CONNECTED"},
+                "healthy",
+            )
+        )
+        assert (await rec.next())["message"] == {"state": "CONNECTED"}
+        assert endpoint.open == hanging  # every dead lane still on its first attempt
