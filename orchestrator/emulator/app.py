@@ -408,6 +408,47 @@ def create_app(service: EmulatorService) -> Starlette:
             }
         )
 
+    def _opt_seconds(body: dict[str, Any], key: str) -> float | None:
+        value = body.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad_request(f"{key} must be a number")
+        return float(value)
+
+    @admin
+    async def admin_ingest_fault(request: Request) -> Response:
+        body = await admin_body(request)
+        fault = service.ingest_fault(
+            request.path_params["ingest"],
+            str(body.get("kind")),
+            for_s=_opt_seconds(body, "for_s"),
+            up_s=_opt_seconds(body, "up_s"),
+            delay_s=_opt_seconds(body, "delay_s"),
+        )
+        return JSONResponse({"ingest": request.path_params["ingest"].lower(), "fault": fault})
+
+    @admin
+    async def admin_ingest_clear(request: Request) -> Response:
+        return JSONResponse({"cleared": service.clear_ingest(request.path_params["ingest"])})
+
+    @admin
+    async def admin_key(request: Request) -> Response:
+        body = await admin_body(request)
+        key = body.get("stream_key")
+        if not isinstance(key, str) or not key:
+            raise bad_request("stream_key must be a non-empty string")
+        if request.path_params["action"] == "revoke":
+            service.revoke_key(key)
+            return JSONResponse({"revoked": True})
+        if request.path_params["action"] == "restore":
+            return JSONResponse({"restored": service.restore_key(key)})
+        raise ApiError(404, "APIGW.0101", "The API does not exist or has not been published")
+
+    @admin
+    async def admin_platform(request: Request) -> Response:
+        return JSONResponse(service.platform.view(service.now()))
+
     @admin
     async def admin_reset(request: Request) -> Response:
         service.reset()
@@ -471,6 +512,10 @@ def create_app(service: EmulatorService) -> Starlette:
         Route("/_emulator/faults", admin_clear_faults, methods=["DELETE"]),
         Route("/_emulator/callbacks", admin_callbacks, methods=["POST"]),
         Route("/_emulator/reset", admin_reset, methods=["POST"]),
+        Route("/_emulator/ingests/{ingest}/faults", admin_ingest_fault, methods=["POST"]),
+        Route("/_emulator/ingests/{ingest}/faults", admin_ingest_clear, methods=["DELETE"]),
+        Route("/_emulator/stream-keys/{action}", admin_key, methods=["POST"]),
+        Route("/_emulator/platform", admin_platform, methods=["GET"]),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),
         Route("/_emulator/clock/advance", admin_advance, methods=["POST"]),
     ]

@@ -21,6 +21,7 @@ documentation leaves open is decided here, once, and listed in this docstring:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -38,6 +39,7 @@ import structlog
 
 from orchestrator.emulator.callbacks import CallbackDispatcher, CallbackEvent, UriMode
 from orchestrator.emulator.clock import Clock, ManualClock, RealClock, TimerHandle
+from orchestrator.emulator.platform import FAULT_KINDS, IngestFault, PlatformFaults, ingest_of
 from orchestrator.emulator.validation import (
     ApiError,
     bad_request,
@@ -280,6 +282,7 @@ class EmulatorService:
         self.commands: list[dict[str, Any]] = []
         self.starts = 0
         self._buckets: dict[str, _Bucket] = {}
+        self.platform = PlatformFaults()
         self._started = False
         # observers of every RTMP state change (job, new state): CLI output, tests, media
         self.rtmp_listeners: list[Callable[[Job, str], None]] = []
@@ -329,6 +332,7 @@ class EmulatorService:
         self.commands.clear()
         self.starts = 0
         self._buckets.clear()
+        self.platform.clear()
         self.callbacks.knobs.drop_rate = 0.0
         self.callbacks.knobs.duplicate_rate = 0.0
         self.callbacks.knobs.reorder = False
@@ -932,7 +936,8 @@ class EmulatorService:
             self.media.start(
                 job.job_id, job.output_url, job.stream_key, lambda: self.link_failed(job.job_id)
             )
-        self._timer(job, "link", self.connect_s, lambda: self._connect_done(job))
+        delay = self.connect_s + self.platform.connect_delay(job.output_url, self.now())
+        self._timer(job, "link", delay, lambda: self._connect_done(job))
 
     def _held(self, job: Job) -> bool:
         return job.hold_until is not None and self.now() < job.hold_until
@@ -943,9 +948,94 @@ class EmulatorService:
         if self._held(job):
             self._link_down(job, "RECONNECTING")
             return
+        refusal = self.platform.refusal(job.output_url, job.stream_key, self.now())
+        if refusal is not None:
+            log.info("emulator_push_refused", job_id=job.job_id, reason=refusal)
+            if self.media is not None:
+                self.media.stop(job.job_id)
+            self._link_down(job, "RECONNECTING")
+            return
         job.abnormal_since = None
         self._cancel_timer(job, "exception")
         self._set_rtmp(job, "CONNECTED")
+        up_s = self.platform.flap_up_s(job.output_url, self.now())
+        if up_s is not None:
+            self._timer(job, "flap", up_s, lambda: self._platform_drop(job, "ingest flapping"))
+
+    def _platform_drop(self, job: Job, reason: str) -> None:
+        """The ingest dropped a connected push (outage began, key revoked, a flap)."""
+        if job.state != "PROCESSING" or job.rtmp_state != "CONNECTED":
+            return
+        log.info("emulator_push_dropped", job_id=job.job_id, reason=reason)
+        self._cancel_timer(job, "flap")
+        if self.media is not None:
+            self.media.stop(job.job_id)
+        self._link_down(job, "DISCONNECTED")
+
+    # ----------------------------------------------------------------- platform faults (admin)
+
+    def ingest_fault(
+        self,
+        ingest: str,
+        kind: str,
+        *,
+        for_s: float | None = None,
+        up_s: float | None = None,
+        delay_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Fail an ingest (``host[:port]``) for ``for_s`` simulated s (None: until cleared)."""
+        if not ingest or "/" in ingest:
+            raise bad_request("ingest must be the host[:port] of an RTMP URL")
+        if kind not in FAULT_KINDS:
+            raise bad_request(f"kind must be one of {', '.join(FAULT_KINDS)}")
+        for name, value in (("for_s", for_s), ("up_s", up_s), ("delay_s", delay_s)):
+            if value is not None and not (value > 0 and value != float("inf")):
+                raise bad_request(f"{name} must be a positive number")
+        if kind == "flap" and up_s is None:
+            raise bad_request("a flap needs up_s (seconds a connection lasts)")
+        if kind == "slow" and delay_s is None:
+            raise bad_request("a slow ingest needs delay_s (extra seconds to connect)")
+        now = self.now()
+        fault = IngestFault(
+            kind=kind,
+            since=now,
+            until=float("inf") if for_s is None else now + for_s,
+            up_s=up_s or 0.0,
+            delay_s=delay_s or 0.0,
+        )
+        self.platform.add(ingest, fault)
+        log.info("emulator_ingest_fault", ingest=ingest, kind=kind, for_s=for_s)
+        for job in list(self.jobs.values()):
+            if ingest_of(job.output_url) != ingest.lower():
+                continue
+            if kind == "outage":
+                self._platform_drop(job, "ingest outage")
+            elif kind == "flap" and job.rtmp_state == "CONNECTED" and up_s is not None:
+                drop = functools.partial(self._platform_drop, job, "ingest flapping")
+                self._timer(job, "flap", up_s, drop)
+        return fault.view()
+
+    def clear_ingest(self, ingest: str) -> int:
+        """The ingest is back: pushes reconnect on the service's next attempt."""
+        for job in self.jobs.values():
+            if ingest_of(job.output_url) == ingest.lower():
+                self._cancel_timer(job, "flap")
+        return self.platform.clear_ingest(ingest)
+
+    def revoke_key(self, key: str) -> None:
+        """Pushes with ``key`` are refused (and connected ones dropped) until restored."""
+        if not key:
+            raise bad_request("stream_key is required")
+        self.platform.revoked.add(key)
+        for job in list(self.jobs.values()):
+            if job.stream_key == key:
+                self._platform_drop(job, "stream key refused")
+
+    def restore_key(self, key: str) -> bool:
+        if key in self.platform.revoked:
+            self.platform.revoked.discard(key)
+            return True
+        return False
 
     def link_failed(self, job_id: str) -> None:
         """The push broke (ffmpeg exited, forced by admin): the service starts reconnecting."""
