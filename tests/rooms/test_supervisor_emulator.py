@@ -33,7 +33,7 @@ from orchestrator.metastudio.ratelimit import RateLimits
 from orchestrator.rooms.model import Order, OrderChanged, RoomState, RtmpStateReported
 from orchestrator.rooms.startreq import CallbackTarget, RoomConfig
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
-from orchestrator.settings import RecoverySettings, RoomSettings
+from orchestrator.settings import OutputTarget, RecoverySettings, RoomSettings
 from orchestrator.store.sql import SqlStore
 
 AK = "ROOMSTESTAK00000000"
@@ -314,3 +314,43 @@ async def test_lost_callbacks_dead_push_seen_in_reads_refreshed_and_confirmed(en
     assert sup.snapshot(ROOM).state is S.LIVE
     assert sup.snapshot(ROOM).job_id == job and env.service.starts == 1
     assert env.service.jobs[job].rtmp_state == "CONNECTED"
+
+
+async def test_ingest_outage_repaired_through_the_backup_output(env: Env) -> None:
+    """A platform fault a refresh cannot cure: the ladder moves on to the backup output."""
+    backup = "rtmp://backup.example.net/live"
+    cfg = make_cfg(widen_exit_minutes=0, refresh_tries=1, grace_s=10.0, refresh_confirm_s=10.0)
+    room = cfg.room.model_copy(
+        update={"backup_outputs": [OutputTarget(url=backup, stream_key=SecretStr("k2"))]}
+    )
+    env.cfg = RoomConfig(room=room, recovery=cfg.recovery, callback=cfg.callback)
+    job = await go_live(env)
+    outage_at = env.service.now()
+    await env.admin("POST", "/_emulator/ingests/push.example.com/faults", {"kind": "outage"})
+    await env.service.callbacks.join()
+    await env.state(S.DEGRADED)
+
+    def refreshed_to() -> list[str]:
+        return [
+            c["params"]["output_urls"][0]
+            for c in env.service.commands
+            if c["command"] == "REFRESH_OUTPUT_URL"
+        ]
+
+    await env.advance(10)  # grace over → refresh to the same (dead) ingest
+    await env.until(lambda: refreshed_to() == [RTMP], "refresh to the primary")
+    await env.advance(2)  # the push is refused: the link stays down
+    assert env.service.jobs[job].rtmp_state == "RECONNECTING"
+    for _ in range(30):  # refresh not confirmed (10 s ± jitter) → the backup output
+        await env.advance(1)
+        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
+            await env.until(lambda: refreshed_to() == [RTMP, backup], "backup", timeout=0.3)
+        if refreshed_to() == [RTMP, backup]:
+            break
+    assert refreshed_to() == [RTMP, backup]
+    await env.advance(2)
+    await env.state(S.LIVE, "live on the backup ingest")
+    repaired_after = env.service.now() - outage_at
+    assert env.service.jobs[job].output_url == backup
+    assert env.service.starts == 1  # the same job, no restart
+    assert repaired_after <= 30  # grace 10 + confirm 10 + connects (simulated seconds)
