@@ -354,3 +354,31 @@ async def test_ingest_outage_repaired_through_the_backup_output(env: Env) -> Non
     assert env.service.jobs[job].output_url == backup
     assert env.service.starts == 1  # the same job, no restart
     assert repaired_after <= 30  # grace 10 + confirm 10 + connects (simulated seconds)
+
+
+async def test_ingest_outage_without_backup_repaired_when_the_ingest_returns(env: Env) -> None:
+    """No backup: nothing the daemon sends helps; it must hold on and be LIVE once it returns."""
+    env.cfg = make_cfg(refresh_tries=1, grace_s=10.0, refresh_confirm_s=10.0)
+    await go_live(env)
+    outage_s = 60.0
+    await env.admin(
+        "POST", "/_emulator/ingests/push.example.com/faults", {"kind": "outage", "for_s": outage_s}
+    )
+    returns_at = env.service.now() + outage_s
+    await env.service.callbacks.join()
+    await env.state(S.DEGRADED)
+    assert env.sup is not None
+    sup = env.sup
+    for _ in range(120):
+        await env.advance(1)
+        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
+            await env.until(lambda: sup.snapshot(ROOM).state is S.LIVE, "live", timeout=0.1)
+        if sup.snapshot(ROOM).state is S.LIVE:
+            break
+    assert sup.snapshot(ROOM).state is S.LIVE
+    assert env.service.now() >= returns_at  # nothing could cure it earlier
+    # the service reconnects every 5 s and connects in 1 s: LIVE within that of the return
+    assert env.service.now() - returns_at <= 7
+    assert len(await env.running()) == 1
+    assert env.service.starts <= 2  # the ladder's restart ran at most once: no restart storm
+    assert sup.snapshot(ROOM).alert is None
