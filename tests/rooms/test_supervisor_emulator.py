@@ -382,3 +382,34 @@ async def test_ingest_outage_without_backup_repaired_when_the_ingest_returns(env
     assert len(await env.running()) == 1
     assert env.service.starts <= 2  # the ladder's restart ran at most once: no restart storm
     assert sup.snapshot(ROOM).alert is None
+
+
+async def test_flapping_ingest_causes_no_restart_storm(env: Env) -> None:
+    """Connects, drops after 3 s, again and again for 90 s: the ladder's backoff must hold.
+
+    With a 2 s grace every drop reaches the ladder (with the default 10 s the service's own
+    reconnect cures each drop first and the daemon sends nothing).
+    """
+    env.cfg = make_cfg(grace_s=2.0, refresh_confirm_s=10.0)
+    await go_live(env)
+    drops: list[str] = []
+    env.service.rtmp_listeners.append(
+        lambda job, state: drops.append(job.job_id) if state == "DISCONNECTED" else None
+    )
+    await env.admin(
+        "POST",
+        "/_emulator/ingests/push.example.com/faults",
+        {"kind": "flap", "up_s": 3, "for_s": 90},
+    )
+    assert env.sup is not None
+    sup = env.sup
+    for _ in range(150):
+        await env.advance(1)
+        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
+            await env.until(lambda: False, "the room to react to this second", timeout=0.05)
+    refreshes = [c for c in env.service.commands if c["command"] == "REFRESH_OUTPUT_URL"]
+    assert len(drops) >= 8
+    assert len(refreshes) <= len(drops)  # at most one refresh per drop
+    assert env.service.starts == 1  # never restarted: no restart storm
+    assert sup.snapshot(ROOM).state is S.LIVE  # settled once the ingest stopped flapping
+    assert len(await env.running()) == 1
