@@ -413,3 +413,30 @@ async def test_flapping_ingest_causes_no_restart_storm(env: Env) -> None:
     assert env.service.starts == 1  # never restarted: no restart storm
     assert sup.snapshot(ROOM).state is S.LIVE  # settled once the ingest stopped flapping
     assert len(await env.running()) == 1
+
+
+async def test_revoked_stream_key_repaired_through_the_backup_output(env: Env) -> None:
+    """The platform refuses the key on every ingest: only the backup's own key helps."""
+    backup = "rtmp://backup.example.net/live"
+    cfg = make_cfg(widen_exit_minutes=0, refresh_tries=1, grace_s=10.0, refresh_confirm_s=10.0)
+    room = cfg.room.model_copy(
+        update={"backup_outputs": [OutputTarget(url=backup, stream_key=SecretStr("k2"))]}
+    )
+    env.cfg = RoomConfig(room=room, recovery=cfg.recovery, callback=cfg.callback)
+    job = await go_live(env)
+    revoked_at = env.service.now()
+    await env.admin("POST", "/_emulator/stream-keys/revoke", {"stream_key": "key-1"})
+    await env.service.callbacks.join()
+    await env.state(S.DEGRADED)
+    assert env.sup is not None
+    sup = env.sup
+    for _ in range(60):
+        await env.advance(1)
+        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
+            await env.until(lambda: sup.snapshot(ROOM).state is S.LIVE, "live", timeout=0.1)
+        if sup.snapshot(ROOM).state is S.LIVE:
+            break
+    assert sup.snapshot(ROOM).state is S.LIVE
+    assert (env.service.jobs[job].output_url, env.service.jobs[job].stream_key) == (backup, "k2")
+    assert env.service.starts == 1
+    assert env.service.now() - revoked_at <= 30  # grace 10 + confirm 10 ± jitter + connect
