@@ -5,11 +5,11 @@
     OrchestratorError
     ├── ConfigError                 fix the configuration; never retried
     ├── TemporaryError(retry_after) try again later (honour retry_after when given)
-    │   ├── CloudUnavailable        5xx, network error, APIGW.0201 backend timeout, MSS.00000002
+    │   ├── CloudUnavailable        5xx, network error, APIGW.0201 backend timeout, MSS.00000002/4
     │   ├── Throttled               429 APIGW.0308 (retry_after from Retry-After)
     │   └── StartOutcomeUnknown     a start was sent but no answer came: LIST before retrying
     └── PermanentError              the same call will fail again; a human or a new input is needed
-        ├── AuthError               401/403 APIGW.0301/APIGW.0303/MSS.00000004 on a signed call
+        ├── AuthError               401/403 (APIGW.0301/APIGW.0303/MSS.00000001) on a signed call
         ├── InvalidRequest          400 MSS.00000003, or our own validation before sending
         ├── NotFound                404 (room or job does not exist)
         └── Conflict                409 (e.g. a second job in a single-job room)

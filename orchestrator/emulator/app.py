@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.emulator.clock import ManualClock
+from orchestrator.emulator.constraints import ConstraintViolation, check_app_user_id
 from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.emulator.validation import ApiError, bad_request
 from orchestrator.metastudio.signer import SignatureError, verify
@@ -38,6 +39,10 @@ log = structlog.get_logger(__name__)
 _P = "/v1/{project_id}"
 _JOB = _P + "/smart-live-rooms/{room_id}/smart-live-jobs/{job_id}"
 _AUTH_PREFIX = "Incorrect IAM authentication information: "
+# error codes of the StartSmartLive page's examples (seed lines 1797-1816)
+UNAUTHORIZED = "MSS.00000001"
+INTERNAL = "MSS.00000004"
+ADMIN_REFUSED = "EMULATOR.0403"  # the admin API is ours, not MetaStudio's
 
 
 def _error(status: int, code: str, msg: str) -> JSONResponse:
@@ -76,6 +81,23 @@ def _is_loopback(request: Request) -> bool:
         return False
 
 
+def _utf8_headers(request: Request) -> dict[str, str]:
+    """Header values as the SDK meant them: it signs the Unicode value and sends its UTF-8 bytes.
+
+    Starlette decodes values as latin-1, which turns a non-ASCII ``X-App-UserId`` into mojibake
+    and breaks the signature; bytes that are not UTF-8 keep the latin-1 reading.
+    """
+    out: dict[str, str] = {}
+    for raw_name, raw_value in request.scope.get("headers", []):
+        try:
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            value = raw_value.decode("latin-1")
+        name = raw_name.decode("latin-1").lower()
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
+
+
 def _json(body: bytes) -> Any:
     if not body.strip():
         return {}
@@ -104,7 +126,7 @@ def create_app(service: EmulatorService) -> Starlette:
                 method=request.method,
                 path=raw_path.decode("latin-1"),
                 raw_query=request.scope.get("query_string", b"").decode("latin-1"),
-                headers=dict(request.headers.items()),
+                headers=_utf8_headers(request),
                 body=body,
                 secret_for=service.credentials.get,
                 now=datetime.fromtimestamp(service.wallclock(), UTC),
@@ -125,6 +147,12 @@ def create_app(service: EmulatorService) -> Starlette:
             authenticate(request, body)
             if request.path_params.get("project_id") != service.project_id:
                 raise ApiError(401, "APIGW.0301", _AUTH_PREFIX + "project mismatch")
+            app_user_id = _utf8_headers(request).get("x-app-userid")
+            if app_user_id:
+                try:
+                    check_app_user_id(app_user_id)
+                except ConstraintViolation as exc:
+                    raise bad_request(str(exc)) from None
             service.record_call(operation)
             service.check_rate(operation)
             fault = service.take_fault(operation)
@@ -206,7 +234,8 @@ def create_app(service: EmulatorService) -> Starlette:
                 and service.report_auth_key(p["job_id"], int(expires)) == auth_key
             )
             if not ok:
-                return _error(401, "MSS.00000004", "Authentication failed: auth_key")
+                # the service's own check (no gateway in front of the report URL's key)
+                return _error(401, UNAUTHORIZED, "Unauthorized")
             try:
                 service.record_call("report")
                 service.check_rate("report")
@@ -222,6 +251,38 @@ def create_app(service: EmulatorService) -> Starlette:
             return {"live_event_report_url": service.jobs[p["job_id"]].live_event_report_url}
 
         return await api(request, "report", handle)
+
+    async def warning_info(request: Request) -> Response:
+        room_id = request.path_params["room_id"]
+        return await api(request, "show_warning", lambda _: service.show_live_warning_info(room_id))
+
+    async def confirm_room(request: Request) -> Response:
+        room_id = request.path_params["room_id"]
+        return await api(request, "confirm_room", lambda b: service.confirm_room(room_id, b))
+
+    async def batch_confirm(request: Request) -> Response:
+        p = request.path_params
+        return await api(
+            request,
+            "batch_confirm",
+            lambda b: service.batch_confirm_commands(p["room_id"], p["job_id"], b),
+        )
+
+    async def rule_commands(request: Request) -> Response:
+        return await api(
+            request,
+            "list_rule_commands",
+            lambda _: service.list_pending_commands(
+                "REWRITE_INTERACTION_RULES", request.query_params
+            ),
+        )
+
+    async def script_commands(request: Request) -> Response:
+        return await api(
+            request,
+            "list_script_commands",
+            lambda _: service.list_pending_commands("REWRITE_PLAY_SCRIPT", request.query_params),
+        )
 
     async def rooms(request: Request) -> Response:
         if request.method == "POST":
@@ -261,7 +322,7 @@ def create_app(service: EmulatorService) -> Starlette:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
             if not _is_loopback(request):
-                return _error(403, "MSS.00000004", "The emulator admin API is loopback-only")
+                return _error(403, ADMIN_REFUSED, "The emulator admin API is loopback-only")
             try:
                 return await fn(request)
             except ApiError as exc:
@@ -304,8 +365,8 @@ def create_app(service: EmulatorService) -> Starlette:
             fault = Fault(
                 operation=str(body.get("operation", "any")),
                 status=None if body.get("status") is None else int(body["status"]),
-                error_code=str(body.get("error_code") or "MSS.00000002"),
-                error_msg=str(body.get("error_msg") or "Internal error (injected by emulator)"),
+                error_code=str(body.get("error_code") or INTERNAL),
+                error_msg=str(body.get("error_msg") or "Internal Error"),
                 count=int(body.get("count", 1)),
                 latency_ms=float(body.get("latency_ms") or 0),
                 ghost=bool(body.get("ghost", False)),
@@ -347,6 +408,47 @@ def create_app(service: EmulatorService) -> Starlette:
             }
         )
 
+    def _opt_seconds(body: dict[str, Any], key: str) -> float | None:
+        value = body.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad_request(f"{key} must be a number")
+        return float(value)
+
+    @admin
+    async def admin_ingest_fault(request: Request) -> Response:
+        body = await admin_body(request)
+        fault = service.ingest_fault(
+            request.path_params["ingest"],
+            str(body.get("kind")),
+            for_s=_opt_seconds(body, "for_s"),
+            up_s=_opt_seconds(body, "up_s"),
+            delay_s=_opt_seconds(body, "delay_s"),
+        )
+        return JSONResponse({"ingest": request.path_params["ingest"].lower(), "fault": fault})
+
+    @admin
+    async def admin_ingest_clear(request: Request) -> Response:
+        return JSONResponse({"cleared": service.clear_ingest(request.path_params["ingest"])})
+
+    @admin
+    async def admin_key(request: Request) -> Response:
+        body = await admin_body(request)
+        key = body.get("stream_key")
+        if not isinstance(key, str) or not key:
+            raise bad_request("stream_key must be a non-empty string")
+        if request.path_params["action"] == "revoke":
+            service.revoke_key(key)
+            return JSONResponse({"revoked": True})
+        if request.path_params["action"] == "restore":
+            return JSONResponse({"restored": service.restore_key(key)})
+        raise ApiError(404, "APIGW.0101", "The API does not exist or has not been published")
+
+    @admin
+    async def admin_platform(request: Request) -> Response:
+        return JSONResponse(service.platform.view(service.now()))
+
     @admin
     async def admin_reset(request: Request) -> Response:
         service.reset()
@@ -377,6 +479,11 @@ def create_app(service: EmulatorService) -> Starlette:
 
     # ------------------------------------------------------------- errors + wiring
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # the page's 500 body; the traceback goes to the log, never to the caller
+        log.error("emulator_internal_error", path=request.url.path, error=type(exc).__name__)
+        return _error(500, INTERNAL, "Internal Error")
+
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
         if status == 405:
@@ -397,6 +504,11 @@ def create_app(service: EmulatorService) -> Starlette:
         Route(_JOB + "/command", command, methods=["POST"]),
         Route(_JOB + "/command/insert-commands", insert_commands, methods=["GET"]),
         Route(_JOB + "/live-event-report", report, methods=["POST"]),
+        Route(_JOB + "/batch-commands-confirm", batch_confirm, methods=["POST"]),
+        Route(_P + "/smart-live-command/rule-commands", rule_commands, methods=["GET"]),
+        Route(_P + "/smart-live-command/script-commands", script_commands, methods=["GET"]),
+        Route(_P + "/smart-live-rooms/{room_id}/live-warning-info", warning_info, methods=["GET"]),
+        Route(_P + "/smart-live-rooms/{room_id}/confirm", confirm_room, methods=["POST"]),
         Route(_P + "/smart-live-rooms", rooms, methods=["GET", "POST"]),
         Route(_P + "/smart-live-rooms/{room_id}", room, methods=["GET", "PUT", "DELETE"]),
         Route("/v3/auth/tokens", tokens, methods=["POST"]),
@@ -408,6 +520,10 @@ def create_app(service: EmulatorService) -> Starlette:
         Route("/_emulator/faults", admin_clear_faults, methods=["DELETE"]),
         Route("/_emulator/callbacks", admin_callbacks, methods=["POST"]),
         Route("/_emulator/reset", admin_reset, methods=["POST"]),
+        Route("/_emulator/ingests/{ingest}/faults", admin_ingest_fault, methods=["POST"]),
+        Route("/_emulator/ingests/{ingest}/faults", admin_ingest_clear, methods=["DELETE"]),
+        Route("/_emulator/stream-keys/{action}", admin_key, methods=["POST"]),
+        Route("/_emulator/platform", admin_platform, methods=["GET"]),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),
         Route("/_emulator/credentials", admin_credentials, methods=["GET"]),
         Route("/_emulator/clock/advance", admin_advance, methods=["POST"]),
@@ -415,7 +531,7 @@ def create_app(service: EmulatorService) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: not_found, 405: not_found},
+        exception_handlers={404: not_found, 405: not_found, Exception: internal_error},
     )
     app.add_middleware(_RequestIdMiddleware)
     return app

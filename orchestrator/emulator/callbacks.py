@@ -6,13 +6,15 @@ Body ``{"event_type", "message"}`` with ``message`` a JSON *string* (double-enco
 ``hmac_sha256(key, URI(url) + hwTime)`` is ambiguous about ``URI``; :func:`mss_signature` takes
 the interpretation as an argument (``path``, the default, or ``full``).
 
-Delivery is one worker so callbacks leave in the order the service produced them, unless the
-admin API asks for loss, duplication, reordering or delay (seeded, so reproducible).
+Delivery runs in one lane per job: a job's callbacks leave in the order the service produced
+them (unless the admin API asks for loss, duplication, reordering or delay, seeded so
+reproducible), and a job whose URL is dead delays nobody else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -68,6 +70,7 @@ class CallbackEvent:
     key: str
     event_type: str
     message: dict[str, Any]
+    lane: str = ""  # the job id: deliveries of one lane keep their order
 
 
 @dataclass(slots=True)
@@ -110,8 +113,27 @@ class _Stats:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
+class _Lane:
+    """One delivery lane: its own queue and worker, so a dead URL holds back only itself."""
+
+    __slots__ = ("arrived", "held", "key", "queue", "task")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.queue: collections.deque[CallbackEvent] = collections.deque()
+        self.task: asyncio.Task[None] | None = None
+        self.held: CallbackEvent | None = None
+        self.arrived = asyncio.Event()
+
+
 class CallbackDispatcher:
-    """Queue + single delivery worker with retries and fault knobs.
+    """Per-lane delivery workers with retries and fault knobs.
+
+    A lane is one job (``CallbackEvent.lane``; the URL when unset): callbacks of one job leave in
+    the order the service produced them, and one job's unreachable URL (timeouts, retries)
+    delays only that job. A lane's worker ends when its queue is empty, so idle jobs cost
+    nothing; at most ``max_lanes`` lanes and ``max_queue`` waiting events per lane exist at
+    once (beyond that, events are dropped and counted: the emulator never grows unbounded).
 
     ``transport`` lets tests route deliveries in-process; ``wallclock`` feeds ``hwTime``;
     ``retry_delays`` are real seconds between attempts (the service's own backoff).
@@ -126,6 +148,8 @@ class CallbackDispatcher:
         wallclock: Callable[[], float] = time.time,
         retry_delays: Sequence[float] = (0.2, 1.0, 3.0),
         timeout_s: float = 5.0,
+        max_lanes: int = 1024,
+        max_queue: int = 1000,
     ) -> None:
         self._rng = rng
         self.uri_mode: UriMode = uri_mode
@@ -133,79 +157,120 @@ class CallbackDispatcher:
         self._wallclock = wallclock
         self._retry_delays = tuple(retry_delays)
         self._timeout_s = timeout_s
+        self.max_lanes = max_lanes
+        self.max_queue = max_queue
         self.knobs = CallbackKnobs()
         self.stats = _Stats()
-        self._queue: asyncio.Queue[CallbackEvent] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._lanes: dict[str, _Lane] = {}
         self._client: httpx.AsyncClient | None = None
-        self._held: CallbackEvent | None = None
-        self._arrived = asyncio.Event()
+        self._outstanding = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.reorder_window_s = 0.5
 
+    @property
+    def lanes(self) -> int:
+        """Lanes with events queued or in delivery (idle lanes are discarded)."""
+        return len(self._lanes)
+
     async def start(self) -> None:
-        if self._task is not None:
+        if self._client is not None:
             return
-        self._queue = asyncio.Queue()
-        self._client = httpx.AsyncClient(transport=self._transport, timeout=self._timeout_s)
-        self._task = asyncio.create_task(self._run(), name="emulator-callbacks")
+        # one connection per lane: with httpx's default pool (100) hanging URLs would starve
+        # the healthy lanes of connections, head-of-line blocking again one level down
+        self._client = httpx.AsyncClient(
+            transport=self._transport,
+            timeout=self._timeout_s,
+            limits=httpx.Limits(max_connections=self.max_lanes, max_keepalive_connections=100),
+        )
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        lanes, self._lanes = list(self._lanes.values()), {}
+        for lane in lanes:
+            if lane.task is not None:
+                lane.task.cancel()
+        for lane in lanes:
+            if lane.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.task
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
-        self._queue = None
-        self._held = None
+        self._outstanding = 0
+        self._idle.set()
 
     def submit(self, event: CallbackEvent) -> None:
         """Queue an event (no-op before :meth:`start`: a service without a loop sends nothing)."""
-        if self._queue is not None:
-            self._queue.put_nowait(event)
-            self._arrived.set()
+        if self._client is None:
+            return
+        key = event.lane or event.url
+        lane = self._lanes.get(key)
+        if lane is None:
+            if len(self._lanes) >= self.max_lanes:
+                self.stats.dropped += 1
+                log.warning("emulator_callback_lanes_full", lanes=len(self._lanes))
+                return
+            lane = self._lanes[key] = _Lane(key)
+        if len(lane.queue) >= self.max_queue:
+            self.stats.dropped += 1
+            log.warning("emulator_callback_lane_full", event_type=event.event_type)
+            return
+        lane.queue.append(event)
+        lane.arrived.set()
+        self._outstanding += 1
+        self._idle.clear()
+        if lane.task is None:
+            lane.task = asyncio.create_task(self._run(lane), name="emulator-callbacks")
 
     async def join(self) -> None:
         """Wait until every queued event has been handled (delivered, dropped or given up)."""
-        if self._queue is not None:
-            await self._queue.join()
+        await self._idle.wait()
 
-    async def _run(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        while True:
-            event = await queue.get()
-            try:
-                await self._handle(event)
-            except Exception:  # one bad delivery must never stop the worker
-                log.exception("emulator_callback_worker_error", event_type=event.event_type)
-            finally:
-                queue.task_done()
+    def _done(self) -> None:
+        self._outstanding -= 1
+        if self._outstanding <= 0:
+            self._outstanding = 0
+            self._idle.set()
 
-    async def _handle(self, event: CallbackEvent) -> None:
+    async def _run(self, lane: _Lane) -> None:
+        try:
+            while lane.queue:
+                event = lane.queue.popleft()
+                try:
+                    await self._handle(lane, event)
+                except Exception:  # one bad delivery must never stop the lane
+                    log.exception("emulator_callback_worker_error", event_type=event.event_type)
+                finally:
+                    self._done()
+        finally:
+            lane.task = None
+            if not lane.queue and self._lanes.get(lane.key) is lane:
+                del self._lanes[lane.key]
+
+    async def _handle(self, lane: _Lane, event: CallbackEvent) -> None:
         knobs = self.knobs
         if knobs.reorder:
-            if self._held is None:
-                assert self._queue is not None
-                if self._queue.empty():
+            if lane.held is None:
+                if not lane.queue:
                     # nothing to swap with yet: give the next event a short chance to arrive
-                    self._arrived.clear()
+                    lane.arrived.clear()
                     try:
-                        await asyncio.wait_for(self._arrived.wait(), self.reorder_window_s)
+                        await asyncio.wait_for(lane.arrived.wait(), self.reorder_window_s)
                     except TimeoutError:
                         await self._deliver_with_faults(event)
                         return
-                self._held = event
+                lane.held = event
+                self._outstanding += 1  # still owed: delivered with the next event
                 return
-            held, self._held = self._held, None
+            held, lane.held = lane.held, None
             await self._deliver_with_faults(event)
             await self._deliver_with_faults(held)
+            self._done()
             return
-        if self._held is not None:
-            held, self._held = self._held, None
+        if lane.held is not None:
+            held, lane.held = lane.held, None
             await self._deliver_with_faults(held)
+            self._done()
         await self._deliver_with_faults(event)
 
     async def _deliver_with_faults(self, event: CallbackEvent) -> None:

@@ -23,11 +23,11 @@ from typing import Any
 import structlog
 
 from orchestrator.emulator.app import create_app
-from orchestrator.emulator.service import EmulatorService
+from orchestrator.emulator.service import DEFAULT_RATE_LIMITS, EmulatorService, rate_limits_for
 from orchestrator.errors import ConfigError
 from orchestrator.httpserver import serve
 
-__all__ = ["add_arguments", "load_rooms_file", "run_from_args"]
+__all__ = ["add_arguments", "load_rooms_file", "parse_rate_limits", "run_from_args"]
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +64,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="URI used in the MSS_A/MSS_A_HEAD signature (default: the config's "
         "[callbacks] uri_mode, else path)",
     )
+    parser.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="GROUP=PER_S",
+        help=(
+            "per-tenant requests/second of one API group, 0 = unlimited (repeatable; defaults: "
+            "the documented limits of --region). Groups: " + ", ".join(DEFAULT_RATE_LIMITS)
+        ),
+    )
+
+
+def parse_rate_limits(region: str, overrides: list[str]) -> dict[str, float]:
+    """The region's documented limits with ``GROUP=PER_S`` overrides applied."""
+    limits = rate_limits_for(region)
+    for item in overrides:
+        group, sep, raw = item.partition("=")
+        group = group.strip()
+        if not sep or group not in DEFAULT_RATE_LIMITS:
+            raise ConfigError(
+                "--rate-limit expects GROUP=PER_S with GROUP one of "
+                + ", ".join(DEFAULT_RATE_LIMITS),
+                where=group or item,
+            )
+        try:
+            rate = float(raw)
+        except ValueError:
+            rate = -1.0
+        if not rate >= 0 or rate == float("inf"):
+            raise ConfigError("--rate-limit rate must be a non-negative number", where=group)
+        limits[group] = rate
+    return limits
 
 
 def load_rooms_file(path: Path) -> list[dict[str, Any]]:
@@ -99,6 +131,7 @@ def build_service(args: argparse.Namespace) -> EmulatorService:
     def token_hex(n: int) -> str:
         return f"{rng.getrandbits(n * 8):0{n * 2}x}" if rng else secrets.token_hex(n)
 
+    rate_limits = parse_rate_limits(args.region, getattr(args, "rate_limit", []))
     ak = args.ak or "EMU" + token_hex(8).upper()
     sk = args.sk or token_hex(20)
     project_id = args.project_id or token_hex(16)
@@ -120,6 +153,7 @@ def build_service(args: argparse.Namespace) -> EmulatorService:
         region=args.region,
         callback_uri_mode=uri_mode or "path",
         media=media,
+        rate_limits=rate_limits,
     )
     if args.rooms_file is not None:
         for room in load_rooms_file(args.rooms_file):

@@ -21,6 +21,7 @@ documentation leaves open is decided here, once, and listed in this docstring:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -38,10 +39,13 @@ import structlog
 
 from orchestrator.emulator.callbacks import CallbackDispatcher, CallbackEvent, UriMode
 from orchestrator.emulator.clock import Clock, ManualClock, RealClock, TimerHandle
+from orchestrator.emulator.platform import FAULT_KINDS, IngestFault, PlatformFaults, ingest_of
 from orchestrator.emulator.validation import (
     ApiError,
     bad_request,
+    validate_batch_confirm,
     validate_command,
+    validate_confirm_room,
     validate_exit_config,
     validate_list_query,
     validate_room_body,
@@ -50,12 +54,14 @@ from orchestrator.emulator.validation import (
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
+    "REGION_RATE_LIMITS",
     "ApiError",
     "EmulatorService",
     "Fault",
     "Job",
     "MediaBackend",
     "Room",
+    "rate_limits_for",
     "rfc3339",
 ]
 
@@ -79,9 +85,32 @@ DEFAULT_RATE_LIMITS: dict[str, float] = {
     "command": 4,
     "report": 4,
     "insert_commands": 20,
+    "show_warning": 20,
+    "confirm_room": 4,
+    "batch_confirm": 4,
+    "list_rule_commands": 20,
+    "list_script_commands": 20,
 }
+# api doc §11.3: cn-east-3 and Singapore publish 3/s writes and 10/s reads for the room and start
+# APIs; their other groups are not published, so the same write/read split is assumed
+_SMALL_REGION: dict[str, float] = {
+    group: (10 if rate >= 20 else 3) for group, rate in DEFAULT_RATE_LIMITS.items()
+}
+REGION_RATE_LIMITS: dict[str, dict[str, float]] = {
+    "cn-north-4": DEFAULT_RATE_LIMITS,
+    "cn-east-3": _SMALL_REGION,
+    "ap-southeast-3": _SMALL_REGION,
+}
+
+
+def rate_limits_for(region: str) -> dict[str, float]:
+    """The documented per-tenant limits of ``region`` (cn-north-4's for an unknown region)."""
+    return dict(REGION_RATE_LIMITS.get(region, DEFAULT_RATE_LIMITS))
+
+
 FAULT_OPERATIONS = ("start", "stop", "show", "list", "command", "any")
 _RUNNING = ("WAITING", "PROCESSING")
+_REVIEWED_COMMANDS = ("REWRITE_PLAY_SCRIPT", "REWRITE_INTERACTION_RULES")
 _DEFAULT_SCRIPTS: list[dict[str, Any]] = [
     {
         "script_name": "default-scene",
@@ -122,8 +151,8 @@ class Fault:
 
     operation: str = "any"
     status: int | None = None
-    error_code: str = "MSS.00000002"
-    error_msg: str = "Internal error (injected by emulator)"
+    error_code: str = "MSS.00000004"  # the page's 500 body (seed line 1815)
+    error_msg: str = "Internal Error"
     count: int = 1
     latency_ms: float = 0.0
     ghost: bool = False
@@ -140,6 +169,7 @@ class Room:
     last_job_start_time: float | None = None
     last_job_end_time: float | None = None
     last_job_status: str | None = None
+    confirm_state: str = "CONFIRMED"
 
     @property
     def room_name(self) -> str:
@@ -173,6 +203,8 @@ class Job:
     script_pos: int = 0
     timers: dict[str, TimerHandle] = field(default_factory=dict)
     insert_commands: list[dict[str, Any]] = field(default_factory=list)
+    # REWRITE_* commands awaiting manual confirmation (rule-/script-commands, batch confirm)
+    pending_commands: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -231,7 +263,7 @@ class EmulatorService:
         self.reconnect_interval_s = reconnect_interval_s
         self.script_switch_s = script_switch_s
         self.reply_finish_s = reply_finish_s
-        self.rate_limits = dict(DEFAULT_RATE_LIMITS if rate_limits is None else rate_limits)
+        self.rate_limits = rate_limits_for(region) if rate_limits is None else dict(rate_limits)
         self.media = media
         self._rng = random.Random(seed)
         self._report_secret = secrets.token_bytes(16)
@@ -250,6 +282,7 @@ class EmulatorService:
         self.commands: list[dict[str, Any]] = []
         self.starts = 0
         self._buckets: dict[str, _Bucket] = {}
+        self.platform = PlatformFaults()
         self._started = False
         # observers of every RTMP state change (job, new state): CLI output, tests, media
         self.rtmp_listeners: list[Callable[[Job, str], None]] = []
@@ -299,6 +332,7 @@ class EmulatorService:
         self.commands.clear()
         self.starts = 0
         self._buckets.clear()
+        self.platform.clear()
         self.callbacks.knobs.drop_rate = 0.0
         self.callbacks.knobs.duplicate_rate = 0.0
         self.callbacks.knobs.reorder = False
@@ -400,7 +434,7 @@ class EmulatorService:
             project_id=self.project_id,
             room_type=room.body.get("room_type", "NORMAL"),
             room_state="ENABLE",
-            confirm_state="CONFIRMED",
+            confirm_state=room.confirm_state,
             view_mode=room.body.get("view_mode", "VERTICAL"),
             create_time=rfc3339(room.create_time),
             update_time=rfc3339(room.update_time),
@@ -547,9 +581,7 @@ class EmulatorService:
         room.last_job_status = "WAITING"
         self._timer(job, "state", self.waiting_s, lambda: self._begin_processing(job))
         log.info("emulator_job_started", room_id=room_id, job_id=job_id)
-        warnings = []
-        if not room.body.get("scene_scripts"):
-            warnings.append({"warning_type": "TOO_LESSS_SCRIPT_ITEMS"})
+        warnings = self._warnings(room)
         return {
             "job_id": job_id,
             "rtc_room_info": job.rtc_room_info,
@@ -599,6 +631,12 @@ class EmulatorService:
         }
         if job.callback_config is not None:
             out["live_event_callback_config"] = job.callback_config
+        # without a config the service subscribes LIVE_PROGRESS (seed line 559): show that
+        out["rtc_callback_config"] = job.request.get("rtc_callback_config") or {
+            "rtc_callback_event_type": ["LIVE_PROGRESS"]
+        }
+        if job.request.get("co_streamer_config") is not None:
+            out["co_streamer_config"] = job.request["co_streamer_config"]
         if job.error_info is not None:
             out["error_info"] = job.error_info
         return {k: v for k, v in out.items() if v is not None}
@@ -663,6 +701,17 @@ class EmulatorService:
                 self.reply_finish_s,
                 lambda: self._reply_finished(job, command_id),
             )
+        elif command in _REVIEWED_COMMANDS and self._needs_review(self.rooms[room_id]):
+            job.pending_commands.append(
+                {
+                    "room_id": room_id,
+                    "job_id": job_id,
+                    "command_id": command_id,
+                    "command": command,
+                    "command_time": rfc3339(self.now()),
+                    "params": params,
+                }
+            )
         elif command == "CLEAN_UP_INSERT_COMMAND":
             ids = set(params.get("command_ids") or [])
             job.insert_commands = [
@@ -687,6 +736,81 @@ class EmulatorService:
         q = validate_list_query({k: v for k, v in query.items() if k in ("offset", "limit")})
         items = job.insert_commands[q["offset"] : q["offset"] + q["limit"]]
         return {"count": len(job.insert_commands), "insert_commands": items}
+
+    # ----------------------------------------------------------------- review + warnings
+
+    @staticmethod
+    def _needs_review(room: Room) -> bool:
+        review = room.body.get("review_config")
+        return not (isinstance(review, dict) and review.get("no_need_review") is True)
+
+    def _warnings(self, room: Room) -> list[dict[str, str]]:
+        warnings = []
+        if not room.body.get("scene_scripts"):
+            warnings.append({"warning_type": "TOO_LESSS_SCRIPT_ITEMS"})
+        return warnings
+
+    def show_live_warning_info(self, room_id: str) -> dict[str, Any]:
+        """``GET .../smart-live-rooms/{room_id}/live-warning-info``: what a start would warn."""
+        room = self._room(room_id)
+        policy = room.body.get("play_policy") or {}
+        exit_cfg = policy.get("live_exit_config") or {}
+        return {
+            "live_warning_info": self._warnings(room),
+            "limit_duration": int(exit_cfg.get("max_live_duration") or 0),
+        }
+
+    def confirm_room(self, room_id: str, body: Any) -> None:
+        """``POST .../smart-live-rooms/{room_id}/confirm`` ``{action, script_version}``."""
+        room = self._room(room_id)
+        req = validate_confirm_room(body)
+        version = self.room_view(room)["script_version"]
+        if req.get("script_version") is not None and req["script_version"] != version:
+            raise bad_request("script_version does not match the room's current script")
+        room.confirm_state = "CONFIRMED" if req["action"] == "confirm" else "REJECT"
+
+    def batch_confirm_commands(self, room_id: str, job_id: str, body: Any) -> None:
+        """``POST .../batch-commands-confirm``: confirm or reject pending REWRITE_* commands."""
+        job = self._job(room_id, job_id)
+        req = validate_batch_confirm(body)
+        ids = set(req.get("command_ids") or [])
+        kept: list[dict[str, Any]] = []
+        settled: list[dict[str, Any]] = []
+        for cmd in job.pending_commands:
+            match = cmd["command"] == req["command"] and (not ids or cmd["command_id"] in ids)
+            (settled if match else kept).append(cmd)
+        job.pending_commands = kept
+        log.info(
+            "emulator_commands_confirmed",
+            job_id=job_id,
+            command=req["command"],
+            action=req["action"],
+            count=len(settled),
+        )
+
+    def list_pending_commands(self, command: str, query: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /smart-live-command/{rule,script}-commands?job_id=``: still awaiting review."""
+        job_id = query.get("job_id")
+        if not job_id:
+            raise bad_request("job_id is required")
+        job = self.job_by_id(job_id)
+        q = validate_list_query({k: v for k, v in query.items() if k in ("offset", "limit")})
+        items = [c for c in job.pending_commands if c["command"] == command]
+        field_name = (
+            "interaction_rules" if command == "REWRITE_INTERACTION_RULES" else "scene_scripts"
+        )
+        page = [
+            {
+                "room_id": c["room_id"],
+                "job_id": c["job_id"],
+                "command_id": c["command_id"],
+                "command_time": c["command_time"],
+                field_name: c["params"].get(field_name) or [],
+            }
+            for c in items[q["offset"] : q["offset"] + q["limit"]]
+        ]
+        key = "rule_commands" if command == "REWRITE_INTERACTION_RULES" else "scripts_commands"
+        return {"count": len(items), key: page}
 
     def report_events(self, room_id: str, job_id: str, body: Any) -> None:
         job = self._job(room_id, job_id)
@@ -762,6 +886,7 @@ class EmulatorService:
                 key=str(cfg.get("key") or ""),
                 event_type=event_type,
                 message=message,
+                lane=job.job_id,
             )
         )
 
@@ -811,7 +936,8 @@ class EmulatorService:
             self.media.start(
                 job.job_id, job.output_url, job.stream_key, lambda: self.link_failed(job.job_id)
             )
-        self._timer(job, "link", self.connect_s, lambda: self._connect_done(job))
+        delay = self.connect_s + self.platform.connect_delay(job.output_url, self.now())
+        self._timer(job, "link", delay, lambda: self._connect_done(job))
 
     def _held(self, job: Job) -> bool:
         return job.hold_until is not None and self.now() < job.hold_until
@@ -822,9 +948,94 @@ class EmulatorService:
         if self._held(job):
             self._link_down(job, "RECONNECTING")
             return
+        refusal = self.platform.refusal(job.output_url, job.stream_key, self.now())
+        if refusal is not None:
+            log.info("emulator_push_refused", job_id=job.job_id, reason=refusal)
+            if self.media is not None:
+                self.media.stop(job.job_id)
+            self._link_down(job, "RECONNECTING")
+            return
         job.abnormal_since = None
         self._cancel_timer(job, "exception")
         self._set_rtmp(job, "CONNECTED")
+        up_s = self.platform.flap_up_s(job.output_url, self.now())
+        if up_s is not None:
+            self._timer(job, "flap", up_s, lambda: self._platform_drop(job, "ingest flapping"))
+
+    def _platform_drop(self, job: Job, reason: str) -> None:
+        """The ingest dropped a connected push (outage began, key revoked, a flap)."""
+        if job.state != "PROCESSING" or job.rtmp_state != "CONNECTED":
+            return
+        log.info("emulator_push_dropped", job_id=job.job_id, reason=reason)
+        self._cancel_timer(job, "flap")
+        if self.media is not None:
+            self.media.stop(job.job_id)
+        self._link_down(job, "DISCONNECTED")
+
+    # ----------------------------------------------------------------- platform faults (admin)
+
+    def ingest_fault(
+        self,
+        ingest: str,
+        kind: str,
+        *,
+        for_s: float | None = None,
+        up_s: float | None = None,
+        delay_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Fail an ingest (``host[:port]``) for ``for_s`` simulated s (None: until cleared)."""
+        if not ingest or "/" in ingest:
+            raise bad_request("ingest must be the host[:port] of an RTMP URL")
+        if kind not in FAULT_KINDS:
+            raise bad_request(f"kind must be one of {', '.join(FAULT_KINDS)}")
+        for name, value in (("for_s", for_s), ("up_s", up_s), ("delay_s", delay_s)):
+            if value is not None and not (value > 0 and value != float("inf")):
+                raise bad_request(f"{name} must be a positive number")
+        if kind == "flap" and up_s is None:
+            raise bad_request("a flap needs up_s (seconds a connection lasts)")
+        if kind == "slow" and delay_s is None:
+            raise bad_request("a slow ingest needs delay_s (extra seconds to connect)")
+        now = self.now()
+        fault = IngestFault(
+            kind=kind,
+            since=now,
+            until=float("inf") if for_s is None else now + for_s,
+            up_s=up_s or 0.0,
+            delay_s=delay_s or 0.0,
+        )
+        self.platform.add(ingest, fault)
+        log.info("emulator_ingest_fault", ingest=ingest, kind=kind, for_s=for_s)
+        for job in list(self.jobs.values()):
+            if ingest_of(job.output_url) != ingest.lower():
+                continue
+            if kind == "outage":
+                self._platform_drop(job, "ingest outage")
+            elif kind == "flap" and job.rtmp_state == "CONNECTED" and up_s is not None:
+                drop = functools.partial(self._platform_drop, job, "ingest flapping")
+                self._timer(job, "flap", up_s, drop)
+        return fault.view()
+
+    def clear_ingest(self, ingest: str) -> int:
+        """The ingest is back: pushes reconnect on the service's next attempt."""
+        for job in self.jobs.values():
+            if ingest_of(job.output_url) == ingest.lower():
+                self._cancel_timer(job, "flap")
+        return self.platform.clear_ingest(ingest)
+
+    def revoke_key(self, key: str) -> None:
+        """Pushes with ``key`` are refused (and connected ones dropped) until restored."""
+        if not key:
+            raise bad_request("stream_key is required")
+        self.platform.revoked.add(key)
+        for job in list(self.jobs.values()):
+            if job.stream_key == key:
+                self._platform_drop(job, "stream key refused")
+
+    def restore_key(self, key: str) -> bool:
+        if key in self.platform.revoked:
+            self.platform.revoked.discard(key)
+            return True
+        return False
 
     def link_failed(self, job_id: str) -> None:
         """The push broke (ffmpeg exited, forced by admin): the service starts reconnecting."""

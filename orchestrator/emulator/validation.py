@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.emulator.constraints import ConstraintViolation, check_start_body
+
 __all__ = [
     "COMMANDS",
     "JOB_STATES",
@@ -18,7 +20,9 @@ __all__ = [
     "ApiError",
     "bad_request",
     "parse_rfc3339",
+    "validate_batch_confirm",
     "validate_command",
+    "validate_confirm_room",
     "validate_exit_config",
     "validate_list_query",
     "validate_room_body",
@@ -182,7 +186,7 @@ def _validate_video(value: Any) -> None:
     if cfg.get("clip_mode") is not None:
         _enum(cfg["clip_mode"], "video_config.clip_mode", ("RESIZE", "CROP"))
     if cfg.get("codec") is not None:
-        _enum(cfg["codec"], "video_config.codec", ("H264", "VP8", "QTRLE"))
+        _enum(cfg["codec"], "video_config.codec", ("H264", "VP8"))
     if cfg.get("is_subtitle_enable"):
         raise bad_request(
             "video_config.is_subtitle_enable: live streaming does not support subtitles"
@@ -209,8 +213,17 @@ def _validate_play_policy(value: Any) -> None:
 
 
 def validate_start_body(body: Any) -> dict[str, Any]:
-    """``StartSmartLiveReq`` (§4): every field optional, but each one present must be valid."""
+    """``StartSmartLiveReq`` (§4): every field optional, but each one present must be valid.
+
+    The document's own table (:mod:`orchestrator.emulator.constraints`) is checked first; the
+    checks after it cover what the page leaves to other pages and the SDK model
+    (``live_exit_config``, ``job_run_config``, required video fields).
+    """
     req = _obj(body, "request body")
+    try:
+        check_start_body(req)
+    except ConstraintViolation as exc:
+        raise bad_request(str(exc)) from None
     if req.get("video_config") is not None:
         _validate_video(req["video_config"])
     if req.get("play_policy") is not None:
@@ -306,6 +319,25 @@ def validate_command(body: Any) -> tuple[str, dict[str, Any]]:
     elif command == "CLEAN_UP_INSERT_COMMAND" and params.get("command_ids") is not None:
         _str_list(params["command_ids"], "params.command_ids", max_items=1000, hi=64)
     return command, params
+
+
+def validate_confirm_room(body: Any) -> dict[str, Any]:
+    """``ConfirmSmarLiveRoomReq``: ``action`` confirm|reject, optional ``script_version``."""
+    req = _obj(body, "request body")
+    _enum(req.get("action"), "action", ("confirm", "reject"))
+    if req.get("script_version") is not None:
+        _str(req["script_version"], "script_version", hi=256)
+    return req
+
+
+def validate_batch_confirm(body: Any) -> dict[str, Any]:
+    """``BatchConfirmLiveCommandsReq``: which REWRITE_* command, confirm|reject, optional ids."""
+    req = _obj(body, "request body")
+    _enum(req.get("command"), "command", ("REWRITE_PLAY_SCRIPT", "REWRITE_INTERACTION_RULES"))
+    _enum(req.get("action"), "action", ("confirm", "reject"))
+    if req.get("command_ids") is not None:
+        _str_list(req["command_ids"], "command_ids", max_items=1000, hi=64)
+    return req
 
 
 def parse_rfc3339(value: str, where: str) -> float:

@@ -81,8 +81,10 @@ CallHook = Callable[[str, str, float], None]
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=10.0)
 
-_AUTH_CODES = frozenset({"APIGW.0301", "APIGW.0303", "MSS.00000004", "MSS.000000004"})
-_UNAVAILABLE_CODES = frozenset({"APIGW.0201", "MSS.00000002"})
+# MSS.00000004 is "Internal Error" with 500 on the StartSmartLive page (an older table spelled it
+# as an auth code): a 401/403 status still makes any code an AuthError
+_AUTH_CODES = frozenset({"APIGW.0301", "APIGW.0303"})
+_UNAVAILABLE_CODES = frozenset({"APIGW.0201", "MSS.00000002", "MSS.00000004"})
 _THROTTLE_CODES = frozenset({"APIGW.0308"})
 _INVALID_CODES = frozenset({"MSS.00000003"})
 _CODE_KEYS = (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message"))

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.emulator.constraints import ConstraintViolation, check_start_body
 from orchestrator.errors import InvalidRequest
 
 __all__ = [
@@ -162,10 +163,10 @@ class ReviewConfig(_Request):
 class SubtitleConfig(_Request):
     """Subtitle placement; live streaming does not support subtitles (kept for completeness)."""
 
-    dx: int | None = None
-    dy: int | None = None
-    h: int | None = None
-    w: int | None = None
+    dx: int | None = Field(default=None, ge=0, le=1920)
+    dy: int | None = Field(default=None, ge=0, le=1920)
+    h: int | None = Field(default=None, ge=0, le=1920)
+    w: int | None = Field(default=None, ge=0, le=1920)
     font_name: str | None = Field(default=None, max_length=64)
     font_size: int | None = Field(default=None, ge=0, le=120)
     font_color: str | None = Field(default=None, max_length=7)
@@ -178,15 +179,15 @@ class VideoConfig(_Request):
     """Output video. For live: bitrate 1000‥8000 kbps and only 1080x1920 or 1920x1080."""
 
     clip_mode: Literal["RESIZE", "CROP"] | None = None
-    codec: Literal["H264", "VP8", "QTRLE"] | None = None
+    codec: Literal["H264", "VP8"] | None = None
     bitrate: int = Field(ge=1000, le=8000)
     width: int
     height: int
     frame_rate: str | None = None
     is_subtitle_enable: bool | None = None
     subtitle_config: SubtitleConfig | None = None
-    dx: int | None = None
-    dy: int | None = None
+    dx: int | None = Field(default=None, ge=-1920, le=3840)
+    dy: int | None = Field(default=None, ge=-1920, le=3840)
     is_enable_super_resolution: bool | None = None
     is_end_at_first_frame: bool | None = None
     output_external_url: str | None = None
@@ -208,7 +209,7 @@ class LiveExitConfig(_Request):
 
 
 class PlayPolicy(_Request):
-    repeat_count: int | None = Field(default=None, ge=-1)
+    repeat_count: int | None = Field(default=None, ge=-1, le=100)
     auto_play_script: bool | None = None
     play_mode: Literal["TEXT", "AUDIO", "NO_PRESET"] | None = None
     random_play_mode: Literal["NONE", "SCENE", "SCRIPT_ITEM", "SCENE_AND_SCRIPT_ITEM"] | None = None
@@ -238,12 +239,12 @@ class RTCLiveEventCallBackConfig(_Request):
 
 
 class VoiceConfig(_Request):
-    """Voice; pitch/volume ranges are not published (unconfirmed), so they are not limited."""
+    """Voice of the co-streamer; ranges from the StartSmartLive page (seed lines 1357-1419)."""
 
     voice_asset_id: str = Field(min_length=1, max_length=256)
-    speed: int | None = None
-    pitch: int | None = None
-    volume: int | None = None
+    speed: int | None = Field(default=None, ge=50, le=200)
+    pitch: int | None = Field(default=None, ge=50, le=200)
+    volume: int | None = Field(default=None, ge=90, le=240)
 
 
 class CoStreamerConfig(_Request):
@@ -268,6 +269,19 @@ def _one_target(urls: list[str] | None, keys: list[SecretStr] | None) -> None:
         raise ValueError("output_url must not be empty")
 
 
+def _plain(value: Any) -> Any:
+    """JSON-like view of request input that may hold models and secrets (for the table check)."""
+    if isinstance(value, BaseModel):
+        return to_wire(value)
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 class StartSmartLiveReq(_Request):
     """Start-job body (§4). Every field is optional: the room's defaults apply."""
 
@@ -281,6 +295,18 @@ class StartSmartLiveReq(_Request):
     view_mode: Literal["LANDSCAPE", "VERTICAL"] | None = None
     co_streamer_config: CoStreamerConfig | None = None
     job_run_config: LiveJobRunConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _document_table(cls, data: Any) -> Any:
+        # the same table the emulator enforces, on the JSON the caller meant, before pydantic's
+        # lax coercion can turn "true" into True or "5" into 5
+        if isinstance(data, dict):
+            try:
+                check_start_body(_plain(data))
+            except ConstraintViolation as exc:
+                raise ValueError(str(exc)) from None
+        return data
 
     @model_validator(mode="after")
     def _single_target(self) -> StartSmartLiveReq:

@@ -9,7 +9,7 @@ import httpx
 from emulator_support import AK, PROJECT, RTMP, SK, SdkSigner, jobs_path, make_service
 
 from orchestrator.emulator.app import create_app
-from orchestrator.emulator.service import EmulatorService
+from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.httpserver import ServedApp, serve
 
 VIDEO = {"bitrate": 4000, "width": 1080, "height": 1920}
@@ -286,6 +286,8 @@ async def test_live_event_report_url_works_without_iam_auth(
         assert ok.json()["live_event_report_url"] == url
         forged = await plain.post(url.replace("auth_key=", "auth_key=0"), json=event)
         assert forged.status_code == 401
+        # the page's 401 body (seed line 1806): the service checks this key, not the gateway
+        assert forged.json() == {"error_code": "MSS.00000001", "error_msg": "Unauthorized"}
 
 
 async def test_in_process_asgi_transport_with_explicit_service_context() -> None:
@@ -322,3 +324,26 @@ async def test_server_binds_free_port_and_stops() -> None:
         except httpx.ConnectError:
             reachable = False
     assert not reachable
+
+
+async def test_errors_use_the_documented_500_body() -> None:
+    service = make_service()
+
+    def broken(room_id: str, job_id: str) -> dict[str, object]:
+        raise RuntimeError("a bug in the emulator")
+
+    service.show_job = broken  # type: ignore[method-assign]
+    transport = httpx.ASGITransport(app=create_app(service), raise_app_exceptions=False)
+    async with (
+        service,
+        httpx.AsyncClient(transport=transport, base_url="http://emu", auth=SdkSigner()) as c,
+    ):
+        resp = await c.get(jobs_path() + "/job-1")
+        # an injected fault without a code gets the same body (seed line 1815)
+        service.add_fault(Fault(operation="list", status=500))
+        injected = await c.get(jobs_path())
+    assert resp.status_code == 500
+    assert resp.json() == {"error_code": "MSS.00000004", "error_msg": "Internal Error"}
+    assert "a bug" not in resp.text
+    assert injected.status_code == 500
+    assert injected.json() == {"error_code": "MSS.00000004", "error_msg": "Internal Error"}

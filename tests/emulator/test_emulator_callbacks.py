@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from orchestrator.emulator.callbacks import hw_time, mss_signature
+from orchestrator.emulator.callbacks import CallbackEvent, hw_time, mss_signature
+from orchestrator.emulator.clock import ManualClock
 from orchestrator.emulator.service import EmulatorService
 from orchestrator.httpserver import ServedApp, serve
 
@@ -287,3 +288,144 @@ async def test_callback_reorder_and_delay_knobs(
     await admin.post(f"/jobs/{job_id}/rtmp", json={"state": "DISCONNECTED"})
     await service.callbacks.join()  # a lone event is flushed after the reorder window
     assert (await rec.next())["message"]["state"] == "DISCONNECTED"
+
+
+class DeadEndpoint:
+    """Accepts connections and never answers: the callback URL of a job whose receiver hangs."""
+
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self.open = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.changed = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        self.open += 1
+        self.connected.set()
+        self.changed.set()
+        try:
+            await reader.read()  # until the emulator gives up on this attempt
+        finally:
+            self.open -= 1
+
+
+@pytest.fixture
+async def dead() -> AsyncIterator[tuple[DeadEndpoint, str]]:
+    endpoint = DeadEndpoint()
+    server = await asyncio.start_server(endpoint.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield endpoint, f"http://127.0.0.1:{port}/hooks/dead"
+    finally:
+        for writer in endpoint.writers:
+            writer.close()
+        server.close()
+
+
+async def test_a_dead_callback_url_delays_only_its_own_job(
+    client: httpx.AsyncClient,
+    service: EmulatorService,
+    receiver: tuple[Receiver, ServedApp],
+    dead: tuple[DeadEndpoint, str],
+) -> None:
+    rec, served = receiver
+    endpoint, dead_url = dead
+    events = {"callback_event_type": ["RTMP_STREAM_STATE_CHANGE"]}
+    resp = await client.post(
+        jobs_path("room-1"),
+        json={"live_event_callback_config": {"live_event_type_callback_url": dead_url, **events}},
+    )
+    assert resp.status_code == 202
+    healthy = await client.post(
+        jobs_path("room-2"),
+        json={
+            "live_event_callback_config": {
+                "live_event_type_callback_url": served.base_url + "/hooks/metastudio",
+                **events,
+            }
+        },
+    )
+    healthy_id = healthy.json()["job_id"]
+    assert isinstance(service.clock, ManualClock)
+    service.clock.advance(2.0)  # both jobs connect; the dead job's callbacks are queued first
+    await asyncio.wait_for(endpoint.connected.wait(), 5)
+    first = await rec.next()
+    second = await rec.next()
+    assert [first["message"]["job_id"], second["message"]["job_id"]] == [healthy_id] * 2
+    assert [first["message"]["state"], second["message"]["state"]] == ["CONNECTING", "CONNECTED"]
+    # delivered while the dead lane is still on its first attempt: no head-of-line blocking
+    assert endpoint.open == 1
+    assert service.callbacks.stats.failed == 0
+
+
+async def test_callback_lanes_are_bounded(
+    served: ServedApp, service: EmulatorService, dead: tuple[DeadEndpoint, str]
+) -> None:
+    _, dead_url = dead
+    service.callbacks.max_lanes = 2
+    service.callbacks.max_queue = 3
+    for job in ("job-a", "job-b", "job-c"):
+        for i in range(5):
+            service.callbacks.submit(
+                CallbackEvent(dead_url, "NONE", "", "RTMP_STREAM_STATE_CHANGE", {"i": i}, job)
+            )
+    assert service.callbacks.lanes == 2
+    # job-c found no free lane; job-a and job-b queue at most 3 events each
+    assert service.callbacks.stats.dropped == 5 + 2 * 2
+
+
+async def test_idle_lanes_are_discarded(
+    service: EmulatorService, receiver: tuple[Receiver, ServedApp]
+) -> None:
+    _, served = receiver
+    async with service:
+        for n in range(50):
+            service.callbacks.submit(
+                CallbackEvent(
+                    served.base_url + "/hooks/metastudio",
+                    "NONE",
+                    "",
+                    "RTMP_STREAM_STATE_CHANGE",
+                    {"n": n},
+                    f"job-{n}",
+                )
+            )
+        assert service.callbacks.lanes == 50
+        await service.callbacks.join()
+        assert service.callbacks.stats.delivered == 50
+        assert service.callbacks.lanes == 0  # many jobs leave no lanes behind
+
+
+async def test_many_hanging_urls_do_not_starve_a_healthy_job_of_connections(
+    service: EmulatorService,
+    receiver: tuple[Receiver, ServedApp],
+    dead: tuple[DeadEndpoint, str],
+) -> None:
+    rec, served = receiver
+    endpoint, dead_url = dead
+    hanging = 120  # more than httpx's default pool of 100 connections
+    async with service:
+        for n in range(hanging):
+            service.callbacks.submit(
+                CallbackEvent(dead_url, "NONE", "", "RTMP_STREAM_STATE_CHANGE", {}, f"dead-{n}")
+            )
+
+        async def all_hanging() -> None:
+            while endpoint.open < hanging:
+                endpoint.changed.clear()
+                await endpoint.changed.wait()
+
+        await asyncio.wait_for(all_hanging(), 10)
+        service.callbacks.submit(
+            CallbackEvent(
+                served.base_url + "/hooks/metastudio",
+                "NONE",
+                "",
+                "RTMP_STREAM_STATE_CHANGE",
+                {"state": "CONNECTED"},
+                "healthy",
+            )
+        )
+        assert (await rec.next())["message"] == {"state": "CONNECTED"}
+        assert endpoint.open == hanging  # every dead lane still on its first attempt

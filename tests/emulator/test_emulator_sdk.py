@@ -108,3 +108,123 @@ def _sdk_without_project(base_url: str) -> Any:
 async def test_sdk_resolves_project_id_through_v3_projects(served: ServedApp) -> None:
     resp = await asyncio.to_thread(_sdk_without_project, served.base_url)
     assert resp.count == 0
+
+
+def _start_as(base_url: str, user_id: str) -> tuple[int, str | None]:
+    client = _client(base_url)
+    try:
+        resp = client.start_smart_live(
+            StartSmartLiveRequest(room_id="room-2", body=StartSmartLiveReq(), x_app_user_id=user_id)
+        )
+    except ClientRequestException as exc:
+        return exc.status_code, exc.error_code
+    return resp.status_code, None
+
+
+async def test_sdk_non_ascii_app_user_id_is_verified_as_the_sdk_signs_it(
+    served: ServedApp, service: EmulatorService
+) -> None:
+    # the SDK signs the Unicode value and sends its UTF-8 bytes; a latin-1 reading gave 401
+    assert await asyncio.to_thread(_start_as, served.base_url, "josé-ünïcode") == (202, None)
+    # the document forbids Chinese in X-App-UserId (seed line 455): refused, not unauthorised
+    assert await asyncio.to_thread(_start_as, served.base_url, "用户7") == (400, "MSS.00000003")
+    assert service.starts == 1
+
+
+def _review_flow(base_url: str) -> dict[str, Any]:
+    from huaweicloudsdkmetastudio.v1 import (
+        BatchConfirmLiveCommandsReq,
+        BatchConfirmLiveCommandsRequest,
+        ConfirmSmarLiveRoomReq,
+        ConfirmSmarLiveRoomRequest,
+        ListSmartLiveRuleCommandsRequest,
+        ListSmartLiveScriptCommandsRequest,
+        ShowLiveWarningInfoRequest,
+        ShowSmartLiveRoomRequest,
+    )
+
+    client = _client(base_url)
+    out: dict[str, Any] = {}
+    out["warning"] = client.show_live_warning_info(ShowLiveWarningInfoRequest(room_id="room-1"))
+    version = client.show_smart_live_room(ShowSmartLiveRoomRequest(room_id="room-1")).script_version
+    out["reject"] = client.confirm_smar_live_room(
+        ConfirmSmarLiveRoomRequest(
+            room_id="room-1", body=ConfirmSmarLiveRoomReq(action="reject", script_version=version)
+        )
+    )
+    out["room"] = client.show_smart_live_room(ShowSmartLiveRoomRequest(room_id="room-1"))
+    body = StartSmartLiveReq(
+        co_streamer_config={
+            "voice_config": {"voice_asset_id": "voice-9", "pitch": 150, "volume": 200},
+            "streamer_action": "VOLUME_DOWN",
+        },
+        rtc_callback_config={"rtc_callback_event_type": ["REPLY_COMMAND_FINISH"]},
+    )
+    job_id = client.start_smart_live(StartSmartLiveRequest(room_id="room-1", body=body)).job_id
+    out["shown"] = client.show_smart_live(ShowSmartLiveRequest(room_id="room-1", job_id=job_id))
+    out["listed"] = client.list_smart_live(ListSmartLiveRequest(room_id="room-1"))
+    for command, params in (
+        ("REWRITE_PLAY_SCRIPT", {"scene_scripts": [{"script_name": "s2", "shoot_scripts": []}]}),
+        ("REWRITE_INTERACTION_RULES", {"interaction_rules": [{"rule_name": "r1"}]}),
+        ("REWRITE_INTERACTION_RULES", {"interaction_rules": [{"rule_name": "r2"}]}),
+    ):
+        client.execute_smart_live_command(
+            ExecuteSmartLiveCommandRequest(
+                room_id="room-1",
+                job_id=job_id,
+                body=ControlSmartLiveReq(command=command, params=params),
+            )
+        )
+    out["rules"] = client.list_smart_live_rule_commands(
+        ListSmartLiveRuleCommandsRequest(job_id=job_id)
+    )
+    out["scripts"] = client.list_smart_live_script_commands(
+        ListSmartLiveScriptCommandsRequest(job_id=job_id)
+    )
+    first_rule = out["rules"].rule_commands[0].command_id
+    out["confirmed"] = client.batch_confirm_live_commands(
+        BatchConfirmLiveCommandsRequest(
+            room_id="room-1",
+            job_id=job_id,
+            body=BatchConfirmLiveCommandsReq(
+                command="REWRITE_INTERACTION_RULES", action="confirm", command_ids=[first_rule]
+            ),
+        )
+    )
+    out["rules_after"] = client.list_smart_live_rule_commands(
+        ListSmartLiveRuleCommandsRequest(job_id=job_id)
+    )
+    try:
+        client.batch_confirm_live_commands(
+            BatchConfirmLiveCommandsRequest(
+                room_id="room-1",
+                job_id=job_id,
+                body=BatchConfirmLiveCommandsReq(command="SHOW_LAYER", action="confirm"),
+            )
+        )
+    except ClientRequestException as exc:
+        out["bad"] = exc
+    return out
+
+
+async def test_sdk_review_and_warning_operations_and_job_echo(served: ServedApp) -> None:
+    r = await asyncio.to_thread(_review_flow, served.base_url)
+    assert r["warning"].status_code == 200
+    assert [w.warning_type for w in r["warning"].live_warning_info] == ["TOO_LESSS_SCRIPT_ITEMS"]
+    assert r["warning"].limit_duration == 0
+    assert r["reject"].status_code == 200
+    assert r["room"].confirm_state == "REJECT"
+    shown = r["shown"]
+    assert shown.co_streamer_config.streamer_action == "VOLUME_DOWN"
+    assert shown.co_streamer_config.voice_config.pitch == 150
+    assert shown.rtc_callback_config.rtc_callback_event_type == ["REPLY_COMMAND_FINISH"]
+    listed = r["listed"].smart_live_jobs[0]
+    assert listed.co_streamer_config.voice_config.voice_asset_id == "voice-9"
+    assert listed.rtc_callback_config.rtc_callback_event_type == ["REPLY_COMMAND_FINISH"]
+    assert r["rules"].count == 2
+    assert [c.interaction_rules[0].rule_name for c in r["rules"].rule_commands] == ["r1", "r2"]
+    assert r["scripts"].count == 1
+    assert r["scripts"].scripts_commands[0].scene_scripts[0].script_name == "s2"
+    assert r["confirmed"].status_code == 200
+    assert [c.interaction_rules[0].rule_name for c in r["rules_after"].rule_commands] == ["r2"]
+    assert (r["bad"].status_code, r["bad"].error_code) == (400, "MSS.00000003")

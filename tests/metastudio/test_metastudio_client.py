@@ -174,6 +174,19 @@ async def test_invalid_start_request_never_reaches_network() -> None:
             CloudUnavailable,
             "MSS.00000002",
         ),
+        # the StartSmartLive page: 500 MSS.00000004 "Internal Error", 401 MSS.00000001
+        (
+            500,
+            {"error_code": "MSS.00000004", "error_msg": "Internal Error"},
+            CloudUnavailable,
+            "MSS.00000004",
+        ),
+        (
+            401,
+            {"error_code": "MSS.00000001", "error_msg": "Unauthorized"},
+            AuthError,
+            "MSS.00000001",
+        ),
         (504, {"error_code": "APIGW.0201", "error_msg": "timeout"}, CloudUnavailable, "APIGW.0201"),
         (502, None, CloudUnavailable, None),
         (405, {"error_code": "X.1", "error_msg": "nope"}, PermanentError, "X.1"),

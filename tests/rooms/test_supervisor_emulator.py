@@ -34,7 +34,7 @@ from orchestrator.metastudio.ratelimit import RateLimits
 from orchestrator.rooms.model import Order, OrderChanged, PushMark, RoomState, RtmpStateReported
 from orchestrator.rooms.startreq import CallbackTarget, RoomConfig
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
-from orchestrator.settings import RecoverySettings, RoomSettings
+from orchestrator.settings import OutputTarget, RecoverySettings, RoomSettings
 from orchestrator.store.sql import SqlStore
 
 AK = "ROOMSTESTAK00000000"
@@ -375,3 +375,131 @@ async def test_forged_connected_every_2s_cannot_hide_a_held_drop(env: Env) -> No
     assert [c["command"] for c in env.service.commands] == ["RESET_EXIT_CONFIG",
                                                            "REFRESH_OUTPUT_URL"]  # fmt: skip
     assert env.service.starts == 1 and sup.snapshot(ROOM).job_id == job
+
+
+async def test_ingest_outage_repaired_through_the_backup_output(env: Env) -> None:
+    """A platform fault a refresh cannot cure: the ladder moves on to the backup output."""
+    backup = "rtmp://backup.example.net/live"
+    cfg = make_cfg(widen_exit_minutes=0, refresh_tries=1, grace_s=10.0, refresh_confirm_s=10.0)
+    room = cfg.room.model_copy(
+        update={"backup_outputs": [OutputTarget(url=backup, stream_key=SecretStr("k2"))]}
+    )
+    env.cfg = RoomConfig(room=room, recovery=cfg.recovery, callback=cfg.callback)
+    job = await go_live(env)
+    outage_at = env.service.now()
+    await env.admin("POST", "/_emulator/ingests/push.example.com/faults", {"kind": "outage"})
+    await env.service.callbacks.join()
+    await env.state(S.DEGRADED)
+
+    def refreshed_to() -> list[str]:
+        return [
+            c["params"]["output_urls"][0]
+            for c in env.service.commands
+            if c["command"] == "REFRESH_OUTPUT_URL"
+        ]
+
+    await env.advance(10)  # grace over → refresh to the same (dead) ingest
+    await env.until(lambda: refreshed_to() == [RTMP], "refresh to the primary")
+    await env.advance(2)  # the push is refused: the link stays down
+    assert env.service.jobs[job].rtmp_state == "RECONNECTING"
+    for _ in range(30):  # refresh not confirmed (10 s ± jitter) → the backup output
+        await env.advance(1)
+        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
+            await env.until(lambda: refreshed_to() == [RTMP, backup], "backup", timeout=0.3)
+        if refreshed_to() == [RTMP, backup]:
+            break
+    assert refreshed_to() == [RTMP, backup]
+    await env.advance(2)
+    await env.state(S.LIVE, "live on the backup ingest")
+    repaired_after = env.service.now() - outage_at
+    assert env.service.jobs[job].output_url == backup
+    assert env.service.starts == 1  # the same job, no restart
+    assert repaired_after <= 30  # grace 10 + confirm 10 + connects (simulated seconds)
+
+
+async def test_ingest_outage_without_backup_repaired_when_the_ingest_returns(env: Env) -> None:
+    """No backup: nothing the daemon sends helps; it must hold on and be LIVE once it returns."""
+    env.cfg = make_cfg(refresh_tries=1, grace_s=10.0, refresh_confirm_s=10.0)
+    await go_live(env)
+    outage_s = 60.0
+    await env.admin(
+        "POST", "/_emulator/ingests/push.example.com/faults", {"kind": "outage", "for_s": outage_s}
+    )
+    returns_at = env.service.now() + outage_s
+    await env.service.callbacks.join()
+    await env.state(S.DEGRADED)
+    assert env.sup is not None
+    sup = env.sup
+    for _ in range(120):
+        await env.advance(1)
+        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
+            await env.until(lambda: sup.snapshot(ROOM).state is S.LIVE, "live", timeout=0.1)
+        if sup.snapshot(ROOM).state is S.LIVE:
+            break
+    assert sup.snapshot(ROOM).state is S.LIVE
+    assert env.service.now() >= returns_at  # nothing could cure it earlier
+    # the service reconnects every 5 s and connects in 1 s: LIVE within that of the return
+    assert env.service.now() - returns_at <= 7
+    assert len(await env.running()) == 1
+    assert env.service.starts <= 2  # the ladder's restart ran at most once: no restart storm
+    assert sup.snapshot(ROOM).alert is None
+
+
+async def test_flapping_ingest_causes_no_restart_storm(env: Env) -> None:
+    """Connects, drops after 3 s, again and again for 90 s: the ladder's backoff must hold.
+
+    With a 2 s grace every drop reaches the ladder (with the default 10 s the service's own
+    reconnect cures each drop first and the daemon sends nothing).
+    """
+    env.cfg = make_cfg(grace_s=2.0, refresh_confirm_s=10.0)
+    await go_live(env)
+    drops: list[str] = []
+    env.service.rtmp_listeners.append(
+        lambda job, state: drops.append(job.job_id) if state == "DISCONNECTED" else None
+    )
+    await env.admin(
+        "POST",
+        "/_emulator/ingests/push.example.com/faults",
+        {"kind": "flap", "up_s": 3, "for_s": 90},
+    )
+    assert env.sup is not None
+    sup = env.sup
+    for _ in range(150):
+        await env.advance(1)
+        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
+            await env.until(lambda: False, "the room to react to this second", timeout=0.05)
+    refreshes = [c for c in env.service.commands if c["command"] == "REFRESH_OUTPUT_URL"]
+    assert len(drops) >= 8
+    assert len(refreshes) <= len(drops)  # at most one refresh per drop
+    assert env.service.starts == 1  # never restarted: no restart storm
+    assert sup.snapshot(ROOM).state is S.LIVE  # settled once the ingest stopped flapping
+    assert len(await env.running()) == 1
+
+
+async def test_revoked_stream_key_repaired_through_the_backup_output(env: Env) -> None:
+    """The platform refuses the key on every ingest: only the backup's own key helps."""
+    backup = "rtmp://backup.example.net/live"
+    cfg = make_cfg(widen_exit_minutes=0, refresh_tries=1, grace_s=10.0, refresh_confirm_s=10.0)
+    room = cfg.room.model_copy(
+        update={"backup_outputs": [OutputTarget(url=backup, stream_key=SecretStr("k2"))]}
+    )
+    env.cfg = RoomConfig(room=room, recovery=cfg.recovery, callback=cfg.callback)
+    job = await go_live(env)
+    revoked_at = env.service.now()
+    await env.admin("POST", "/_emulator/stream-keys/revoke", {"stream_key": "key-1"})
+    await env.service.callbacks.join()
+    await env.state(S.DEGRADED)
+    assert env.sup is not None
+    sup = env.sup
+    for _ in range(60):
+        await env.advance(1)
+        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
+            await env.until(lambda: sup.snapshot(ROOM).state is S.LIVE, "live", timeout=0.1)
+        if sup.snapshot(ROOM).state is S.LIVE:
+            break
+    assert sup.snapshot(ROOM).state is S.LIVE
+    assert (env.service.jobs[job].output_url, env.service.jobs[job].stream_key) == (backup, "k2")
+    assert env.service.starts == 1
+    # grace 10 + the primary's failed refresh (confirm 10) + the backup's CONNECTED, which counts
+    # only once a read shows the push advancing (up to another confirm 10, issue 20) + jitter
+    assert env.service.now() - revoked_at <= 35
