@@ -470,10 +470,6 @@ class Daemon:
             actions=self,
         )
 
-    def _room_name(self, room_id: str) -> str | None:
-        room = self.settings.room(room_id)
-        return room.name if room is not None and room.name else None
-
     async def _replay_inbox(self) -> None:
         n = await self.callback_intake.replay()
         if n:
