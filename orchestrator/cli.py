@@ -39,10 +39,18 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from orchestrator.settings import masked_dump
+    from orchestrator.settings import DEFAULT_CONFIG, masked_dump
 
     settings = _load(args)
     print(json.dumps(masked_dump(settings), indent=2, sort_keys=False))
+    if args.config is None and not DEFAULT_CONFIG.exists():
+        # "OK (0 rooms)" read as if a file had been checked: say what was checked instead
+        print(
+            f"liveorch: no config file given and {DEFAULT_CONFIG} not found: checked defaults + "
+            f"environment only ({len(settings.rooms)} rooms); pass --config FILE",
+            file=sys.stderr,
+        )
+        return EXIT_OK
     print(f"liveorch: configuration OK ({len(settings.rooms)} rooms)", file=sys.stderr)
     return EXIT_OK
 

@@ -15,7 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "liveorch.example.toml"
 
 
-def test_example_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+def test_example_config_is_valid(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the example leaves what only the operator knows empty: project id and AK/SK
+    monkeypatch.setenv("LIVEORCH_CLOUD__PROJECT_ID", "0123456789abcdef0123456789abcdef")
+    monkeypatch.setenv("CLOUD_SDK_AK", "AK-EXAMPLE-0000")
+    monkeypatch.setenv("CLOUD_SDK_SK", "SK-EXAMPLE-0000")
     assert main(["check-config", "--config", str(EXAMPLE)]) == 0
     out, err = capsys.readouterr()
     assert "configuration OK (2 rooms)" in err
@@ -79,7 +85,7 @@ def test_secrets_dir_and_env_precedence(tmp_path: Path, monkeypatch: pytest.Monk
     (creds / "room.r1.stream_key").write_text("key-from-file")
     cfg = tmp_path / "c.toml"
     cfg.write_text(
-        "[cloud]\nregion = 'cn-north-4'\n[[rooms]]\nid = 'r1'\noutput_url = 'rtmp://x/l'\n"
+        "[cloud]\nregion = 'cn-north-4'\nproject_id = 'p1'\n[[rooms]]\nid = 'r1'\noutput_url = 'rtmp://x/l'\n"
     )
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     monkeypatch.setenv("LIVEORCH_CLOUD__REGION", "cn-east-3")
@@ -95,6 +101,7 @@ def test_secrets_dir_and_env_precedence(tmp_path: Path, monkeypatch: pytest.Monk
 def test_sdk_env_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CLOUD_SDK_AK", "AK-ENV-000")
     monkeypatch.setenv("CLOUD_SDK_SK", "SK-ENV-000")
+    monkeypatch.setenv("LIVEORCH_CLOUD__PROJECT_ID", "p1")
     monkeypatch.chdir(tmp_path)
     s = load_settings(None)
     assert s.cloud.sk is not None and s.cloud.sk.get_secret_value() == "SK-ENV-000"
