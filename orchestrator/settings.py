@@ -40,6 +40,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -393,15 +394,25 @@ class RoomSettings(_Section):
         parse_date_ranges(self.exclude)
         if self.daily_restart:
             parse_hhmm(self.daily_restart)
-        unknown = set(self.recovery) - set(RecoverySettings.model_fields)
-        if unknown:
-            raise ValueError(f"unknown recovery override(s): {', '.join(sorted(unknown))}")
-        unknown = set(self.probe) - set(ProbeSettings.model_fields)
-        if unknown:
-            raise ValueError(f"unknown probe override(s): {', '.join(sorted(unknown))}")
-        RecoverySettings.model_validate(self.recovery)  # values checked like the global section
-        ProbeSettings.model_validate(self.probe)
         return self
+
+    @field_validator("recovery", "probe")
+    @classmethod
+    def _overrides(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # a field validator, so an error is located at the room's recovery/probe table
+        model: type[BaseModel] = (
+            RecoverySettings if info.field_name == "recovery" else ProbeSettings
+        )
+        unknown = set(v) - set(model.model_fields)
+        if unknown:
+            raise ValueError(f"unknown {info.field_name} override(s): {', '.join(sorted(unknown))}")
+        try:
+            model.model_validate(v)  # values checked like the global section
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{name}: {first['msg']}") from None
+        return v
 
 
 class ShutdownSettings(_Section):
@@ -617,7 +628,10 @@ def _read_secret_file(f: Path) -> str:
             f"not UTF-8 text (invalid byte at offset {exc.start}): save it as UTF-8", where=where
         ) from None
     if "\x00" in text:
-        raise ConfigError("contains NUL characters: not a text file", where=where)
+        raise ConfigError(
+            "contains NUL bytes (UTF-16 text without a byte-order mark?): save it as UTF-8",
+            where=where,
+        )
     return text.strip()
 
 
