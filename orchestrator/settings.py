@@ -862,11 +862,18 @@ _TOKEN_LIKE = re.compile(r"^[A-Za-z0-9_\-.~=%+]{16,}$")
 
 
 def _token_like(part: str) -> bool:
-    """A path or query value that looks like a credential: long, and letters mixed with digits
-    (webhook URLs carry their token in the path, e.g. …/services/T0/B0/<token>)."""
+    """A path or query value that looks like a credential: a long opaque chunk with letters
+    and digits (webhook URLs carry their token in the path, e.g. …/services/T0/B0/<token>);
+    words joined by - or _ (a directory or route name) are not."""
     if not _TOKEN_LIKE.match(part):
         return False
-    return any(ch.isdigit() for ch in part) and any(ch.isalpha() for ch in part)
+    if not (any(ch.isdigit() for ch in part) and any(ch.isalpha() for ch in part)):
+        return False
+    return max(len(w) for w in re.split(r"[-_.~]", part)) >= 16
+
+
+#: schemes whose path is a route (may hold a token); a database URL's path is a file name
+_ROUTE_SCHEMES = frozenset({"http", "https", "rtmp", "rtmps", "ws", "wss"})
 
 
 def url_secrets(url: str) -> list[str]:
@@ -884,7 +891,8 @@ def url_secrets(url: str) -> list[str]:
     found: list[str] = []
     if password:
         found += [password, unquote(password)]
-    found += [seg for seg in parts.path.split("/") if _token_like(seg)]
+    if parts.scheme in _ROUTE_SCHEMES:
+        found += [seg for seg in parts.path.split("/") if _token_like(seg)]
     for key, value in parse_qsl(parts.query, keep_blank_values=False):
         if is_secret_key(key) or key.lower() in _SECRET_QUERY_KEYS or _token_like(value):
             found.append(value)
@@ -904,7 +912,9 @@ def mask_url(url: str) -> str:
     if password:
         userinfo, host = netloc.rsplit("@", 1)
         netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    path = "/".join("***" if _token_like(seg) else seg for seg in parts.path.split("/"))
+    path = parts.path
+    if parts.scheme in _ROUTE_SCHEMES:
+        path = "/".join("***" if _token_like(seg) else seg for seg in path.split("/"))
     query = parts.query
     if query:
         from orchestrator.logging import is_secret_key
@@ -915,7 +925,12 @@ def mask_url(url: str) -> str:
             secret = is_secret_key(key) or key.lower() in _SECRET_QUERY_KEYS
             items.append(f"{key}{sep}***" if sep and (secret or _token_like(value)) else item)
         query = "&".join(items)
-    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+    if "://" not in url:
+        return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+    # by hand: urlunsplit drops the empty authority of sqlite:////abs/path
+    out = f"{parts.scheme}://{netloc}{path}"
+    out += f"?{query}" if query else ""
+    return out + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def _mask_urls(value: Any) -> Any:

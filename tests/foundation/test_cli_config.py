@@ -327,3 +327,37 @@ def test_a_secrets_file_that_is_not_utf8_is_named_not_printed(
     assert err.count("\n") == 1
     for leak in ("SECRET", "S\\x00E", "0042"):
         assert leak not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("sqlite+aiosqlite:////tmp/test_sighup_with_a_utf16_secre0/l.db", None),
+        ("sqlite+aiosqlite:///var/liveorch.db", None),
+        ("https://edge.example.com/callbacks-metastudio-2026/x", None),
+        ("postgresql+asyncpg://u:p%40ss@h:5432/db", "postgresql+asyncpg://u:***@h:5432/db"),
+        ("http://[::1]:80/x?token=1&a=b", "http://[::1]:80/x?token=***&a=b"),
+        (
+            "https://discord.com/api/webhooks/123456789012345678/AbCdEfGhIjKlMnOpQrSt0123",
+            "https://discord.com/api/webhooks/123456789012345678/***",
+        ),
+    ],
+)
+def test_mask_url_keeps_paths_and_masks_credentials(url: str, masked: str | None) -> None:
+    from orchestrator.settings import mask_url
+
+    assert mask_url(url) == (masked or url)
+
+
+def test_url_credentials_are_masked_in_logs(tmp_path: Path) -> None:
+    from orchestrator import logging as olog
+    from orchestrator.app import register_secrets
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        _TARGET + "[store]\nurl = 'postgresql+asyncpg://liveorch:Log-Pass-4471@db/live'\n"
+        "[alerts]\nwebhook_url = 'https://hooks.example.com/x?token=Hook-Tok-8812'\n"
+    )
+    register_secrets(load_settings(cfg, env=False))
+    line = olog.mask_text("connect failed: Log-Pass-4471 / Hook-Tok-8812")
+    assert "Log-Pass-4471" not in line and "Hook-Tok-8812" not in line
