@@ -380,8 +380,9 @@ class RoomSettings(_Section):
     """Per-room overrides of [recovery] fields."""
     start: dict[str, Any] = Field(default_factory=dict)
     """Extra fields of the start request (video_config, play_policy, …)."""
-    playback_url: str | None = None
-    """Optional playback URL for the stream health probe."""
+    playback_url: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+    """Optional playback URL for the stream health probe (a URL: a typo would read as a dead
+    stream and restart a healthy job)."""
     probe: dict[str, Any] = Field(default_factory=dict)
     """Per-room overrides of [probe] fields."""
 
@@ -689,6 +690,7 @@ _PATTERN_HINTS = {
     "path": "an absolute URL path starting with / (no spaces, query or fragment)",
     "url": "an rtmp:// or rtmps:// URL",
     "output_url": "an rtmp:// or rtmps:// URL (or empty)",
+    "playback_url": "a URL (scheme://…) without spaces",
 }
 
 
@@ -844,6 +846,16 @@ def _check_target(s: Settings, locate: _Locator) -> None:
                     "callbacks.key)",
                     where=locate(("rooms", i)),
                 )
+    from orchestrator.errors import InvalidRequest
+    from orchestrator.rooms.startreq import RoomConfig, build_start_request
+
+    for i, room in enumerate(s.rooms):
+        try:  # the start request every start of this room would send: refused by us, not later
+            build_start_request(RoomConfig.build(s, room))
+        except InvalidRequest as exc:
+            raise ConfigError(
+                f"rooms.{i}.start: {exc.message}", where=locate(("rooms", i, "start"))
+            ) from None
     if (
         not is_loopback_host(s.http.host)
         and s.ops.token is None

@@ -252,6 +252,14 @@ def test_no_config_file_is_said(
             "[[rooms]]\nid = 'a'\n",
             "callbacks.key: required",
         ),
+        (  # every start of the room would be refused by the service
+            _TARGET + "[[rooms]]\nid = 'a'\nstart = { video_config = { width = 5 } }\n",
+            "c.toml:6: rooms.0.start: invalid StartSmartLiveReq: video_config.",
+        ),
+        (  # the probe would read a typo as a dead stream and restart a healthy job
+            _TARGET + "[[rooms]]\nid = 'a'\nplayback_url = 'play.example.com/a.flv'\n",
+            "c.toml:6: rooms.0.playback_url: must be a URL",
+        ),
     ],
 )
 def test_what_run_refuses_for_the_target_check_config_refuses(
