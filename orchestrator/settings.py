@@ -237,7 +237,7 @@ class MqttSettings(_Section):
     def _acl(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         from orchestrator.mqtt.commands import BRIDGE_ACTIONS, ROOM_ACTIONS
 
-        known = set(ROOM_ACTIONS) | set(BRIDGE_ACTIONS)
+        known = set(ROOM_ACTIONS) | set(BRIDGE_ACTIONS) | {"*"}
         for client, actions in v.items():
             unknown = sorted(set(actions) - known)
             if unknown:  # a typo would silently deny the action forever
@@ -708,14 +708,19 @@ def _reason(err: Mapping[str, Any]) -> str:
 
 
 def load_settings(
-    path: Path | str | None = None, *, env: bool = True, require_file: bool = False
+    path: Path | str | None = None,
+    *,
+    env: bool = True,
+    require_file: bool = False,
+    check_target: bool = True,
 ) -> Settings:
     """Load and validate. Raises :class:`ConfigError` naming where (file:line, environment
     variable or secrets file), the field and the reason.
 
     ``path`` None means ``config/liveorch.toml`` if it exists, else defaults + env only.
     Beyond the model, refuses what ``liveorch run`` would refuse for the configured target
-    (no project id, the real cloud without credentials, an unauthenticated remote bind …).
+    (no project id, the real cloud without credentials, an unauthenticated remote bind …);
+    ``check_target=False`` skips that for tools that never call the cloud (report, preview).
     """
     file: Path | None = Path(path) if path is not None else None
     if file is None and DEFAULT_CONFIG.exists():
@@ -751,7 +756,8 @@ def load_settings(
         raise ConfigError(f"{field_path}: {_reason(first)}{more}", where=locate(loc)) from None
     _check_required_secrets(settings, locate)
     _check_schedules(settings, locate)
-    _check_target(settings, locate)
+    if check_target:
+        _check_target(settings, locate)
     return settings
 
 

@@ -369,3 +369,20 @@ def test_url_credentials_are_masked_in_logs(tmp_path: Path) -> None:
     register_secrets(load_settings(cfg, env=False))
     line = olog.mask_text("connect failed: Log-Pass-4471 / Hook-Tok-8812")
     assert "Log-Pass-4471" not in line and "Hook-Tok-8812" not in line
+
+
+def test_acl_wildcard_and_known_actions_are_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = _TARGET + "[mqtt]\nacl = { ops = ['*'], panel = ['get', 'insert_script'] }\n"
+    assert _check(tmp_path, toml, capsys)[0] == 0
+
+
+def test_schedule_preview_needs_no_cloud_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tools that never call the cloud do not ask for a project id or AK/SK."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[[rooms]]\nid = 'a'\nwindows = [{ always = true }]\n")
+    assert main(["schedule", "preview", "--config", str(cfg)]) == 0
+    assert main(["check-config", "--config", str(cfg)]) == EXIT_USAGE
