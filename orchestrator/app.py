@@ -51,7 +51,14 @@ from orchestrator.ownership import OwnershipManager
 from orchestrator.rooms import model
 from orchestrator.rooms.policy import poll_period
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
-from orchestrator.settings import CloudSettings, RoomSettings, Settings, load_settings
+from orchestrator.settings import (
+    CloudSettings,
+    RoomSettings,
+    Settings,
+    config_url_secrets,
+    load_settings,
+    mask_url,
+)
 from orchestrator.sla import SlaAccumulator
 from orchestrator.store.base import Store
 from orchestrator.store.sql import SqlStore
@@ -68,6 +75,7 @@ def register_secrets(settings: Settings) -> None:
         values += [r.stream_key, r.callback_key]
         values += [b.stream_key for b in r.backup_outputs]
     olog.register_secrets(v.get_secret_value() for v in values if v is not None)
+    olog.register_secrets(config_url_secrets(settings))  # store.url password, webhook tokens
 
 
 class Daemon:
@@ -238,7 +246,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or ``stop_requested``). Returns the process exit code."""
         s = self.settings
-        await self.store.open()
+        await self._open_store()
         self.client = self._build_client()
         self.supervisor = RoomSupervisor(
             cloud=self.client,
@@ -255,6 +263,7 @@ class Daemon:
         for rid, ov in (await self._load_output_overrides()).items():
             self._outputs[rid] = ov
         rc = 0
+        refused: ConfigError | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._stop_during_startup(), name="startup-stop")
@@ -294,13 +303,32 @@ class Daemon:
                 raise _Shutdown
         except* _Shutdown:
             pass
+        except* ConfigError as eg:  # e.g. the HTTP port cannot be bound: one line, exit 2
+            refused = eg.exceptions[0]  # type: ignore[assignment]
         except* Exception as eg:
             for exc in eg.exceptions:
                 log.error("service_crashed", error=repr(exc), exc_info=exc)
             rc = 1
         finally:
             await self._close()
+        if refused is not None:
+            raise refused
         return rc
+
+    async def _open_store(self) -> None:
+        """Open the store; a store that cannot be opened (read-only file, a directory where the
+        file should be, database unreachable) is one line naming the store, not a traceback."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from orchestrator.store.base import StoreError
+
+        try:
+            await self.store.open()
+        except (StoreError, SQLAlchemyError, OSError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+            store = mask_url(self.settings.store.url)
+            log.error("store_open_failed", store=store, error=reason)
+            raise ConfigError(f"cannot open the store: {reason}", where=f"store {store}") from None
 
     async def _adopt_all(self) -> Any:
         """Adoption with retries: adopt_all() leaves retrying to us, and a MetaStudio outage
