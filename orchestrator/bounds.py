@@ -72,7 +72,9 @@ def json_size(value: Any) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def _shrink(value: Any, str_max: int, items_max: int, depth: int) -> Any:
+def _shrink(
+    value: Any, str_max: int, items_max: int, depth: int, first: frozenset[str] = frozenset()
+) -> Any:
     if isinstance(value, str):
         return cap_text(value, str_max)
     if value is None or isinstance(value, bool | int | float):
@@ -81,29 +83,30 @@ def _shrink(value: Any, str_max: int, items_max: int, depth: int) -> Any:
         return cap_text(str(value), str_max) if not isinstance(value, Mapping | list) else None
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
-        for i, (k, v) in enumerate(value.items()):
-            if i >= items_max:
-                break
-            out[cap_text(str(k), 64)] = _shrink(v, str_max, items_max, depth - 1)
+        items = sorted(value.items(), key=lambda kv: kv[0] not in first)  # stable
+        for k, v in items[:items_max]:
+            out[cap_text(str(k), 64)] = _shrink(v, str_max, items_max, depth - 1, first)
         return out
     if isinstance(value, list | tuple):
-        return [_shrink(v, str_max, items_max, depth - 1) for v in list(value)[:items_max]]
+        return [_shrink(v, str_max, items_max, depth - 1, first) for v in list(value)[:items_max]]
     return cap_text(str(value), str_max)
 
 
-def cap_json(value: Any, max_bytes: int) -> Any:
+def cap_json(value: Any, max_bytes: int, *, first: Iterable[str] = ()) -> Any:
     """``value`` unchanged if its JSON fits ``max_bytes``, else a smaller copy that does.
 
-    A shrunk mapping carries :data:`TRUNCATED_KEY` (the original size); the order of a
-    mapping's keys is kept, so callers put what matters first. ``max_bytes`` <= 0: no cap.
+    A shrunk mapping carries :data:`TRUNCATED_KEY` (the original size). When entries must go,
+    keys named in ``first`` (at any depth) are kept before the others, which keep their
+    order. ``max_bytes`` <= 0: no cap.
     """
+    keep = frozenset(first)
     if max_bytes <= 0:
         return value
     size = json_size(value)
     if size <= max_bytes:
         return value
     for str_max, items_max, depth in ((1024, 64, 6), (256, 32, 4), (64, 16, 3), (32, 8, 2)):
-        small = _shrink(value, str_max, items_max, depth)
+        small = _shrink(value, str_max, items_max, depth, keep)
         if isinstance(small, dict):
             small = {TRUNCATED_KEY: size, **small}
         if json_size(small) <= max_bytes:
