@@ -40,7 +40,7 @@ from orchestrator.callbacks.parse import CallbackEvent
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.control import CommandError
 from orchestrator.errors import ConfigError, OrchestratorError, TemporaryError
-from orchestrator.httpserver import serve
+from orchestrator.httpserver import ConnectionLimits, GuardStats, serve
 from orchestrator.metastudio.auth import AkSkAuth, IamTokenAuth
 from orchestrator.metastudio.client import MetaStudioClient
 from orchestrator.metastudio.ratelimit import ApiGroup, RateLimits, RateSpec, default_specs
@@ -100,6 +100,7 @@ class Daemon:
         self.reload_requested = asyncio.Event()
         self.ready = asyncio.Event()
         self.http_port: int | None = None
+        self.http_guard: GuardStats | None = None
         self.store: Store = SqlStore(
             settings.store.url,
             schema=settings.store.pg_schema,
@@ -414,7 +415,16 @@ class Daemon:
         started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         async def _serve() -> None:
-            async with serve(app, host=self.settings.http.host, port=self.settings.http.port) as sv:
+            lim = self.settings.limits
+            limits = ConnectionLimits(
+                max_connections=lim.http_max_connections,
+                header_timeout_s=lim.http_header_timeout_s,
+                body_timeout_s=lim.http_body_timeout_s,
+                keepalive_s=lim.http_keepalive_s,
+            )
+            http = self.settings.http
+            async with serve(app, host=http.host, port=http.port, limits=limits) as sv:
+                self.http_guard = sv.guard
                 started.set_result(sv.port)
                 await asyncio.Event().wait()
 
