@@ -17,7 +17,17 @@ import sys
 from collections.abc import Sequence
 
 # Order = the order `python -m bench all` runs them in (cheap first).
-KNOWN = ("client", "downtime", "react", "adopt", "scale", "intake", "store_inbox", "soak")
+KNOWN = (
+    "client",
+    "downtime",
+    "react",
+    "adopt",
+    "scale",
+    "intake",
+    "store_inbox",
+    "retention",
+    "soak",
+)
 
 
 def available() -> list[str]:
