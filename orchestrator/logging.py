@@ -138,20 +138,29 @@ def redact_processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventD
 
 
 class FieldTruncator:
-    """Cuts long string fields (nested ones too) to ``max_chars``, with a marker."""
+    """Cuts long string fields (nested ones too) to ``max_chars`` and long lists/mappings to
+    ``max_items`` entries, with a marker."""
 
-    def __init__(self, max_chars: int = FIELD_MAX_CHARS) -> None:
+    def __init__(self, max_chars: int = FIELD_MAX_CHARS, max_items: int = 100) -> None:
         self.max_chars = max_chars
+        self.max_items = max_items  # a list of 10,000 short names is as long as one long string
 
     def _cut(self, value: Any, limit: int, depth: int) -> Any:
         if isinstance(value, str):
             return cap_text(value, limit)
         if depth <= 0:
             return value
+        items = self.max_items
         if isinstance(value, Mapping):
-            return {k: self._cut(v, limit, depth - 1) for k, v in value.items()}
+            out = {k: self._cut(v, limit, depth - 1) for k, v in list(value.items())[:items]}
+            if len(value) > items:
+                out["…"] = f"[+{len(value) - items} keys]"
+            return out
         if isinstance(value, list | tuple):
-            return [self._cut(v, limit, depth - 1) for v in value]
+            cut = [self._cut(v, limit, depth - 1) for v in list(value)[:items]]
+            if len(value) > items:
+                cut.append(f"…[+{len(value) - items} items]")
+            return cut
         return value
 
     def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

@@ -7,12 +7,19 @@ later" is one ``advance`` and the test waits on the daemon's prune counter, neve
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import httpx
+from sqlalchemy import text
 
 from orchestrator.app import Daemon
 from orchestrator.clock import ManualClock
@@ -21,6 +28,7 @@ from orchestrator.emulator.service import EmulatorService
 from orchestrator.httpserver import serve
 from orchestrator.settings import Settings
 from orchestrator.store.base import InboxItem, TransitionRecord
+from orchestrator.store.sql import SqlStore
 
 WAIT_S = 15.0
 
@@ -91,3 +99,38 @@ async def test_the_daemon_prunes_on_its_clock(tmp_path: Path) -> None:
         await _wait_runs(daemon, 3)
         assert await store.transitions("r1") == []
         assert "retention" in {t.get_name() for t in asyncio.all_tasks()}
+
+
+def _signed(key: str, path: str) -> dict[str, str]:
+    t = format(int(time.time()), "x")
+    sig = hmac.new(key.encode(), (path + t).encode(), hashlib.sha256).hexdigest()
+    return {"x-hw-mss-secret": sig, "x-hw-mss-time": t, "content-type": "application/json"}
+
+
+async def test_invented_callback_types_are_bounded_in_metrics_and_store(tmp_path: Path) -> None:
+    """Over real HTTP to the daemon: 300 signed 30 KB callbacks, each of a new event type,
+    make one metric series (not 300) and are stored cut to ``limits.callback_stored_bytes``."""
+    path = "/callbacks/metastudio"
+    async with _daemon(tmp_path, limits={"callback_stored_bytes": 4096}) as (daemon, _):
+        key = daemon.settings.callbacks.key
+        assert key is not None and daemon.http_port is not None
+        base = f"http://127.0.0.1:{daemon.http_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=WAIT_S) as http:
+            for i in range(300):
+                junk = {f"junk_{k}": "x" * 1000 for k in range(30)}
+                message = {**junk, "room_id": "nobody", "job_id": f"job-{i}"}
+                body = {"event_type": f"INVENTED_{i}", "message": json.dumps(message)}
+                headers = _signed(key.get_secret_value(), path)
+                r = await http.post(path, content=json.dumps(body), headers=headers)
+                assert r.status_code in (200, 202), r.text
+            metrics = (await http.get("/metrics")).text
+        series = [m for m in metrics.splitlines() if m.startswith("liveorch_callbacks_total{")]
+        assert len(series) == 1 and 'type="other"' in series[0], series
+        store = daemon.store
+        assert isinstance(store, SqlStore)
+        async with store.engine.connect() as conn:  # processed or not: every stored row
+            result = await conn.execute(text("SELECT event_type, payload FROM inbox"))
+            rows = [(t, p if isinstance(p, str) else json.dumps(p)) for t, p in result]
+        sizes = [len(p) for t, p in rows if t.startswith("INVENTED_")]
+        assert len(sizes) == 300
+        assert max(sizes) <= 4096 + 128, max(sizes)
