@@ -24,7 +24,7 @@ import random
 import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from orchestrator.callbacks.parse import CallbackEvent
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.control import CommandError
 from orchestrator.errors import ConfigError, OrchestratorError, TemporaryError
-from orchestrator.httpserver import serve
+from orchestrator.httpserver import ConnectionLimits, GuardStats, serve
 from orchestrator.metastudio.auth import AkSkAuth, IamTokenAuth
 from orchestrator.metastudio.client import MetaStudioClient
 from orchestrator.metastudio.ratelimit import ApiGroup, RateLimits, RateSpec, default_specs
@@ -109,7 +109,16 @@ class Daemon:
         self.reload_requested = asyncio.Event()
         self.ready = asyncio.Event()
         self.http_port: int | None = None
-        self.store: Store = SqlStore(settings.store.url, schema=settings.store.pg_schema)
+        self.http_guard: GuardStats | None = None
+        self.store: Store = SqlStore(
+            settings.store.url,
+            schema=settings.store.pg_schema,
+            max_payload_bytes=settings.limits.callback_stored_bytes,
+            max_text_bytes=settings.limits.stored_text_bytes,
+        )
+        self.prune_runs = 0
+        """Completed retention passes (tests and the bench wait on it)."""
+        self.pruned = asyncio.Condition()
         self.ownership: OwnershipManager | None = None
         if _leases_on(settings):  # several instances: rooms are owned through leases
             self.ownership = OwnershipManager(
@@ -288,6 +297,8 @@ class Daemon:
                 if s.probe.enabled and any(r.playback_url for r in s.rooms):
                     tg.create_task(self._probe_runner().run(), name="probe")
                 tg.create_task(self._sla_flusher(), name="sla-flush")
+                tg.create_task(self._retention_loop(), name="retention")
+                tg.create_task(self._log_repeats_loop(), name="log-repeats")
                 tg.create_task(systemd.watchdog_loop(), name="sd-watchdog")
                 self.started = True
                 self.ready.set()
@@ -433,7 +444,16 @@ class Daemon:
         started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         async def _serve() -> None:
-            async with serve(app, host=self.settings.http.host, port=self.settings.http.port) as sv:
+            lim = self.settings.limits
+            limits = ConnectionLimits(
+                max_connections=lim.http_max_connections,
+                header_timeout_s=lim.http_header_timeout_s,
+                body_timeout_s=lim.http_body_timeout_s,
+                keepalive_s=lim.http_keepalive_s,
+            )
+            http = self.settings.http
+            async with serve(app, host=http.host, port=http.port, limits=limits) as sv:
+                self.http_guard = sv.guard
                 started.set_result(sv.port)
                 await asyncio.Event().wait()
 
@@ -606,6 +626,52 @@ class Daemon:
         while True:
             await asyncio.sleep(60)
             await self._flush_sla()
+
+    async def _retention_loop(self) -> None:
+        """Prune every growing table by ``[retention]``: at once, then every ``interval_s``
+        (read each time, so a reload applies). A store failure skips one pass, never the
+        daemon: streams matter more than housekeeping."""
+        while True:
+            await self.prune_once()
+            interval = self.settings.retention.interval_s
+            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=interval))
+
+    async def prune_once(self) -> dict[str, int]:
+        from orchestrator.store.base import PruneCutoffs, StoreError
+
+        r = self.settings.retention
+        now = self.clock.now()
+
+        def ago(days: float) -> datetime:
+            return now - timedelta(days=days)
+
+        cutoffs = PruneCutoffs(
+            inbox=ago(r.inbox_days),
+            replies=ago(r.replies_days),
+            transitions=ago(r.transitions_days),
+            jobs=ago(r.jobs_days),
+            start_intents=ago(r.start_intents_days),
+            alerts=ago(r.alerts_days),
+            sla=ago(r.sla_days).date(),
+        )
+        counts: dict[str, int] = {}
+        try:
+            counts = await self.store.prune_older(cutoffs)
+        except StoreError as exc:
+            log.warning("retention_prune_failed", error=str(exc))
+        else:
+            if any(counts.values()):
+                log.info("retention_pruned", **counts)
+        async with self.pruned:
+            self.prune_runs += 1
+            self.pruned.notify_all()
+        return counts
+
+    async def _log_repeats_loop(self) -> None:
+        """Report log lines the repeat limiter dropped once their flood has stopped."""
+        while True:
+            await asyncio.sleep(self.settings.limits.log_repeat_interval_s)
+            olog.flush_repeats()
 
     async def _flush_sla(self) -> None:
         """Hand accumulated SLA seconds to the store. A store failure keeps what was not
@@ -909,7 +975,14 @@ async def amain(settings: Settings, config_path: Path | None) -> int:
 
 
 def run(settings: Settings, *, config_path: Path | None = None) -> int:
-    olog.configure(settings.log.level, settings.log.format)
+    lim = settings.limits
+    olog.configure(
+        settings.log.level,
+        settings.log.format,
+        field_max_chars=lim.log_field_max_chars,
+        repeat_interval_s=lim.log_repeat_interval_s,
+        repeat_burst=lim.log_repeat_burst,
+    )
     register_secrets(settings)
     return asyncio.run(amain(settings, config_path))
 

@@ -475,6 +475,60 @@ class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class RetentionSettings(_Section):
+    """How long the store keeps what grows with traffic; a supervised task prunes it every
+    ``interval_s``. Days may be fractions (tests and benches shrink them). Rows that still
+    matter are never pruned: rooms, leases, schedule overrides, active alerts, pending start
+    intents."""
+
+    inbox_days: float = Field(7.0, gt=0)
+    """Callback inbox rows (pending ones too: a callback this old is no hint any more). Must
+    exceed ``callbacks.tolerance_s``: the inbox is what refuses a replayed callback."""
+    replies_days: float = Field(7.0, gt=0)
+    """MQTT command replies (idempotency). Must exceed ``mqtt.command_max_age_s``: an id whose
+    reply was pruned could otherwise be carried out twice."""
+    transitions_days: float = Field(90.0, gt=0)
+    """The audit log of room state changes."""
+    sla_days: float = Field(400.0, gt=0)
+    """Per-room daily SLA rows (a year of reports, plus a month)."""
+    jobs_days: float = Field(30.0, gt=0)
+    """Jobs seen, by when they were last seen."""
+    start_intents_days: float = Field(30.0, gt=0)
+    """Resolved start intents (a pending one is never pruned: it guards a duplicate push)."""
+    alerts_days: float = Field(30.0, gt=0)
+    """Cleared alerts, by when they were cleared."""
+    interval_s: float = Field(3600.0, gt=0)
+    """How often the prune runs (and once at startup)."""
+
+
+class LimitsSettings(_Section):
+    """Caps on what a caller can make us hold: connections, time, stored and logged bytes."""
+
+    http_max_connections: int = Field(256, gt=0)
+    """Open connections to the ops/callback server; one more is closed at once (its file
+    descriptor is freed at once). Also kept below the process's open-files limit, so a flood
+    of idle sockets can never take the descriptors cloud calls need."""
+    http_header_timeout_s: float = Field(10.0, gt=0)
+    """A request's line and headers must arrive within this (slowloris); a connection that
+    sends nothing is closed after it too."""
+    http_body_timeout_s: float = Field(30.0, gt=0)
+    """A request's body must arrive within this after its headers."""
+    http_keepalive_s: float = Field(5.0, gt=0)
+    """An idle keep-alive connection is closed after this."""
+    callback_stored_bytes: int = Field(8192, gt=0)
+    """A stored callback (inbox payload) is cut to about this many bytes of JSON (genuine
+    ones are well under 1 KiB); what routes it (type, job, room, state) is kept."""
+    stored_text_bytes: int = Field(16384, gt=0)
+    """Other stored free text from outside (transition causes and details, alert messages,
+    command replies) is cut to about this."""
+    log_field_max_chars: int = Field(4096, gt=0)
+    """A logged string field is cut to this many characters (a traceback to 4x)."""
+    log_repeat_interval_s: float = Field(10.0, gt=0)
+    log_repeat_burst: int = Field(20, gt=0)
+    """Warning/error lines of one kind pass this many times per interval; the rest are counted
+    and reported in one summary line."""
+
+
 class Settings(BaseSettings):
     """Everything the daemon reads at start (and on SIGHUP)."""
 
@@ -498,6 +552,8 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     probe: ProbeSettings = ProbeSettings()
     log: LogSettings = LogSettings()
+    retention: RetentionSettings = RetentionSettings()
+    limits: LimitsSettings = LimitsSettings()
     rooms: list[RoomSettings] = Field(default_factory=list)
     secrets_dir: str | None = None
 
@@ -510,6 +566,23 @@ class Settings(BaseSettings):
             if r.id in seen:
                 raise ValueError(f"room id {r.id!r} appears twice")
             seen.add(r.id)
+        return self
+
+    @model_validator(mode="after")
+    def _retention_keeps_guards(self) -> Settings:
+        day = 86400.0
+        if self.retention.replies_days * day <= self.mqtt.command_max_age_s:
+            raise ValueError(
+                f"retention.replies_days ({self.retention.replies_days}) must exceed "
+                f"mqtt.command_max_age_s ({self.mqtt.command_max_age_s} s): a command whose "
+                "reply was pruned while it is still accepted could run twice"
+            )
+        if self.retention.inbox_days * day <= self.callbacks.tolerance_s:
+            raise ValueError(
+                f"retention.inbox_days ({self.retention.inbox_days}) must exceed "
+                f"callbacks.tolerance_s ({self.callbacks.tolerance_s} s): the inbox refuses "
+                "replayed callbacks for as long as they are accepted"
+            )
         return self
 
     def room(self, room_id: str) -> RoomSettings | None:
