@@ -234,9 +234,13 @@ class Daemon:
                 attempt=after.attempt,
                 last_error=after.last_error,
             )
+        down_since = self.sla.down_since(t.room_id)  # the open drop, before this step
         self.sla.observe(
-            t.room_id, state=after.state.value, order_on=after.order is model.Order.ON, at=t.at
-        )
+            t.room_id, state=after.state.value, order_on=after.order is model.Order.ON, at=t.at,
+            down_since=t.drop_since,
+        )  # fmt: skip
+        if before.state != after.state and down_since is not None:
+            _observe_recovery(self.metrics, t, down_since)
         if self.bridge is not None:
             self.bridge.publish_state(t.room_id, after)
             self.bridge.publish_event(t.room_id, t.to_json())
@@ -936,6 +940,31 @@ class Daemon:
 
 
 _SLA_CHUNK = 500  # (room, day) rows per SLA flush transaction
+
+_S = model.RoomState
+_RUNG_FAILED = frozenset({_S.RESTARTING, _S.BACKOFF, _S.QUARANTINED})
+
+
+def _rung(snap: model.Snapshot) -> str:
+    """The ladder rung a room was on (its state before LIVE, or before the next rung)."""
+    if snap.state is _S.DEGRADED:
+        return "self"  # the service's own reconnect, within the grace
+    if snap.state is _S.REFRESHING:
+        index = snap.extra.get("output_index")
+        return "backup_output" if isinstance(index, int) and index > 0 else "refresh"
+    return "restart"
+
+
+def _observe_recovery(metrics: Metrics, t: Transition, down_since: datetime) -> None:
+    """A state change during a drop that opened at ``down_since`` (when the stream stopped,
+    as the SLA counts it): back on air, by the rung that did it, or a rung that gave up."""
+    before, after = t.before.state, t.after.state
+    if after is _S.LIVE:
+        metrics.recovery(_rung(t.before), "ok", (t.at - down_since).total_seconds())
+    elif before is _S.DEGRADED and after is _S.REFRESHING:
+        metrics.recovery("self", "failed")
+    elif before in (_S.REFRESHING, _S.STARTING) and after in _RUNG_FAILED:
+        metrics.recovery(_rung(t.before), "failed")
 
 
 def _leases_on(settings: Settings) -> bool:

@@ -70,14 +70,21 @@ class _SlaCollector:
                       "Seconds a room was scheduled to be live.")  # fmt: skip
         self._live: dict[str, float] = {}
         self._scheduled: dict[str, float] = {}
+        self._owed: dict[str, float] = {}  # live seconds taken back, not yet offset
 
     def add(self, room_id: str, live_s: float, scheduled_s: float) -> None:
         # counters only grow: a negative delta (a clock step back) is dropped, never raised
-        # in the middle of a flush; a flushed room shows both series, at 0 if need be
+        # in the middle of a flush; a flushed room shows both series, at 0 if need be. Live
+        # seconds the SLA took back (a drop found late, see orchestrator.sla) are owed and
+        # offset against the room's next live seconds, so the counter meets the store again.
+        live_s += self._owed.pop(room_id, 0.0)
+        if live_s < 0:
+            self._owed[room_id] = live_s
         self._live[room_id] = self._live.get(room_id, 0.0) + max(0.0, live_s)
         self._scheduled[room_id] = self._scheduled.get(room_id, 0.0) + max(0.0, scheduled_s)
 
     def forget(self, room_id: str) -> None:
+        self._owed.pop(room_id, None)
         self._live.pop(room_id, None)
         self._scheduled.pop(room_id, None)
 
@@ -126,13 +133,14 @@ class Metrics:
         )
         self._recoveries = Counter(
             f"{p}_recoveries",
-            "Recovery attempts by ladder rung (refresh/restart) and outcome.",
+            "Recovery rungs by how the room recovered (self/refresh/backup_output/restart) "
+            "and outcome (ok/failed).",
             ["rung", "outcome"],
             registry=r,
         )
         self._recovery_seconds = Histogram(
             f"{p}_recovery_duration_seconds",
-            "Time from a link drop to LIVE again, by the rung that recovered it.",
+            "Time from the stream stopping to LIVE again, by the rung that recovered it.",
             ["rung"],
             buckets=RECOVERY_BUCKETS,
             registry=r,
@@ -213,9 +221,10 @@ class Metrics:
     # --- recovery ------------------------------------------------------------------------
 
     def recovery(self, rung: str, outcome: str, seconds: float | None = None) -> None:
-        """A recovery rung (``refresh``/``restart``) ended with ``outcome`` (``ok``/``failed``…).
+        """A recovery rung (``self``/``refresh``/``backup_output``/``restart``) ended with
+        ``outcome`` (``ok``/``failed``).
 
-        ``seconds`` (drop → LIVE) is recorded only for a successful recovery.
+        ``seconds`` (stream stopped → LIVE) is recorded only for a successful recovery.
         """
         rung = self._name_label(rung)
         self._recoveries.labels(rung, self._name_label(outcome)).inc()
