@@ -70,6 +70,17 @@ def effective_max_connections(configured: int) -> int:
     return max(1, min(configured, soft // 2))
 
 
+def accept_burst(cap: int) -> int:
+    """The listen backlog, which asyncio also uses as the number of sockets it accepts in one
+    wake-up before any of them reaches the guard: at most a quarter of the descriptors left
+    beyond the connection cap (uvicorn's 2048 let one burst of a flood exhaust a 128-fd limit
+    before the guard could close the excess), between 16 and 2048."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 2048
+    return max(16, min(2048, (soft - cap) // 4))
+
+
 class _GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol plus a connection cap and header/body deadlines.
 
@@ -213,6 +224,7 @@ async def serve(
                 reason="half the open-files limit (ulimit -n) is kept for cloud calls",
             )
         extra["http"] = _guarded_protocol(limits, guard)
+        extra["backlog"] = accept_burst(guard.max_connections)
         extra["timeout_keep_alive"] = max(1, math.ceil(limits.keepalive_s))
     config = uvicorn.Config(
         app,
