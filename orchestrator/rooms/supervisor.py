@@ -264,6 +264,7 @@ class _Slot:
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
     timer: asyncio.Task[None] | None = None
+    timer_at: datetime | None = None  # when ``timer`` posts its TimerFired (see ``idle``)
     fence: int | None = None  # the lease's fencing token (None: single instance, unfenced)
     closing: bool = False  # standing down: handle no further event
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while one event is handled
@@ -331,6 +332,9 @@ class RoomSupervisor:
         self._adopt_hint_until: datetime | None = None
         self._owns = owns
         self._on_dropped = on_dropped
+        self._settled = asyncio.Event()  # set after every handled event, fired timer and poll
+        self._poll_due: datetime | None = None
+        self._polls_running = 0
         self.tenant_jobs_seen = 0
         """Running jobs in the tenant's last full listing (ours or not): sizes the poll."""
 
@@ -409,6 +413,34 @@ class RoomSupervisor:
     def supervises(self, room_id: str) -> bool:
         """True while this supervisor works on ``room_id`` (with leases: owns and took it)."""
         return room_id in self._slots
+
+    def idle(self) -> bool:
+        """Quiescent at the clock's now: no room has an event queued or in hand, no room timer
+        (and no poll) due by now is still to post its event, and no poll is running.
+
+        A timer due after a :class:`~orchestrator.clock.ManualClock` ``advance`` has only had
+        its sleeper woken; until its task posts ``TimerFired`` (and the room handles it) this is
+        False. Deterministic tests wait on :meth:`wait_idle` instead of sleeping.
+        """
+        now = self._clock.now()
+        if self._polls_running or (self._poll_due is not None and self._poll_due <= now):
+            return False
+        for slot in self._slots.values():
+            if slot.closing:
+                continue
+            if not slot.queue.empty() or slot.busy.locked():
+                return False
+            timer, due = slot.timer, slot.timer_at
+            if timer is not None and not timer.done() and due is not None and due <= now:
+                return False
+        return True
+
+    async def wait_idle(self) -> None:
+        """Return once :meth:`idle` holds (bound it with a timeout: a room whose worker is
+        backing off after a crash keeps its queue, and this waits for it)."""
+        while not self.idle():
+            self._settled.clear()
+            await self._settled.wait()
 
     def room_for_job(self, job_id: str) -> str | None:
         """The managed room whose current job is ``job_id`` (callback routing), else None."""
@@ -664,8 +696,11 @@ class RoomSupervisor:
             event = await slot.queue.get()
             if slot.closing:
                 return
-            async with slot.busy:
-                await self._handle(rid, slot, event)
+            try:
+                async with slot.busy:
+                    await self._handle(rid, slot, event)
+            finally:
+                self._settled.set()
 
     # ------------------------------------------------------------------ one event
 
@@ -790,9 +825,13 @@ class RoomSupervisor:
             slot.timer.cancel()
 
         async def fire() -> None:
-            await self._clock.sleep_until(action.at)
-            slot.queue.put_nowait(TimerFired(seq=action.seq, cause="timer"))
+            try:
+                await self._clock.sleep_until(action.at)
+                slot.queue.put_nowait(TimerFired(seq=action.seq, cause="timer"))
+            finally:
+                self._settled.set()
 
+        slot.timer_at = action.at
         slot.timer = asyncio.get_running_loop().create_task(fire(), name=f"room:{rid}:timer")
 
     async def _alert(self, rid: str, action: RaiseAlert | ClearAlert) -> None:
@@ -1002,6 +1041,14 @@ class RoomSupervisor:
         the listing is only poked (it re-reads its job): list results can lag a fresh start,
         and a false "gone" would restart a healthy stream.
         """
+        self._polls_running += 1
+        try:
+            await self._poll_rooms()
+        finally:
+            self._polls_running -= 1
+            self._settled.set()
+
+    async def _poll_rooms(self) -> None:
         by_room = await self._tenant_jobs()
         for i, (rid, slot) in enumerate(list(self._slots.items())):
             if i % _POLL_CHUNK == _POLL_CHUNK - 1:
@@ -1046,7 +1093,9 @@ class RoomSupervisor:
 
     async def _poll_loop(self, interval_s: float) -> None:
         while True:
-            await self._clock.sleep_until(self._clock.now() + timedelta(seconds=interval_s))
+            self._poll_due = self._clock.now() + timedelta(seconds=interval_s)
+            await self._clock.sleep_until(self._poll_due)
+            self._poll_due = None
             try:
                 await self.poll_once()
             except OrchestratorError as exc:
