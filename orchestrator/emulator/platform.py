@@ -21,10 +21,34 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-__all__ = ["FAULT_KINDS", "IngestFault", "PlatformFaults", "ingest_of", "key_fingerprint"]
+__all__ = [
+    "FAULT_KINDS",
+    "PUSH_ERRORS",
+    "IngestFault",
+    "PlatformFaults",
+    "ingest_of",
+    "key_fingerprint",
+]
 
 FaultKind = Literal["outage", "flap", "slow"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("outage", "flap", "slow")
+
+PUSH_ERRORS: dict[str, dict[str, str]] = {
+    "stream key refused": {
+        "error_code": "LIVE.STREAM_KEY_REFUSED",
+        "error_msg": "RTMP publish refused by the ingest: stream key refused",
+    },
+    "ingest outage": {
+        "error_code": "LIVE.INGEST_UNREACHABLE",
+        "error_msg": "RTMP connection to the ingest failed",
+    },
+}
+"""(unconfirmed) The ``error_info`` a running job shows while its push is refused, by reason.
+
+The documentation calls ``error_info`` the job's "failure reason" and says nothing of a running
+job whose ingest refuses it, nor of these codes: that the service reports an ingest's refusal
+there (so a refused key can be told from a dead link) is an inference, switched off with
+``--no-push-error-info``. Cleared once the push connects."""
 
 
 def ingest_of(url: str) -> str:

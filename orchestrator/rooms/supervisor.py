@@ -247,6 +247,16 @@ def _seconds(job: object, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _error_of(job: object) -> str | None:
+    """A read's ``error_info`` as ``code: message``, masked like every cloud text we keep."""
+    info = getattr(job, "error_info", None)
+    if info is None:
+        return None
+    code, msg = getattr(info, "error_code", None), getattr(info, "error_msg", None)
+    text = ": ".join(str(part) for part in (code, msg) if part)
+    return mask_text(text)[:300] if text else None
+
+
 def _short(exc: BaseException) -> str:
     """A safe one-line reason. Cloud error text may quote the refused request (stream key
     included) and becomes last_error: in the store, on MQTT, in /rooms. Mask, then cut."""
@@ -896,7 +906,7 @@ class RoomSupervisor:
         return JobObserved(
             seq=a.seq, job_id=a.job_id, state=_state_of(job) or None, rtmp_state=_rtmp_of(job),
             duration=_seconds(job, "duration"), stream_duration=_seconds(job, "stream_duration"),
-            cause="show",
+            error=_error_of(job), cause="show",
         )  # fmt: skip
 
     async def _start(self, rid: str, slot: _Slot, a: StartJob) -> Event:

@@ -534,3 +534,51 @@ async def test_idle_waits_for_a_timer_due_at_the_clocks_now(env: Env) -> None:
     await asyncio.wait_for(sup.wait_idle(), 10)
     assert sup.snapshot(ROOM).state is not S.DEGRADED  # the grace timer fired and was handled
     assert env.service.commands, "the repair left when the grace timer fired"
+
+
+async def test_revoked_stream_key_without_backup_quarantines_saying_so(env: Env) -> None:
+    """No backup and nobody sends a new key: one refresh (the key may be back), then QUARANTINED
+    with an alert that says why; never a restart into the same refusal."""
+    env.cfg = make_cfg(refresh_tries=3, grace_s=10.0, refresh_confirm_s=10.0)
+    job = await go_live(env)
+    assert env.sup is not None
+    sup = env.sup
+    await env.admin("POST", "/_emulator/stream-keys/revoke", {"stream_key": "key-1"})
+    await env.settle()
+    assert sup.snapshot(ROOM).state is S.DEGRADED
+    assert (sup.snapshot(ROOM).last_error or "").startswith("stream key refused")
+    for _ in range(60):
+        await env.tick(1)
+        if sup.snapshot(ROOM).state is S.QUARANTINED:
+            break
+    assert sup.snapshot(ROOM).state is S.QUARANTINED
+    commands = [c["command"] for c in env.service.commands]
+    assert commands == ["RESET_EXIT_CONFIG", "REFRESH_OUTPUT_URL"]  # the key tried once more
+    assert env.service.starts == 1  # no restart with the refused key
+    alerts = [(kind, msg) for rid, kind, msg, _ in await env.store.active_alerts() if rid == ROOM]
+    assert [kind for kind, _ in alerts] == ["quarantined"]
+    assert alerts[0][1].startswith("stream key refused")
+    assert "key-1" not in alerts[0][1]  # the key itself never reaches an alert
+    assert env.service.jobs[job].state != "PROCESSING"  # the broken job was stopped
+
+
+async def test_revoked_stream_key_repaired_by_a_new_key(env: Env) -> None:
+    """The operator sends a new key (MQTT set_output → update_room) while the ladder runs: the
+    room refreshes with it at once and is LIVE on the same job."""
+    env.cfg = make_cfg(refresh_tries=3, grace_s=10.0, refresh_confirm_s=10.0)
+    job = await go_live(env)
+    assert env.sup is not None
+    sup = env.sup
+    await env.admin("POST", "/_emulator/stream-keys/revoke", {"stream_key": "key-1"})
+    await env.settle()
+    assert sup.snapshot(ROOM).state is S.DEGRADED
+    await env.tick(3)  # the operator reads the alert and reacts, inside the grace
+    room = env.cfg.room.model_copy(update={"stream_key": SecretStr("key-2")})
+    env.cfg = RoomConfig(room=room, recovery=env.cfg.recovery, callback=env.cfg.callback)
+    sup.update_room(env.cfg)
+    await env.settle()
+    assert [c["params"]["stream_keys"] for c in env.service.commands] == [["key-2"]]
+    await env.tick(2)  # the new key connects
+    assert sup.snapshot(ROOM).state is S.LIVE
+    assert (env.service.jobs[job].stream_key, env.service.starts) == ("key-2", 1)
+    assert sup.snapshot(ROOM).alert is None
