@@ -440,7 +440,7 @@ def create_app(service: EmulatorService) -> Starlette:
             raise bad_request("stream_key must be a non-empty string")
         if request.path_params["action"] == "revoke":
             service.revoke_key(key)
-            return JSONResponse({"revoked": True})
+            return JSONResponse({"revoked": True, "at": service.now()})
         if request.path_params["action"] == "restore":
             return JSONResponse({"restored": service.restore_key(key)})
         raise ApiError(404, "APIGW.0101", "The API does not exist or has not been published")

@@ -10,7 +10,8 @@ one failure; the push *target* is another, and refreshing to the same target doe
 
 An ingest is the ``host[:port]`` of the RTMP URL, so a backup output on another ingest works.
 Pure state on the simulation clock (no randomness, no timers of its own): deterministic under
-``--seed`` and compressed by ``--time-scale`` like every other emulator delay.
+``--seed`` and compressed by ``--time-scale`` like every other emulator delay (``since`` and
+``until`` are clock readings, wall-clock under a real clock: the service divides ``for_s``).
 """
 
 from __future__ import annotations

@@ -1017,10 +1017,13 @@ class EmulatorService:
         if kind == "slow" and delay_s is None:
             raise bad_request("a slow ingest needs delay_s (extra seconds to connect)")
         now = self.now()
+        # now() is wall-clock under a RealClock (only waits shrink): a fault's span must shrink
+        # with them, or a 60 s outage under --time-scale 10 outlived 10 reconnect periods
+        scale = self.clock.time_scale if isinstance(self.clock, RealClock) else 1.0
         fault = IngestFault(
             kind=kind,
             since=now,
-            until=float("inf") if for_s is None else now + for_s,
+            until=float("inf") if for_s is None else now + for_s / scale,
             up_s=up_s or 0.0,
             delay_s=delay_s or 0.0,
         )
@@ -1278,6 +1281,8 @@ class EmulatorService:
                 "output_url": j.output_url,
                 "stream_key": j.stream_key,
                 "created_at": rfc3339(j.create_time),
+                # simulated epoch seconds: tests measure repair times on the emulator's clock
+                "connected_since": j.connected_since,
             }
             for j in sorted(self.jobs.values(), key=lambda j: (j.create_time, j.job_id))
         ]
