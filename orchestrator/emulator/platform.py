@@ -110,6 +110,9 @@ class PlatformFaults:
                 return fault
         return None
 
+    def key_refused(self, key: str) -> bool:
+        return bool(key) and key in self.revoked
+
     def refusal(self, url: str, key: str, now: float) -> str | None:
         """Why a push to ``url`` with ``key`` fails now (``None``: it connects)."""
         if key and key in self.revoked:
