@@ -26,6 +26,7 @@ KNOWN = (
     "scale",
     "intake",
     "store_inbox",
+    "retention",
     "soak",
 )
 

@@ -24,7 +24,7 @@ import random
 import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from orchestrator.callbacks.parse import CallbackEvent
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.control import CommandError
 from orchestrator.errors import ConfigError, OrchestratorError, TemporaryError
-from orchestrator.httpserver import serve
+from orchestrator.httpserver import ConnectionLimits, GuardStats, serve
 from orchestrator.metastudio.auth import AkSkAuth, IamTokenAuth
 from orchestrator.metastudio.client import MetaStudioClient
 from orchestrator.metastudio.ratelimit import ApiGroup, RateLimits, RateSpec, default_specs
@@ -51,7 +51,14 @@ from orchestrator.ownership import OwnershipManager
 from orchestrator.rooms import model
 from orchestrator.rooms.policy import poll_period
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
-from orchestrator.settings import CloudSettings, RoomSettings, Settings, load_settings
+from orchestrator.settings import (
+    CloudSettings,
+    RoomSettings,
+    Settings,
+    config_url_secrets,
+    load_settings,
+    mask_url,
+)
 from orchestrator.sla import SlaAccumulator
 from orchestrator.store.base import Store
 from orchestrator.store.sql import SqlStore
@@ -68,6 +75,7 @@ def register_secrets(settings: Settings) -> None:
         values += [r.stream_key, r.callback_key]
         values += [b.stream_key for b in r.backup_outputs]
     olog.register_secrets(v.get_secret_value() for v in values if v is not None)
+    olog.register_secrets(config_url_secrets(settings))  # store.url password, webhook tokens
 
 
 class Daemon:
@@ -101,7 +109,16 @@ class Daemon:
         self.reload_requested = asyncio.Event()
         self.ready = asyncio.Event()
         self.http_port: int | None = None
-        self.store: Store = SqlStore(settings.store.url, schema=settings.store.pg_schema)
+        self.http_guard: GuardStats | None = None
+        self.store: Store = SqlStore(
+            settings.store.url,
+            schema=settings.store.pg_schema,
+            max_payload_bytes=settings.limits.callback_stored_bytes,
+            max_text_bytes=settings.limits.stored_text_bytes,
+        )
+        self.prune_runs = 0
+        """Completed retention passes (tests and the bench wait on it)."""
+        self.pruned = asyncio.Condition()
         self.ownership: OwnershipManager | None = None
         if _leases_on(settings):  # several instances: rooms are owned through leases
             self.ownership = OwnershipManager(
@@ -217,9 +234,13 @@ class Daemon:
                 attempt=after.attempt,
                 last_error=after.last_error,
             )
+        down_since = self.sla.down_since(t.room_id)  # the open drop, before this step
         self.sla.observe(
-            t.room_id, state=after.state.value, order_on=after.order is model.Order.ON, at=t.at
-        )
+            t.room_id, state=after.state.value, order_on=after.order is model.Order.ON, at=t.at,
+            down_since=t.drop_since,
+        )  # fmt: skip
+        if before.state != after.state and down_since is not None:
+            _observe_recovery(self.metrics, t, down_since)
         if self.bridge is not None:
             self.bridge.publish_state(t.room_id, after)
             self.bridge.publish_event(t.room_id, t.to_json())
@@ -238,7 +259,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or ``stop_requested``). Returns the process exit code."""
         s = self.settings
-        await self.store.open()
+        await self._open_store()
         self.client = self._build_client()
         self.supervisor = RoomSupervisor(
             cloud=self.client,
@@ -255,6 +276,7 @@ class Daemon:
         for rid, ov in (await self._load_output_overrides()).items():
             self._outputs[rid] = ov
         rc = 0
+        refused: ConfigError | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._stop_during_startup(), name="startup-stop")
@@ -279,6 +301,8 @@ class Daemon:
                 if s.probe.enabled and any(r.playback_url for r in s.rooms):
                     tg.create_task(self._probe_runner().run(), name="probe")
                 tg.create_task(self._sla_flusher(), name="sla-flush")
+                tg.create_task(self._retention_loop(), name="retention")
+                tg.create_task(self._log_repeats_loop(), name="log-repeats")
                 tg.create_task(systemd.watchdog_loop(), name="sd-watchdog")
                 self.started = True
                 self.ready.set()
@@ -294,13 +318,32 @@ class Daemon:
                 raise _Shutdown
         except* _Shutdown:
             pass
+        except* ConfigError as eg:  # e.g. the HTTP port cannot be bound: one line, exit 2
+            refused = eg.exceptions[0]  # type: ignore[assignment]
         except* Exception as eg:
             for exc in eg.exceptions:
                 log.error("service_crashed", error=repr(exc), exc_info=exc)
             rc = 1
         finally:
             await self._close()
+        if refused is not None:
+            raise refused
         return rc
+
+    async def _open_store(self) -> None:
+        """Open the store; a store that cannot be opened (read-only file, a directory where the
+        file should be, database unreachable) is one line naming the store, not a traceback."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from orchestrator.store.base import StoreError
+
+        try:
+            await self.store.open()
+        except (StoreError, SQLAlchemyError, OSError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+            store = mask_url(self.settings.store.url)
+            log.error("store_open_failed", store=store, error=reason)
+            raise ConfigError(f"cannot open the store: {reason}", where=f"store {store}") from None
 
     async def _adopt_all(self) -> Any:
         """Adoption with retries: adopt_all() leaves retrying to us, and a MetaStudio outage
@@ -405,7 +448,16 @@ class Daemon:
         started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         async def _serve() -> None:
-            async with serve(app, host=self.settings.http.host, port=self.settings.http.port) as sv:
+            lim = self.settings.limits
+            limits = ConnectionLimits(
+                max_connections=lim.http_max_connections,
+                header_timeout_s=lim.http_header_timeout_s,
+                body_timeout_s=lim.http_body_timeout_s,
+                keepalive_s=lim.http_keepalive_s,
+            )
+            http = self.settings.http
+            async with serve(app, host=http.host, port=http.port, limits=limits) as sv:
+                self.http_guard = sv.guard
                 started.set_result(sv.port)
                 await asyncio.Event().wait()
 
@@ -578,6 +630,52 @@ class Daemon:
         while True:
             await asyncio.sleep(60)
             await self._flush_sla()
+
+    async def _retention_loop(self) -> None:
+        """Prune every growing table by ``[retention]``: at once, then every ``interval_s``
+        (read each time, so a reload applies). A store failure skips one pass, never the
+        daemon: streams matter more than housekeeping."""
+        while True:
+            await self.prune_once()
+            interval = self.settings.retention.interval_s
+            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=interval))
+
+    async def prune_once(self) -> dict[str, int]:
+        from orchestrator.store.base import PruneCutoffs, StoreError
+
+        r = self.settings.retention
+        now = self.clock.now()
+
+        def ago(days: float) -> datetime:
+            return now - timedelta(days=days)
+
+        cutoffs = PruneCutoffs(
+            inbox=ago(r.inbox_days),
+            replies=ago(r.replies_days),
+            transitions=ago(r.transitions_days),
+            jobs=ago(r.jobs_days),
+            start_intents=ago(r.start_intents_days),
+            alerts=ago(r.alerts_days),
+            sla=ago(r.sla_days).date(),
+        )
+        counts: dict[str, int] = {}
+        try:
+            counts = await self.store.prune_older(cutoffs)
+        except StoreError as exc:
+            log.warning("retention_prune_failed", error=str(exc))
+        else:
+            if any(counts.values()):
+                log.info("retention_pruned", **counts)
+        async with self.pruned:
+            self.prune_runs += 1
+            self.pruned.notify_all()
+        return counts
+
+    async def _log_repeats_loop(self) -> None:
+        """Report log lines the repeat limiter dropped once their flood has stopped."""
+        while True:
+            await asyncio.sleep(self.settings.limits.log_repeat_interval_s)
+            olog.flush_repeats()
 
     async def _flush_sla(self) -> None:
         """Hand accumulated SLA seconds to the store. A store failure keeps what was not
@@ -843,6 +941,31 @@ class Daemon:
 
 _SLA_CHUNK = 500  # (room, day) rows per SLA flush transaction
 
+_S = model.RoomState
+_RUNG_FAILED = frozenset({_S.RESTARTING, _S.BACKOFF, _S.QUARANTINED})
+
+
+def _rung(snap: model.Snapshot) -> str:
+    """The ladder rung a room was on (its state before LIVE, or before the next rung)."""
+    if snap.state is _S.DEGRADED:
+        return "self"  # the service's own reconnect, within the grace
+    if snap.state is _S.REFRESHING:
+        index = snap.extra.get("output_index")
+        return "backup_output" if isinstance(index, int) and index > 0 else "refresh"
+    return "restart"
+
+
+def _observe_recovery(metrics: Metrics, t: Transition, down_since: datetime) -> None:
+    """A state change during a drop that opened at ``down_since`` (when the stream stopped,
+    as the SLA counts it): back on air, by the rung that did it, or a rung that gave up."""
+    before, after = t.before.state, t.after.state
+    if after is _S.LIVE:
+        metrics.recovery(_rung(t.before), "ok", (t.at - down_since).total_seconds())
+    elif before is _S.DEGRADED and after is _S.REFRESHING:
+        metrics.recovery("self", "failed")
+    elif before in (_S.REFRESHING, _S.STARTING) and after in _RUNG_FAILED:
+        metrics.recovery(_rung(t.before), "failed")
+
 
 def _leases_on(settings: Settings) -> bool:
     """Room ownership by leases: explicit, or "auto" = on for a PostgreSQL store."""
@@ -881,7 +1004,14 @@ async def amain(settings: Settings, config_path: Path | None) -> int:
 
 
 def run(settings: Settings, *, config_path: Path | None = None) -> int:
-    olog.configure(settings.log.level, settings.log.format)
+    lim = settings.limits
+    olog.configure(
+        settings.log.level,
+        settings.log.format,
+        field_max_chars=lim.log_field_max_chars,
+        repeat_interval_s=lim.log_repeat_interval_s,
+        repeat_burst=lim.log_repeat_burst,
+    )
     register_secrets(settings)
     return asyncio.run(amain(settings, config_path))
 

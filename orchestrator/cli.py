@@ -27,10 +27,13 @@ def _err(msg: str) -> None:
     print(f"liveorch: {msg}", file=sys.stderr)
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, *, check_target: bool = True) -> Any:
     from orchestrator.settings import load_settings
 
-    return load_settings(args.config, require_file=args.config is not None)
+    # report and schedule preview never call the cloud: no project id or AK/SK needed there
+    return load_settings(
+        args.config, require_file=args.config is not None, check_target=check_target
+    )
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -39,10 +42,18 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from orchestrator.settings import masked_dump
+    from orchestrator.settings import DEFAULT_CONFIG, masked_dump
 
     settings = _load(args)
     print(json.dumps(masked_dump(settings), indent=2, sort_keys=False))
+    if args.config is None and not DEFAULT_CONFIG.exists():
+        # "OK (0 rooms)" read as if a file had been checked: say what was checked instead
+        print(
+            f"liveorch: no config file given and {DEFAULT_CONFIG} not found: checked defaults + "
+            f"environment only ({len(settings.rooms)} rooms); pass --config FILE",
+            file=sys.stderr,
+        )
+        return EXIT_OK
     print(f"liveorch: configuration OK ({len(settings.rooms)} rooms)", file=sys.stderr)
     return EXIT_OK
 
@@ -108,7 +119,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 def cmd_schedule_preview(args: argparse.Namespace) -> int:
     from orchestrator.schedule import preview
 
-    return preview.run_from_args(args, _load(args))
+    return preview.run_from_args(args, _load(args, check_target=False))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -117,7 +128,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     # stdout is the report (piped to jq or a spreadsheet); store logs go to stderr
     olog.configure("warning", "auto", stream=sys.stderr)
-    return asyncio.run(report.run_from_args(args, _load(args)))
+    return asyncio.run(report.run_from_args(args, _load(args, check_target=False)))
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:

@@ -283,7 +283,12 @@ class ProbeTracker:
         # our own observation, not a callback: the room acts on it like on a read (a push
         # that looks fine in the job reads is exactly what the probe exists to catch)
         event = RtmpStateReported(
-            job_id=job_id, rtmp_state="DISCONNECTED", at=now, cause=PROBE_CAUSE, observed=True
+            job_id=job_id,
+            rtmp_state="DISCONNECTED",
+            at=now,
+            cause=PROBE_CAUSE,
+            observed=True,
+            down_s=dead_for,
         )
         return replace(state, fired=True), ProbeDecision("dead", dead_for, event)
 

@@ -59,7 +59,9 @@ _STREAM_URL = re.compile(
 _URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s/:@\"'<>]*):[^\s/@\"'<>]+@", re.I)
 # "stream_key": "v", stream_key=v, token: v, Signature=v (a secret-looking name, then a value)
 _PAIR = re.compile(
-    rf"(?P<name>\b(?:[a-z0-9]+[_\-])*(?:{_NAMES})s?)(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
+    # not after "." or "/": a file name such as room.r2.stream_key followed by ": reason" is
+    # a path in a message, not a key = value pair
+    rf"(?<![./])(?P<name>\b(?:[a-z0-9]+[_\-])*(?:{_NAMES})s?)(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
     r"(?P<value>[^\s\"',;&}\]]+)",
     re.IGNORECASE,
 )

@@ -9,6 +9,10 @@ periodic ``tick``; ``drain`` hands the accumulated deltas to the store (``Store.
   QUARANTINED) while the order stays ON; stopping on an order OFF is not a drop.
 * a recovery: back to LIVE after a drop; its duration is drop → LIVE (a quarantine included),
   counted on the day it ended. An order OFF while down forgets the drop (nothing to recover).
+* a drop begins when the stream stopped, not when the daemon noticed: a read that shows the
+  push dead for a while, or the playback probe, gives an earlier ``down_since``. The seconds
+  between then and the transition were accrued as live and are taken back (from a day already
+  drained too: its next delta carries negative live seconds, which the store adds).
 * days are UTC days; a span that crosses midnight is split.
 """
 
@@ -31,6 +35,7 @@ class _RoomClock:
     live: bool = False
     last: datetime | None = None
     down_since: datetime | None = None
+    live_since: datetime | None = None  # a back-dated drop never reaches before this
 
 
 @dataclass(slots=True)
@@ -72,17 +77,47 @@ class SlaAccumulator:
             start = end
         rc.last = now
 
-    def observe(self, room_id: str, *, state: str, order_on: bool, at: datetime) -> None:
-        """Record the room's state as of ``at`` (aware; call on every transition)."""
+    def _unlive(self, room_id: str, start: datetime, end: datetime) -> None:
+        """Take back the live seconds accrued in ``[start, end)`` (split at midnights)."""
+        while start < end:
+            midnight = datetime.combine(
+                start.date() + timedelta(days=1), datetime.min.time(), start.tzinfo
+            )
+            stop = min(end, midnight)
+            self._delta(room_id, start.date()).live_s -= (stop - start).total_seconds()
+            start = stop
+
+    def observe(
+        self,
+        room_id: str,
+        *,
+        state: str,
+        order_on: bool,
+        at: datetime,
+        down_since: datetime | None = None,
+    ) -> None:
+        """Record the room's state as of ``at`` (aware; call on every transition).
+
+        ``down_since``: when a drop this transition opens really began (the room's
+        ``drop_since``); ignored unless earlier than ``at`` and bounded by the room's last
+        arrival in LIVE."""
         at = at.astimezone(UTC)
         rc = self._rooms.setdefault(room_id, _RoomClock())
+        was_scheduled = rc.scheduled
         self._accrue(room_id, rc, at)
         was_live = rc.live
         rc.live = state == LIVE
         rc.scheduled = order_on
+        if rc.live and not was_live:
+            rc.live_since = at
         if was_live and not rc.live and order_on and state in DOWN_STATES:
-            self._delta(room_id, at.date()).drops += 1
-            rc.down_since = at
+            start = at
+            if down_since is not None:
+                start = min(at, max(down_since.astimezone(UTC), rc.live_since or at))
+            if was_scheduled and start < at:
+                self._unlive(room_id, start, at)
+            self._delta(room_id, start.date()).drops += 1
+            rc.down_since = start
         elif rc.live and rc.down_since is not None:
             self._delta(room_id, at.date()).recoveries.append((at - rc.down_since).total_seconds())
             rc.down_since = None

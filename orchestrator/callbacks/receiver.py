@@ -44,6 +44,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from orchestrator.bounds import LabelSet
 from orchestrator.callbacks.parse import (
     EVENT_REPLY,
     EVENT_RTMP,
@@ -129,9 +130,12 @@ class PrometheusCallbackMetrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300),
             registry=registry,
         )
+        # the type comes from the unauthenticated body: one series per invented type was
+        # unbounded memory; unknown types share "other"
+        self._type = LabelSet([EVENT_RTMP, EVENT_SCRIPT, EVENT_REPLY, "-"])
 
     def callback(self, event_type: str, result: str) -> None:
-        self._count.labels(type=event_type or "-", result=result).inc()
+        self._count.labels(type=self._type(event_type or "-"), result=result).inc()
 
     def lag(self, seconds: float) -> None:
         self._lag.observe(max(0.0, seconds))

@@ -126,7 +126,7 @@ def _config_rooms(path: Path) -> tuple[list[tuple[str, str]], str]:
     """The (id, name) of every ``[[rooms]]`` of a liveorch config, and its callback URI mode."""
     from orchestrator.settings import load_settings
 
-    settings = load_settings(path, require_file=True)
+    settings = load_settings(path, require_file=True, check_target=False)
     rooms = [(r.id, r.name or r.id) for r in settings.rooms]
     return rooms, settings.callbacks.uri_mode
 

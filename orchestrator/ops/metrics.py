@@ -10,7 +10,10 @@ process-global one): several instances (tests, an embedded emulator) never colli
 
 Label values must stay low-cardinality: operations, HTTP/error codes, state names and room
 ids. Room ids appear only on the SLA series (one pair per room, removed by
-:meth:`Metrics.forget_room`). Nothing secret is ever a label.
+:meth:`Metrics.forget_room`). Nothing secret is ever a label. Every label value that can come
+from outside (a callback's event type, a cloud error code, anything a caller passes) goes
+through a :class:`~orchestrator.bounds.LabelSet`: known values, else ``other``; one label can
+never grow past a few dozen series (2,000 invented event types once cost 92 MB of RSS).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily
 
+from orchestrator.bounds import LabelSet
+from orchestrator.callbacks.parse import KNOWN_FIELDS
 from orchestrator.rooms.model import RoomState
 
 __all__ = ["Metrics"]
@@ -44,6 +49,14 @@ LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 
 _PREFIX = "liveorch"
 
+_STATES = [s.value for s in RoomState]
+# Callback results are ours (receiver/relay), but "rejected_<status>" is built from a status.
+_CALLBACK_RESULTS = ["accepted", "applied", "duplicate", "stale", "unknown_job", "unknown_room",
+                     "store_failed", "rejected_400", "rejected_401", "rejected_413",
+                     "rejected_503"]  # fmt: skip
+_LEARNED_CODES = 48  # distinct cloud error codes admitted as labels before "other"
+_LEARNED_NAMES = 32  # distinct names of our own (operations, rungs, groups): a safety net
+
 
 class _SlaCollector:
     """The per-room SLA counters as two plain dicts, turned into metric families only when
@@ -57,14 +70,21 @@ class _SlaCollector:
                       "Seconds a room was scheduled to be live.")  # fmt: skip
         self._live: dict[str, float] = {}
         self._scheduled: dict[str, float] = {}
+        self._owed: dict[str, float] = {}  # live seconds taken back, not yet offset
 
     def add(self, room_id: str, live_s: float, scheduled_s: float) -> None:
         # counters only grow: a negative delta (a clock step back) is dropped, never raised
-        # in the middle of a flush; a flushed room shows both series, at 0 if need be
+        # in the middle of a flush; a flushed room shows both series, at 0 if need be. Live
+        # seconds the SLA took back (a drop found late, see orchestrator.sla) are owed and
+        # offset against the room's next live seconds, so the counter meets the store again.
+        live_s += self._owed.pop(room_id, 0.0)
+        if live_s < 0:
+            self._owed[room_id] = live_s
         self._live[room_id] = self._live.get(room_id, 0.0) + max(0.0, live_s)
         self._scheduled[room_id] = self._scheduled.get(room_id, 0.0) + max(0.0, scheduled_s)
 
     def forget(self, room_id: str) -> None:
+        self._owed.pop(room_id, None)
         self._live.pop(room_id, None)
         self._scheduled.pop(room_id, None)
 
@@ -98,6 +118,12 @@ class Metrics:
 
     def __init__(self, *, version: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._state_label = LabelSet(_STATES)
+        self._type_label = LabelSet([*KNOWN_FIELDS, "-"])
+        self._result_label = LabelSet(_CALLBACK_RESULTS, learn=_LEARNED_NAMES)
+        # HTTP statuses always pass; error codes from the cloud's body are learned up to a cap
+        self._code_label = LabelSet([str(c) for c in range(100, 600)], learn=_LEARNED_CODES)
+        self._name_label = LabelSet([], learn=_LEARNED_NAMES)
         r = self.registry
         p = _PREFIX
         self._rooms = Gauge(f"{p}_rooms", "Rooms by observed state.", ["state"], registry=r)
@@ -107,13 +133,14 @@ class Metrics:
         )
         self._recoveries = Counter(
             f"{p}_recoveries",
-            "Recovery attempts by ladder rung (refresh/restart) and outcome.",
+            "Recovery rungs by how the room recovered (self/refresh/backup_output/restart) "
+            "and outcome (ok/failed).",
             ["rung", "outcome"],
             registry=r,
         )
         self._recovery_seconds = Histogram(
             f"{p}_recovery_duration_seconds",
-            "Time from a link drop to LIVE again, by the rung that recovered it.",
+            "Time from the stream stopping to LIVE again, by the rung that recovered it.",
             ["rung"],
             buckets=RECOVERY_BUCKETS,
             registry=r,
@@ -180,7 +207,7 @@ class Metrics:
         """
         counts = {state.value: 0 for state in RoomState}
         for state in states:
-            key = str(state)
+            key = self._state_label(str(state))
             counts[key] = counts.get(key, 0) + 1
         for key, n in counts.items():
             self._rooms.labels(key).set(n)
@@ -189,16 +216,18 @@ class Metrics:
 
     def transition(self, from_: str, to: str) -> None:
         """A room moved from one state to another."""
-        self._transitions.labels(str(from_), str(to)).inc()
+        self._transitions.labels(self._state_label(from_), self._state_label(to)).inc()
 
     # --- recovery ------------------------------------------------------------------------
 
     def recovery(self, rung: str, outcome: str, seconds: float | None = None) -> None:
-        """A recovery rung (``refresh``/``restart``) ended with ``outcome`` (``ok``/``failed``…).
+        """A recovery rung (``self``/``refresh``/``backup_output``/``restart``) ended with
+        ``outcome`` (``ok``/``failed``).
 
-        ``seconds`` (drop → LIVE) is recorded only for a successful recovery.
+        ``seconds`` (stream stopped → LIVE) is recorded only for a successful recovery.
         """
-        self._recoveries.labels(rung, outcome).inc()
+        rung = self._name_label(rung)
+        self._recoveries.labels(rung, self._name_label(outcome)).inc()
         if seconds is not None:
             self._recovery_seconds.labels(rung).observe(max(0.0, seconds))
 
@@ -206,19 +235,22 @@ class Metrics:
 
     def api_call(self, op: str, code: str | int, seconds: float) -> None:
         """One MetaStudio call finished with ``code`` (HTTP status, error code or ``timeout``)."""
-        self._api_calls.labels(op, str(code)).inc()
+        op = self._name_label(op)
+        self._api_calls.labels(op, self._code_label(code)).inc()
         self._api_seconds.labels(op).observe(max(0.0, seconds))
 
     def rate_limit_wait(self, group: str, seconds: float) -> None:
         """The client waited ``seconds`` for a token of API group ``group`` (start/query/write)."""
         if seconds > 0:
-            self._rate_wait.labels(group).inc(seconds)
+            self._rate_wait.labels(self._name_label(group)).inc(seconds)
 
     # --- callbacks -----------------------------------------------------------------------
 
     def callback(self, type_: str, result: str, lag_s: float | None = None) -> None:
-        """A callback of event ``type_`` was ``accepted``/``duplicate``/``unauthorized``/…."""
-        self._callbacks.labels(type_, result).inc()
+        """A callback of event ``type_`` was ``accepted``/``duplicate``/``unauthorized``/….
+
+        ``type_`` comes from the (unauthenticated) body: a type we do not know is ``other``."""
+        self._callbacks.labels(self._type_label(type_), self._result_label(result)).inc()
         if lag_s is not None:
             self._callback_lag.observe(max(0.0, lag_s))
 

@@ -85,23 +85,23 @@ def timeline(
     (the daemon was not there yet). ``scheduled`` means the room was in an order-ON state
     (derived from states, since windows are not in the audit log).
     """
-    recs = sorted((r for r in transitions if r.at <= end), key=lambda r: r.at)
-    before = [r for r in recs if r.at <= start]
-    inside = [r for r in recs if r.at > start]
+    recs = _backdated(sorted((r for r in transitions if r.at <= end), key=lambda r: r.at))
+    before = [r for at, r in recs if at <= start]
+    inside = [(at, r) for at, r in recs if at > start]
     if before:
         state = before[-1].to_state
     elif not earlier:
         state = NO_DATA
     elif inside:
-        state = inside[0].from_state
+        state = inside[0][1].from_state
     else:
         state = current
     cursor = start
     points: list[tuple[datetime, datetime, str]] = []
-    for rec in inside:
-        if rec.at > cursor:
-            points.append((cursor, rec.at, state))
-        cursor = max(cursor, rec.at)
+    for at, rec in inside:
+        if at > cursor:
+            points.append((cursor, at, state))
+        cursor = max(cursor, at)
         state = rec.to_state
     if end > cursor:
         points.append((cursor, end, state))
@@ -121,6 +121,27 @@ def timeline(
         }
         for a, b, s in merged
     ]
+
+
+def _backdated(recs: list[TransitionRecord]) -> list[tuple[datetime, TransitionRecord]]:
+    """Each record with the time its state began: a drop found late (a read showing the push
+    dead for a while, or the playback probe) began when the stream stopped, its
+    ``detail["drop_since"]``, though never before the record before it."""
+    out: list[tuple[datetime, TransitionRecord]] = []
+    prev: datetime | None = None
+    for rec in recs:
+        at = rec.at
+        raw = rec.detail.get("drop_since") if rec.from_state == RoomState.LIVE else None
+        if isinstance(raw, str):
+            try:
+                since = datetime.fromisoformat(raw)
+            except ValueError:
+                since = at  # a malformed record draws as it was written
+            if since.tzinfo is not None and since < at:
+                at = since if prev is None else max(since, prev)
+        out.append((at, rec))
+        prev = rec.at
+    return out
 
 
 class _Headers:

@@ -571,9 +571,16 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
 
 
 def _degrade(room: Room, now: datetime, p: Policy, *, down_s: float = 0.0) -> Result:
-    """The link is down (for ``down_s`` already, when a read showed it late): the service's
-    own reconnect gets what is left of the grace, then the ladder repairs."""
-    since = _in(now, -down_s)
+    """The link is down (for ``down_s`` already, when a read or the probe showed it late): the
+    service's own reconnect gets what is left of the grace, then the ladder repairs.
+
+    ``drop_since`` is when the stream stopped, not when we noticed: the SLA, the recovery
+    figures and the status page count the outage from there. Never before the room went LIVE
+    (a lag from before then is not this drop's) and never in the future."""
+    since = _in(now, -max(0.0, down_s))
+    if room.state is S.LIVE and room.since is not None and room.since <= now:
+        since = max(since, room.since)
+    down_s = (now - since).total_seconds()
     room = _go(room, S.DEGRADED, drop_since=since, output_index=0, refresh_try=0, drop_hinted=False)
     if p.grace_s <= down_s:
         return _repair(room, p)  # no grace (left): not even a timer hop before the refresh
@@ -656,7 +663,7 @@ def _health_rtmp(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         if not down:
             return room, []
         if ev.observed:  # the playback probe saw it: as good as a read
-            return _degrade(room, now, p)
+            return _degrade(room, now, p, down_s=ev.down_s)
         return _hinted_drop(room, now, p)
     if ev.rtmp_state == "CONNECTED" and not _push_known(room, p):
         return _enter_live(room, now, p)  # reads cannot show the push: the report stands

@@ -82,13 +82,15 @@ class RtmpStateReported(Event):
 
     A callback's body is not signed: on its own it never stops, restarts or refreshes a job
     (the room reads the job first). ``observed``: our own observation (the playback probe),
-    which acts like a read that showed the link down.
+    which acts like a read that showed the link down; ``down_s``: how long that observation
+    had already seen it down (the outage is counted from then, not from the report).
     """
 
     job_id: str
     rtmp_state: str  # CONNECTING CONNECTED DISCONNECTED RECONNECTING END
     at: datetime
     observed: bool = False
+    down_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -484,6 +486,7 @@ class Room:
                 "output_index": self.output_index,
                 "refresh_try": self.refresh_try,
                 "last_observed_at": _iso(self.last_observed_at),
+                "drop_since": _iso(self.drop_since),  # off air since (when it stopped)
                 "expected_start_at": (
                     _iso(self.expected_start_at) if self.state is RoomState.STARTING else None
                 ),

@@ -183,6 +183,9 @@ class Transition:
     alerts: tuple[AlertChange, ...] = ()
     """Every alert raised or cleared by this step, in order (one step can clear ``unrecovered``
     and raise ``quarantined``: a pager must hear both)."""
+    drop_since: datetime | None = None
+    """When the room's open drop began: when the stream stopped, which a read or the probe can
+    show to be earlier than ``at`` (the SLA and recovery figures count the outage from it)."""
 
     @property
     def alert(self) -> AlertChange | None:
@@ -749,6 +752,7 @@ class RoomSupervisor:
                 self._notify(Transition(
                     room_id=rid, at=now, before=before.snapshot(), after=after.snapshot(),
                     event=type(event).__name__, cause=event.cause, alerts=tuple(alerts),
+                    drop_since=after.drop_since,
                 ))  # fmt: skip
 
         overlap = changed and actions and self._owns is None
@@ -791,6 +795,13 @@ class RoomSupervisor:
                     "job_id": after.job_id,
                     "last_error": after.last_error,
                     "why": explain(event, before, after),  # the cause in words, for people
+                    # the stream stopped before we noticed: the timeline draws the outage
+                    # from here
+                    **(
+                        {"drop_since": after.drop_since.isoformat()}
+                        if after.drop_since is not None and before.state is RoomState.LIVE
+                        else {}
+                    ),
                 },
             )
         try:

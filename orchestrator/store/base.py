@@ -92,6 +92,28 @@ class SlaRow:
     recovery_s_max: float
 
 
+@dataclass(frozen=True, slots=True)
+class PruneCutoffs:
+    """For :meth:`Store.prune_older`: rows older than each cutoff go (None: keep that table).
+
+    What still matters is never pruned whatever the cutoff: rooms, leases, overrides, active
+    alerts and pending start intents."""
+
+    inbox: datetime | None = None
+    """Callback inbox rows received before this (processed or not)."""
+    replies: datetime | None = None
+    """MQTT command replies stored before this."""
+    transitions: datetime | None = None
+    jobs: datetime | None = None
+    """Jobs last seen before this."""
+    start_intents: datetime | None = None
+    """Resolved start intents last updated before this."""
+    alerts: datetime | None = None
+    """Alerts cleared before this."""
+    sla: date | None = None
+    """SLA rows of days before this."""
+
+
 class Store(Protocol):
     """Async store. All methods are safe to call concurrently from many room workers."""
 
@@ -152,6 +174,10 @@ class Store(Protocol):
     async def inbox_done(self, ids: Sequence[int]) -> None: ...
     async def inbox_done_keys(self, keys: Sequence[str]) -> None:
         """Mark items processed by dedupe key (the live intake knows keys, not ids)."""
+
+    async def prune_older(self, cutoffs: PruneCutoffs) -> dict[str, int]:
+        """Delete what is older than the cutoffs, table by table in bounded transactions;
+        returns the rows deleted per table (retention, see ``settings.RetentionSettings``)."""
 
     # MQTT command idempotency
     async def get_reply(self, command_id: str) -> Mapping[str, Any] | None: ...

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import sqlite3
 import time
@@ -62,10 +63,12 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from orchestrator.bounds import cap_json, cap_text
 from orchestrator.store.base import (
     FencedOut,
     InboxItem,
     Lease,
+    PruneCutoffs,
     RoomWrite,
     SlaRow,
     StartIntent,
@@ -83,6 +86,41 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BUSY_TIMEOUT_MS = 5000
 # SQLite allows 32766 bound parameters per statement; inbox rows have 7 columns.
 _INBOX_CHUNK = 1000
+# Rows deleted per prune transaction: a big backlog is pruned in steps, so callbacks and
+# room writes queue behind the prune for milliseconds, not for one long transaction.
+_PRUNE_CHUNK = 5000
+# Defaults of the caps on stored free text from outside (settings [limits] override them).
+DEFAULT_PAYLOAD_BYTES = 8192
+DEFAULT_TEXT_BYTES = 16384
+
+
+# What replay needs to route a stored callback: kept first when a payload must be cut.
+_PAYLOAD_FIRST = (
+    "event_type",
+    "message",
+    "hw_time",
+    "job_id",
+    "room_id",
+    "state",
+    "output_url",
+    "reply_id",
+    "scene_script_name",
+    "shoot_script_sequence_no",
+)
+
+
+def _fit_opt(value: str | None, width: int) -> str | None:
+    return None if value is None else _fit(value, width)
+
+
+def _fit(value: str, width: int) -> str:
+    """An identifier from outside, made to fit its column (PostgreSQL refuses a longer value,
+    which failed a whole group commit): cut, with a hash of the whole so distinct values
+    stay distinct."""
+    if len(value) <= width:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{value[: width - 18]}~{digest}"
 
 
 class StoreUnavailable(StoreError):
@@ -301,8 +339,14 @@ class SqlStore:
         clock: Callable[[], datetime] | None = None,
         echo: bool = False,
         schema: str | None = None,
+        max_payload_bytes: int = DEFAULT_PAYLOAD_BYTES,
+        max_text_bytes: int = DEFAULT_TEXT_BYTES,
     ) -> None:
+        """``max_payload_bytes`` caps a stored callback payload, ``max_text_bytes`` other
+        stored free text (transition cause/detail, alert message, command reply)."""
         self._url = make_url(url)
+        self._max_payload = max_payload_bytes
+        self._max_text = max_text_bytes
         self._clock = clock or _utcnow
         self._echo = echo
         self._schema = schema
@@ -565,7 +609,7 @@ class SqlStore:
                     "fence": w.fence,
                 }  # fmt: skip
                 if w.transition is not None:
-                    audit.append(_transition_row(w.transition, w.fence))
+                    audit.append(self._transition_row(w.transition, w.fence))
             if rows:
                 await conn.execute(self._room_upsert(), list(rows.values()))
             if audit:
@@ -578,10 +622,19 @@ class SqlStore:
 
     # --- transitions --------------------------------------------------------------------
 
+    def _transition_row(self, rec: TransitionRecord, fence: int | None) -> dict[str, Any]:
+        # the cause and detail can carry cloud error text: bounded like any outside text
+        return {
+            "room_id": rec.room_id, "at": rec.at, "from_state": rec.from_state[:32],
+            "to_state": rec.to_state[:32], "event": rec.event[:64],
+            "cause": cap_text(rec.cause, self._max_text),
+            "detail": cap_json(dict(rec.detail), self._max_text), "fence": fence,
+        }  # fmt: skip
+
     async def append_transition(self, rec: TransitionRecord, *, fence: int | None = None) -> None:
         async with self._write("append_transition") as conn:
             await self._check_fence(conn, rec.room_id, fence)
-            await conn.execute(transitions.insert(), _transition_row(rec, fence))
+            await conn.execute(transitions.insert(), self._transition_row(rec, fence))
 
     async def transitions(
         self, room_id: str | None = None, *, since: datetime | None = None, limit: int = 100
@@ -717,13 +770,15 @@ class SqlStore:
         """
         if not items:
             return []
+        # Everything here came from a caller: identifiers are made to fit their columns and the
+        # payload is capped (2,000 x 30 KB callbacks once made a 248 MB SQLite file).
         rows = [
             {
-                "dedupe_key": it.dedupe_key,
-                "room_id": it.room_id,
-                "job_id": it.job_id,
-                "event_type": it.event_type,
-                "payload": dict(it.payload),
+                "dedupe_key": _fit(it.dedupe_key, 512),
+                "room_id": _fit_opt(it.room_id, 128),
+                "job_id": _fit_opt(it.job_id, 128),
+                "event_type": _fit(it.event_type, 64),
+                "payload": cap_json(dict(it.payload), self._max_payload, first=_PAYLOAD_FIRST),
                 "received_at": it.received_at,
                 "event_time": it.event_time,
                 "processed": False,
@@ -737,9 +792,9 @@ class SqlStore:
                 result = await conn.execute(stmt, rows[start : start + _INBOX_CHUNK])
                 inserted.update(result.scalars())
         flags: list[bool] = []
-        for it in items:
-            new = it.dedupe_key in inserted
-            inserted.discard(it.dedupe_key)  # a repeat within the batch is a duplicate
+        for row in rows:
+            new = row["dedupe_key"] in inserted
+            inserted.discard(row["dedupe_key"])  # a repeat within the batch is a duplicate
             flags.append(new)
         return flags
 
@@ -782,7 +837,7 @@ class SqlStore:
         now = self._clock()
         async with self._write("inbox_done_keys") as conn:
             for start in range(0, len(keys), _INBOX_CHUNK):
-                chunk = list(keys[start : start + _INBOX_CHUNK])
+                chunk = [_fit(k, 512) for k in keys[start : start + _INBOX_CHUNK]]
                 await conn.execute(
                     update(inbox)
                     .where(inbox.c.dedupe_key.in_(chunk), inbox.c.processed.is_(False))
@@ -792,32 +847,73 @@ class SqlStore:
     async def prune(self, before: datetime) -> int:
         """Delete processed inbox rows, command replies and transitions older than ``before``.
 
-        Not in the protocol; the dedupe horizon is ``before``. Returns rows deleted.
-        """
-        async with self._write("prune") as conn:
-            n = (
-                await conn.execute(
-                    delete(inbox).where(inbox.c.processed.is_(True), inbox.c.received_at < before)
-                )
-            ).rowcount
-            n += (
-                await conn.execute(delete(command_replies).where(command_replies.c.at < before))
-            ).rowcount
-            n += (await conn.execute(delete(transitions).where(transitions.c.at < before))).rowcount
-        return n
+        The one-cutoff form of :meth:`prune_older`, kept for callers and tests that have one
+        horizon. Returns rows deleted."""
+        counts = await self.prune_older(
+            PruneCutoffs(inbox=before, replies=before, transitions=before), processed_only=True
+        )
+        return sum(counts.values())
+
+    async def prune_older(
+        self, cutoffs: PruneCutoffs, *, processed_only: bool = False
+    ) -> dict[str, int]:
+        c = cutoffs
+        counts: dict[str, int] = {}
+        if c.inbox is not None:
+            cond = inbox.c.received_at < c.inbox
+            if processed_only:
+                cond = cond & inbox.c.processed.is_(True)
+            counts["inbox"] = await self._prune_by_id("inbox", inbox, inbox.c.id, cond)
+        if c.transitions is not None:
+            counts["transitions"] = await self._prune_by_id(
+                "transitions", transitions, transitions.c.id, transitions.c.at < c.transitions
+            )
+        plain: list[tuple[str, Table, Any]] = []
+        if c.replies is not None:
+            plain.append(("replies", command_replies, command_replies.c.at < c.replies))
+        if c.jobs is not None:
+            plain.append(("jobs", jobs_seen, jobs_seen.c.last_seen < c.jobs))
+        if c.start_intents is not None:
+            resolved = start_intents.c.outcome != "pending"
+            old = start_intents.c.updated_at < c.start_intents
+            plain.append(("start_intents", start_intents, resolved & old))
+        if c.alerts is not None:
+            cleared = alerts.c.cleared_at.is_not(None) & (alerts.c.cleared_at < c.alerts)
+            plain.append(("alerts", alerts, cleared))
+        if c.sla is not None:
+            plain.append(("sla", sla_daily, sla_daily.c.day < c.sla))
+        for name, table, cond in plain:
+            async with self._write(f"prune_{name}") as conn:
+                counts[name] = (await conn.execute(delete(table).where(cond))).rowcount
+        return counts
+
+    async def _prune_by_id(self, name: str, table: Table, id_col: Any, cond: Any) -> int:
+        """Delete in chunks of ``_PRUNE_CHUNK`` rows, one transaction each (see there why)."""
+        total = 0
+        while True:
+            chunk = select(id_col).where(cond).order_by(id_col).limit(_PRUNE_CHUNK)
+            async with self._write(f"prune_{name}") as conn:
+                ids = list((await conn.execute(chunk)).scalars())
+                if ids:
+                    await conn.execute(delete(table).where(id_col.in_(ids)))
+            total += len(ids)
+            if len(ids) < _PRUNE_CHUNK:
+                return total
 
     # --- command replies ----------------------------------------------------------------
 
     async def get_reply(self, command_id: str) -> Mapping[str, Any] | None:
         async with self._read("get_reply") as conn:
-            stmt = select(command_replies.c.reply).where(command_replies.c.id == command_id)
+            stmt = select(command_replies.c.reply).where(
+                command_replies.c.id == _fit(command_id, 256)
+            )
             reply: Mapping[str, Any] | None = (await conn.execute(stmt)).scalar()
             return reply
 
     async def put_reply(self, command_id: str, reply: Mapping[str, Any], at: datetime) -> bool:
         stmt = (
             self._insert(command_replies)
-            .values(id=command_id, reply=dict(reply), at=at)
+            .values(id=_fit(command_id, 256), reply=cap_json(dict(reply), self._max_text), at=at)
             .on_conflict_do_nothing()
             .returning(command_replies.c.id)
         )
@@ -855,7 +951,11 @@ class SqlStore:
     async def set_alert(self, room_id: str, kind: str, message: str, at: datetime) -> None:
         """Raise (or re-raise) an alert; an alert already active keeps its original time."""
         stmt = self._insert(alerts).values(
-            room_id=room_id, kind=kind, message=message, raised_at=at, cleared_at=None
+            room_id=room_id,
+            kind=kind,
+            message=cap_text(message, self._max_text),
+            raised_at=at,
+            cleared_at=None,
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=[alerts.c.room_id, alerts.c.kind],
@@ -1072,14 +1172,6 @@ def _sla_params(r: SlaRow) -> dict[str, Any]:
         "room_id": r.room_id, "day": r.day, "scheduled_s": r.scheduled_s, "live_s": r.live_s,
         "drops": r.drops, "recoveries": r.recoveries, "recovery_s_total": r.recovery_s_total,
         "recovery_s_max": r.recovery_s_max,
-    }  # fmt: skip
-
-
-def _transition_row(rec: TransitionRecord, fence: int | None) -> dict[str, Any]:
-    return {
-        "room_id": rec.room_id, "at": rec.at, "from_state": rec.from_state,
-        "to_state": rec.to_state, "event": rec.event, "cause": rec.cause,
-        "detail": dict(rec.detail), "fence": fence,
     }  # fmt: skip
 
 

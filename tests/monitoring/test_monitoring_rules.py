@@ -145,6 +145,8 @@ def test_dashboard_covers_what_an_operator_watches() -> None:
         "liveorch_sla_live_seconds_total",
         "liveorch_sla_scheduled_seconds_total",
         "liveorch_transitions_total",
+        "liveorch_recoveries_total",
+        "liveorch_recovery_duration_seconds_bucket",
         "liveorch_api_calls_total",
         "liveorch_api_call_duration_seconds_bucket",
         "liveorch_callbacks_total",

@@ -48,7 +48,7 @@ def test_recovery_api_callback_rate_sla_mqtt_build() -> None:
     m.recovery("restart", "failed")
     m.api_call("start_job", 200, 0.3)
     m.api_call("start_job", "APIGW.0308", 0.1)
-    m.callback("RTMP_STATE", "accepted", lag_s=1.5)
+    m.callback("RTMP_STREAM_STATE_CHANGE", "accepted", lag_s=1.5)
     m.rate_limit_wait("start", 0.25)
     m.rate_limit_wait("start", 0.0)
     m.sla("room-1", live_s=50, scheduled_s=60)
@@ -72,7 +72,8 @@ def test_recovery_api_callback_rate_sla_mqtt_build() -> None:
         s[("liveorch_api_calls_total", (("code", "APIGW.0308"), ("operation", "start_job")))] == 1
     )
     assert s[("liveorch_api_call_duration_seconds_count", (("operation", "start_job"),))] == 2
-    assert s[("liveorch_callbacks_total", (("result", "accepted"), ("type", "RTMP_STATE")))] == 1
+    key = (("result", "accepted"), ("type", "RTMP_STREAM_STATE_CHANGE"))
+    assert s[("liveorch_callbacks_total", key)] == 1
     assert s[("liveorch_callback_lag_seconds_sum", ())] == 1.5
     assert s[("liveorch_rate_limit_wait_seconds_total", (("group", "start"),))] == 0.25
     assert s[("liveorch_sla_live_seconds_total", (("room", "room-1"),))] == 50
@@ -98,3 +99,30 @@ def test_public_names_exist() -> None:
         mod = importlib.import_module(f"orchestrator.ops.{name}")
         for attr in mod.__all__:
             assert hasattr(mod, attr), f"{name}.{attr}"
+
+
+def _series(m: Metrics, name: str) -> list[tuple[tuple[str, str], ...]]:
+    return [labels for (n, labels) in _samples(m) if n == name]
+
+
+def test_label_values_from_outside_are_bounded() -> None:
+    """2,000 invented callback types, error codes and states must not make 2,000 series each
+    (they cost 92 MB of RSS): unknown values share "other"."""
+    m = Metrics()
+    for i in range(2000):
+        m.callback(f"EVIL_TYPE_{i}", "applied")
+        m.callback("RTMP_STREAM_STATE_CHANGE", f"weird_result_{i}")
+        m.api_call("show_job", f"MSS.{i:05d}", 0.01)
+        m.api_call("show_job", f"<script>{i}</script>", 0.01)
+        m.transition(f"STATE_{i}", "LIVE")
+    callbacks = _series(m, "liveorch_callbacks_total")
+    assert (("result", "applied"), ("type", "other")) in callbacks
+    assert len(callbacks) <= 40
+    api = _series(m, "liveorch_api_calls_total")
+    assert (("code", "other"), ("operation", "show_job")) in api
+    assert len(api) <= 50
+    assert len(_series(m, "liveorch_transitions_total")) == 1  # other → LIVE
+    m.callback("RTMP_STREAM_STATE_CHANGE", "applied")  # known values keep their own series
+    assert (("result", "applied"), ("type", "RTMP_STREAM_STATE_CHANGE")) in _series(
+        m, "liveorch_callbacks_total"
+    )

@@ -165,6 +165,7 @@ async def test_dead_for_fail_after_posts_one_disconnected_then_recovery_resets(
         assert event == decision.event == RtmpStateReported(
             job_id="job-room-a", rtmp_state="DISCONNECTED", at=t0 + timedelta(seconds=30),
             cause=PROBE_CAUSE, observed=True,  # our own observation, not a callback's hint
+            down_s=30.0,  # dead since the first failed probe: the outage is counted from there
         )  # fmt: skip
         h.probe.results[h.targets["room-a"][0]] = OK
         assert (await h.step()).transition == "recovered"

@@ -122,6 +122,9 @@ def test_only_empty_keys_refuse_everything() -> None:
 # --- configuration guards --------------------------------------------------------------
 
 
+_EMU = '[cloud]\nbase_url = "http://127.0.0.1:8600"\nproject_id = "p1"\n'
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     cfg = tmp_path / "liveorch.toml"
     cfg.write_text(text, encoding="utf-8")
@@ -132,7 +135,7 @@ def test_auth_none_needs_allow_none(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="allow_none"):
         load_settings(_write(tmp_path, '[callbacks]\nauth_type = "NONE"\n'), env=False)
     ok = load_settings(
-        _write(tmp_path, '[callbacks]\nauth_type = "NONE"\nallow_none = true\n'), env=False
+        _write(tmp_path, _EMU + '[callbacks]\nauth_type = "NONE"\nallow_none = true\n'), env=False
     )
     assert ok.callbacks.auth_type == "NONE"
 

@@ -82,7 +82,7 @@ def _free_port() -> int:
 
 def _due_on_air(config: Path) -> dict[str, str | None]:
     """Room id → the state its schedule calls for now; None near a window edge (either)."""
-    settings = load_settings(config, env=False)
+    settings = load_settings(config, env=False, check_target=False)
     now = datetime.now(UTC)
     out: dict[str, str | None] = {}
     for room in settings.rooms:

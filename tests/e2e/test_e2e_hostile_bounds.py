@@ -1,0 +1,110 @@
+"""Hostile input against the real daemon process: an idle-socket flood and a slow-header client.
+
+The daemon runs under ``prlimit --nofile=128`` so that, without a connection cap, a few
+hundred idle sockets take every descriptor it has (20,000 did in production: cloud calls
+failed and 45 MB of error lines were written in 35 s). With the guard, the flood is capped and
+cut, a job failure is still repaired through cloud calls, the ops API answers, and the log
+does not grow per connection. Loopback only, a bounded number of sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from e2e_support import ALWAYS, REPO, Daemon, Proc, Stack, child_env, room
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+
+NOFILE = 128
+FLOOD = 500
+WAIT_S = 20.0
+
+
+class _LimitedProc(Proc):
+    """A daemon process started under ``prlimit --nofile``."""
+
+    def __init__(
+        self, name: str, args: Sequence[str], *, log_dir: Path, env: Mapping[str, str]
+    ) -> None:
+        self.name = name
+        self.out_path = log_dir / f"{name}.out"
+        self.err_path = log_dir / f"{name}.err"
+        self._out = self.out_path.open("wb")
+        self._err = self.err_path.open("wb")
+        cmd = ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"]
+        self.popen = subprocess.Popen(
+            [*cmd, sys.executable, "-m", "orchestrator", *args],
+            stdout=self._out,
+            stderr=self._err,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env=dict(env),
+            start_new_session=True,
+        )
+
+
+async def _limited_daemon(stack: Stack) -> Daemon:
+    proc = _LimitedProc(
+        "daemon", ["run", "--config", str(stack.config_path)], log_dir=stack.tmp_path,
+        env=child_env(),
+    )  # fmt: skip
+    stack.procs.items.append(proc)
+    d = Daemon(proc, stack.http_port, stack.procs.diag)
+    stack.daemons.append(d)
+    await d.wait_ready()
+    return d
+
+
+async def _closed_by_server(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(ConnectionResetError):
+        while await asyncio.wait_for(reader.read(4096), WAIT_S):
+            pass
+
+
+async def test_idle_flood_and_slow_headers_do_not_starve_the_daemon(stack: Stack) -> None:
+    emu = await stack.emulator(["r247"])
+    cfg = stack.config([room("r247", [ALWAYS])])
+    cfg["limits"] = {
+        "http_max_connections": 20,
+        "http_header_timeout_s": 1.0,
+        "http_body_timeout_s": 1.0,
+    }
+    stack.write(cfg)
+    d = await _limited_daemon(stack)
+    old = (await d.wait_room("r247", "LIVE"))["job_id"]
+
+    # a slow-header client is disconnected at the header deadline
+    r, w = await asyncio.open_connection("127.0.0.1", stack.http_port)
+    w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    await w.drain()
+    await _closed_by_server(r)
+    w.close()
+
+    lines_before = len(d.proc.text().splitlines())
+    flood = []
+    try:
+        for _ in range(FLOOD):
+            flood.append(await asyncio.open_connection("127.0.0.1", stack.http_port))
+        # with every flood socket still open on our side: a failed job is replaced (list and
+        # start calls to the cloud need descriptors), and the ops API answers
+        await emu.fail(old)
+        new = (await d.wait_room("r247", "LIVE", not_job=old))["job_id"]
+        assert new != old
+        assert (await d.http.get("/healthz")).status_code == 200
+    finally:
+        for _, fw in flood:
+            fw.close()
+
+    events = d.proc.log_events()
+    refused = [e for e in events if e.get("event") == "http_connection_refused"]
+    assert 0 < len(refused) <= 21, len(refused)  # a burst, then counted, not one per socket
+    text = d.proc.text()
+    assert "out of system resource" not in text and "Too many open files" not in text
+    grown = len(text.splitlines()) - lines_before
+    assert grown < FLOOD // 3, f"{grown} log lines for {FLOOD} idle connections"
