@@ -367,6 +367,18 @@ class RecoverySettings(_Section):
     """Extra jobs found in a room we own: stop them, or only alert."""
     unrecovered_alert_s: float = Field(120.0, ge=0)
     """Alert when a drop is not recovered within this many seconds."""
+    key_refused_markers: tuple[str, ...] = (
+        "STREAM_KEY_REFUSED",
+        "stream key refused",
+        "NetStream.Publish.BadName",
+    )
+    """(unconfirmed) How a refused stream key is told from a dead link: a read of the job,
+    while its link is down, whose ``error_info`` (code or message) contains one of these
+    (case-insensitive). The documentation only calls ``error_info`` the job's "failure
+    reason"; that the service fills it for a running job whose ingest refuses the key, and
+    with which words, is an inference (the emulator does so). A refused key is not retried:
+    the ladder moves to a backup output, else ends QUARANTINED ("stream key refused") instead
+    of restarting with the same key. Empty: never tell them apart."""
 
 
 class ScheduleSettings(_Section):

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -22,12 +23,13 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.emulator.clock import ManualClock
 from orchestrator.emulator.constraints import ConstraintViolation, check_app_user_id
+from orchestrator.emulator.platform import key_fingerprint
 from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.emulator.validation import ApiError, bad_request
 from orchestrator.metastudio.signer import SignatureError, verify
@@ -440,10 +442,22 @@ def create_app(service: EmulatorService) -> Starlette:
             raise bad_request("stream_key must be a non-empty string")
         if request.path_params["action"] == "revoke":
             service.revoke_key(key)
-            return JSONResponse({"revoked": True})
+            return JSONResponse({"revoked": True, "at": service.now()})
         if request.path_params["action"] == "restore":
             return JSONResponse({"restored": service.restore_key(key)})
         raise ApiError(404, "APIGW.0101", "The API does not exist or has not been published")
+
+    @admin
+    async def admin_on_publish(request: Request) -> Response:
+        """nginx-rtmp's ``on_publish`` hook (form-encoded; ``name`` is the stream key, the last
+        segment of the push URL): 403 refuses the publish for a revoked key, as a platform's
+        ingest would, so under ``--push-ffmpeg`` a revoked key is a real media fault."""
+        form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+        key = (form.get("name") or [""])[0]
+        if service.platform.key_refused(key):
+            log.info("emulator_publish_refused", key=key_fingerprint(key))
+            return PlainTextResponse("stream key refused", status_code=403)
+        return PlainTextResponse("ok")
 
     @admin
     async def admin_platform(request: Request) -> Response:
@@ -524,6 +538,7 @@ def create_app(service: EmulatorService) -> Starlette:
         Route("/_emulator/ingests/{ingest}/faults", admin_ingest_clear, methods=["DELETE"]),
         Route("/_emulator/stream-keys/{action}", admin_key, methods=["POST"]),
         Route("/_emulator/platform", admin_platform, methods=["GET"]),
+        Route("/_emulator/rtmp/on_publish", admin_on_publish, methods=["POST"]),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),
         Route("/_emulator/credentials", admin_credentials, methods=["GET"]),
         Route("/_emulator/clock/advance", admin_advance, methods=["POST"]),

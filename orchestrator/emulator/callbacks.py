@@ -222,6 +222,11 @@ class CallbackDispatcher:
         if lane.task is None:
             lane.task = asyncio.create_task(self._run(lane), name="emulator-callbacks")
 
+    @property
+    def outstanding(self) -> int:
+        """Events queued or in delivery (0: every callback so far has been handled)."""
+        return self._outstanding
+
     async def join(self) -> None:
         """Wait until every queued event has been handled (delivered, dropped or given up)."""
         await self._idle.wait()

@@ -58,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--push-ffmpeg", action="store_true", help="push a real test stream with ffmpeg"
     )
     parser.add_argument(
+        "--no-push-error-info",
+        dest="push_error_info",
+        action="store_false",
+        help="do not show an ingest's refusal in a running job's error_info (that the service "
+        "does is unconfirmed)",
+    )
+    parser.add_argument(
         "--callback-uri-mode",
         choices=("path", "full"),
         default=None,
@@ -154,6 +161,7 @@ def build_service(args: argparse.Namespace) -> EmulatorService:
         callback_uri_mode=uri_mode or "path",
         media=media,
         rate_limits=rate_limits,
+        push_error_info=args.push_error_info,
     )
     if args.rooms_file is not None:
         for room in load_rooms_file(args.rooms_file):

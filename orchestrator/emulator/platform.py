@@ -10,7 +10,8 @@ one failure; the push *target* is another, and refreshing to the same target doe
 
 An ingest is the ``host[:port]`` of the RTMP URL, so a backup output on another ingest works.
 Pure state on the simulation clock (no randomness, no timers of its own): deterministic under
-``--seed`` and compressed by ``--time-scale`` like every other emulator delay.
+``--seed`` and compressed by ``--time-scale`` like every other emulator delay (``since`` and
+``until`` are clock readings, wall-clock under a real clock: the service divides ``for_s``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,34 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-__all__ = ["FAULT_KINDS", "IngestFault", "PlatformFaults", "ingest_of", "key_fingerprint"]
+__all__ = [
+    "FAULT_KINDS",
+    "PUSH_ERRORS",
+    "IngestFault",
+    "PlatformFaults",
+    "ingest_of",
+    "key_fingerprint",
+]
 
 FaultKind = Literal["outage", "flap", "slow"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("outage", "flap", "slow")
+
+PUSH_ERRORS: dict[str, dict[str, str]] = {
+    "stream key refused": {
+        "error_code": "LIVE.STREAM_KEY_REFUSED",
+        "error_msg": "RTMP publish refused by the ingest: stream key refused",
+    },
+    "ingest outage": {
+        "error_code": "LIVE.INGEST_UNREACHABLE",
+        "error_msg": "RTMP connection to the ingest failed",
+    },
+}
+"""(unconfirmed) The ``error_info`` a running job shows while its push is refused, by reason.
+
+The documentation calls ``error_info`` the job's "failure reason" and says nothing of a running
+job whose ingest refuses it, nor of these codes: that the service reports an ingest's refusal
+there (so a refused key can be told from a dead link) is an inference, switched off with
+``--no-push-error-info``. Cleared once the push connects."""
 
 
 def ingest_of(url: str) -> str:
@@ -84,6 +109,9 @@ class PlatformFaults:
             if fault.kind == kind and fault.active(now):
                 return fault
         return None
+
+    def key_refused(self, key: str) -> bool:
+        return bool(key) and key in self.revoked
 
     def refusal(self, url: str, key: str, now: float) -> str | None:
         """Why a push to ``url`` with ``key`` fails now (``None``: it connects)."""

@@ -39,7 +39,13 @@ import structlog
 
 from orchestrator.emulator.callbacks import CallbackDispatcher, CallbackEvent, UriMode
 from orchestrator.emulator.clock import Clock, ManualClock, RealClock, TimerHandle
-from orchestrator.emulator.platform import FAULT_KINDS, IngestFault, PlatformFaults, ingest_of
+from orchestrator.emulator.platform import (
+    FAULT_KINDS,
+    PUSH_ERRORS,
+    IngestFault,
+    PlatformFaults,
+    ingest_of,
+)
 from orchestrator.emulator.validation import (
     ApiError,
     bad_request,
@@ -251,6 +257,7 @@ class EmulatorService:
         callback_retry_delays: tuple[float, ...] = (0.2, 1.0, 3.0),
         media: MediaBackend | None = None,
         wallclock: Callable[[], float] = time.time,
+        push_error_info: bool = True,
     ) -> None:
         self.project_id = project_id
         self.region = region
@@ -265,6 +272,8 @@ class EmulatorService:
         self.reply_finish_s = reply_finish_s
         self.rate_limits = rate_limits_for(region) if rate_limits is None else dict(rate_limits)
         self.media = media
+        self.push_error_info = push_error_info
+        """Show an ingest's refusal in a running job's ``error_info`` (see PUSH_ERRORS)."""
         self._rng = random.Random(seed)
         self._report_secret = secrets.token_bytes(16)
         self.callbacks = CallbackDispatcher(
@@ -951,22 +960,34 @@ class EmulatorService:
         refusal = self.platform.refusal(job.output_url, job.stream_key, self.now())
         if refusal is not None:
             log.info("emulator_push_refused", job_id=job.job_id, reason=refusal)
+            self._push_error(job, refusal)
             if self.media is not None:
                 self.media.stop(job.job_id)
             self._link_down(job, "RECONNECTING")
             return
         job.abnormal_since = None
         self._cancel_timer(job, "exception")
+        self._push_error(job, None)
         self._set_rtmp(job, "CONNECTED")
         up_s = self.platform.flap_up_s(job.output_url, self.now())
         if up_s is not None:
             self._timer(job, "flap", up_s, lambda: self._platform_drop(job, "ingest flapping"))
+
+    def _push_error(self, job: Job, reason: str | None) -> None:
+        """A running job's ``error_info`` follows its push (inference: see PUSH_ERRORS)."""
+        if not self.push_error_info or job.state != "PROCESSING":
+            return
+        info = PUSH_ERRORS.get(reason) if reason is not None else None
+        if info != job.error_info:
+            job.error_info = None if info is None else dict(info)
+            self._touch(job)
 
     def _platform_drop(self, job: Job, reason: str) -> None:
         """The ingest dropped a connected push (outage began, key revoked, a flap)."""
         if job.state != "PROCESSING" or job.rtmp_state != "CONNECTED":
             return
         log.info("emulator_push_dropped", job_id=job.job_id, reason=reason)
+        self._push_error(job, reason)
         self._cancel_timer(job, "flap")
         if self.media is not None:
             self.media.stop(job.job_id)
@@ -996,10 +1017,13 @@ class EmulatorService:
         if kind == "slow" and delay_s is None:
             raise bad_request("a slow ingest needs delay_s (extra seconds to connect)")
         now = self.now()
+        # now() is wall-clock under a RealClock (only waits shrink): a fault's span must shrink
+        # with them, or a 60 s outage under --time-scale 10 outlived 10 reconnect periods
+        scale = self.clock.time_scale if isinstance(self.clock, RealClock) else 1.0
         fault = IngestFault(
             kind=kind,
             since=now,
-            until=float("inf") if for_s is None else now + for_s,
+            until=float("inf") if for_s is None else now + for_s / scale,
             up_s=up_s or 0.0,
             delay_s=delay_s or 0.0,
         )
@@ -1257,6 +1281,8 @@ class EmulatorService:
                 "output_url": j.output_url,
                 "stream_key": j.stream_key,
                 "created_at": rfc3339(j.create_time),
+                # simulated epoch seconds: tests measure repair times on the emulator's clock
+                "connected_since": j.connected_since,
             }
             for j in sorted(self.jobs.values(), key=lambda j: (j.create_time, j.job_id))
         ]

@@ -193,7 +193,7 @@ def _enter_live(room: Room, now: datetime, p: Policy) -> Result:
     push that dies right after going live is measured from there, not two reads later."""
     room = _go(
         room, S.LIVE, output_index=0, refresh_try=0, drop_since=None, next_retry_at=None,
-        last_error=None, drop_hinted=False,
+        last_error=None, drop_hinted=False, key_refused=None,
     )  # fmt: skip
     m = room.push
     if m is not None and m.job_id == room.job_id:
@@ -333,10 +333,16 @@ def _refresh_now(room: Room) -> Result:
 def _refresh_failed(room: Room, now: datetime, p: Policy, u: float, why: str) -> Result:
     failed_try = room.refresh_try
     index, tries = room.output_index, room.refresh_try + 1
-    if tries >= p.refresh_tries:
-        index, tries = index + 1, 0
+    if tries >= p.refresh_tries or room.key_refused is not None:
+        index, tries = index + 1, 0  # a refused key is not tried again
     if index >= p.outputs:
+        if room.key_refused is not None:
+            # a restart would push with the same refused key: only a new key helps (MQTT
+            # set_output, then reset), so say so instead of restarting into the same refusal
+            return _quarantine(room, f"stream key refused: {room.key_refused}")
         return _restart(room, now, p, u, f"refresh ladder exhausted ({why})")
+    if index != room.output_index:
+        room = replace(room, key_refused=None)  # the next output has its own key
     room = replace(room, output_index=index, refresh_try=tries, last_error=why)
     return _with_timer(room, Wait.REFRESH_BACKOFF, _in(now, p.refresh_delay(failed_try, u)))
 
@@ -527,6 +533,10 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         return _restart(room, now, p, ev.jitter, f"job {ev.state or 'gone'}")
     if ev.rtmp_state == "END":
         return _restart(room, now, p, ev.jitter, "RTMP END")
+    if p.key_refused(ev.error) and (room.state is not S.LIVE or ev.rtmp_state in _DOWN):
+        # the ingest refuses the key (an inference from error_info, see key_refused_markers):
+        # refreshing or restarting with the same key cannot cure it (see _refresh_failed)
+        room = replace(room, key_refused=ev.error, last_error=f"stream key refused: {ev.error}")
     if room.state is S.LIVE:
         if ev.rtmp_state in _DOWN:
             return _degrade(room, now, p)
@@ -701,6 +711,16 @@ def _live_output_changed(room: Room, ev: Event, now: datetime, p: Policy) -> Res
     return room, [RefreshOutput(seq, job_id, 0)]
 
 
+def _repair_output_changed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """A new output (MQTT ``set_output``) during a drop: it may be the cure (a new stream key
+    for a refused one), so the ladder starts over on it at once. With a call in flight, the
+    ladder's next refresh or restart uses the new output anyway."""
+    room = replace(room, output_index=0, refresh_try=0, key_refused=None)
+    if room.op is not None or room.job_id is None:
+        return room, []
+    return _refresh_now(room)
+
+
 def _live_command(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     if isinstance(ev, CommandFailed):
         return _error(room, f"{ev.command} failed: {ev.error}"), []
@@ -726,8 +746,12 @@ def _degraded_read_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Re
 
 
 def _repair(room: Room, p: Policy) -> Result:
-    """Widen the exit timeout once per job, then refresh."""
-    room = replace(room, output_index=0, refresh_try=0, wait=None, drop_hinted=False)
+    """Widen the exit timeout once per job, then refresh (straight to the first backup output
+    when a read showed the primary's key refused: the same key cannot cure it)."""
+    first = 1 if room.key_refused is not None and p.outputs > 1 else 0
+    room = replace(room, output_index=first, refresh_try=0, wait=None, drop_hinted=False)
+    if first:
+        room = replace(room, key_refused=None)
     job_id = room.job_id
     if p.widen_exit_minutes > 0 and not room.widened and job_id is not None:
         room, seq = _with_op(_go(room, S.REFRESHING), Op.RESET_EXIT)
@@ -920,6 +944,7 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.DEGRADED, TimerFired): _rule(_grace_over, S.REFRESHING),
     (S.DEGRADED, QueryFailed): _rule(_degraded_read_failed),
     (S.DEGRADED, Poked): _rule(_poke_show),
+    (S.DEGRADED, OutputChanged): _rule(_repair_output_changed, S.REFRESHING, S.UNKNOWN),
     # --- REFRESHING: widen the exit timeout, then REFRESH_OUTPUT_URL over every output
     (S.REFRESHING, CommandSucceeded): _rule(_refreshing_command),
     (S.REFRESHING, CommandFailed): _rule(_refreshing_command, _RESTART),
@@ -928,6 +953,7 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.REFRESHING, JobObserved): _rule(_health_observed, S.LIVE, _RESTART),
     (S.REFRESHING, QueryFailed): _rule(_refreshing_read_failed, _RESTART),
     (S.REFRESHING, Poked): _rule(_poke_show),
+    (S.REFRESHING, OutputChanged): _rule(_repair_output_changed, S.UNKNOWN),
     # --- RESTARTING: the broken job is being stopped
     (S.RESTARTING, JobStopped): _rule(_restart_stopped, S.BACKOFF),
     (S.RESTARTING, StopFailed): _rule(_stop_failed, S.QUARANTINED),

@@ -194,6 +194,8 @@ class JobObserved(OpResult):
     """The job's ``duration`` (seconds live) as the service reported it, when it did."""
     stream_duration: float | None = None
     """The job's ``stream_duration`` (seconds actually pushed), when reported: see PushMark."""
+    error: str | None = None
+    """The job's ``error_info`` as ``code: message`` (masked), when a read carried one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -450,6 +452,7 @@ class Room:
     start_unknown: bool = False  # the last start's outcome is unknown; its list is pending
     drop_since: datetime | None = None
     drop_hinted: bool = False  # the open drop rests on a callback alone: a read must confirm it
+    key_refused: str | None = None  # a read during this drop: the ingest refuses the key
     expected_start_at: datetime | None = None  # herd control: queued behind the start limit
     next_retry_at: datetime | None = None
     last_error: str | None = None

@@ -43,6 +43,7 @@ class Policy:
     stall_after_s: float = _D.stall_after_s
     stray_jobs: Literal["stop", "alert"] = _D.stray_jobs
     unrecovered_alert_s: float = _D.unrecovered_alert_s
+    key_refused_markers: tuple[str, ...] = _D.key_refused_markers
     outputs: int = 1
     """How many RTMP targets the room has: the primary plus its backups."""
 
@@ -53,6 +54,14 @@ class Policy:
         values["refresh_tries"] = max(1, s.refresh_tries)
         values["quarantine_after"] = max(1, s.quarantine_after)
         return cls(**values, outputs=max(1, outputs))
+
+    def key_refused(self, error: str | None) -> bool:
+        """Does a job's ``error_info`` say the ingest refuses its stream key? (unconfirmed:
+        see ``RecoverySettings.key_refused_markers``)"""
+        if not error:
+            return False
+        text = error.casefold()
+        return any(m.casefold() in text for m in self.key_refused_markers if m)
 
     # ------------------------------------------------------------------ backoff
 

@@ -250,6 +250,16 @@ def _seconds(job: object, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _error_of(job: object) -> str | None:
+    """A read's ``error_info`` as ``code: message``, masked like every cloud text we keep."""
+    info = getattr(job, "error_info", None)
+    if info is None:
+        return None
+    code, msg = getattr(info, "error_code", None), getattr(info, "error_msg", None)
+    text = ": ".join(str(part) for part in (code, msg) if part)
+    return mask_text(text)[:300] if text else None
+
+
 def _short(exc: BaseException) -> str:
     """A safe one-line reason. Cloud error text may quote the refused request (stream key
     included) and becomes last_error: in the store, on MQTT, in /rooms. Mask, then cut."""
@@ -267,6 +277,7 @@ class _Slot:
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
     timer: asyncio.Task[None] | None = None
+    timer_at: datetime | None = None  # when ``timer`` posts its TimerFired (see ``idle``)
     fence: int | None = None  # the lease's fencing token (None: single instance, unfenced)
     closing: bool = False  # standing down: handle no further event
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while one event is handled
@@ -334,6 +345,9 @@ class RoomSupervisor:
         self._adopt_hint_until: datetime | None = None
         self._owns = owns
         self._on_dropped = on_dropped
+        self._settled = asyncio.Event()  # set after every handled event, fired timer and poll
+        self._poll_due: datetime | None = None
+        self._polls_running = 0
         self.tenant_jobs_seen = 0
         """Running jobs in the tenant's last full listing (ours or not): sizes the poll."""
 
@@ -412,6 +426,34 @@ class RoomSupervisor:
     def supervises(self, room_id: str) -> bool:
         """True while this supervisor works on ``room_id`` (with leases: owns and took it)."""
         return room_id in self._slots
+
+    def idle(self) -> bool:
+        """Quiescent at the clock's now: no room has an event queued or in hand, no room timer
+        (and no poll) due by now is still to post its event, and no poll is running.
+
+        A timer due after a :class:`~orchestrator.clock.ManualClock` ``advance`` has only had
+        its sleeper woken; until its task posts ``TimerFired`` (and the room handles it) this is
+        False. Deterministic tests wait on :meth:`wait_idle` instead of sleeping.
+        """
+        now = self._clock.now()
+        if self._polls_running or (self._poll_due is not None and self._poll_due <= now):
+            return False
+        for slot in self._slots.values():
+            if slot.closing:
+                continue
+            if not slot.queue.empty() or slot.busy.locked():
+                return False
+            timer, due = slot.timer, slot.timer_at
+            if timer is not None and not timer.done() and due is not None and due <= now:
+                return False
+        return True
+
+    async def wait_idle(self) -> None:
+        """Return once :meth:`idle` holds (bound it with a timeout: a room whose worker is
+        backing off after a crash keeps its queue, and this waits for it)."""
+        while not self.idle():
+            self._settled.clear()
+            await self._settled.wait()
 
     def room_for_job(self, job_id: str) -> str | None:
         """The managed room whose current job is ``job_id`` (callback routing), else None."""
@@ -667,8 +709,11 @@ class RoomSupervisor:
             event = await slot.queue.get()
             if slot.closing:
                 return
-            async with slot.busy:
-                await self._handle(rid, slot, event)
+            try:
+                async with slot.busy:
+                    await self._handle(rid, slot, event)
+            finally:
+                self._settled.set()
 
     # ------------------------------------------------------------------ one event
 
@@ -801,9 +846,13 @@ class RoomSupervisor:
             slot.timer.cancel()
 
         async def fire() -> None:
-            await self._clock.sleep_until(action.at)
-            slot.queue.put_nowait(TimerFired(seq=action.seq, cause="timer"))
+            try:
+                await self._clock.sleep_until(action.at)
+                slot.queue.put_nowait(TimerFired(seq=action.seq, cause="timer"))
+            finally:
+                self._settled.set()
 
+        slot.timer_at = action.at
         slot.timer = asyncio.get_running_loop().create_task(fire(), name=f"room:{rid}:timer")
 
     async def _alert(self, rid: str, action: RaiseAlert | ClearAlert) -> None:
@@ -868,7 +917,7 @@ class RoomSupervisor:
         return JobObserved(
             seq=a.seq, job_id=a.job_id, state=_state_of(job) or None, rtmp_state=_rtmp_of(job),
             duration=_seconds(job, "duration"), stream_duration=_seconds(job, "stream_duration"),
-            cause="show",
+            error=_error_of(job), cause="show",
         )  # fmt: skip
 
     async def _start(self, rid: str, slot: _Slot, a: StartJob) -> Event:
@@ -1013,6 +1062,14 @@ class RoomSupervisor:
         the listing is only poked (it re-reads its job): list results can lag a fresh start,
         and a false "gone" would restart a healthy stream.
         """
+        self._polls_running += 1
+        try:
+            await self._poll_rooms()
+        finally:
+            self._polls_running -= 1
+            self._settled.set()
+
+    async def _poll_rooms(self) -> None:
         by_room = await self._tenant_jobs()
         for i, (rid, slot) in enumerate(list(self._slots.items())):
             if i % _POLL_CHUNK == _POLL_CHUNK - 1:
@@ -1057,7 +1114,9 @@ class RoomSupervisor:
 
     async def _poll_loop(self, interval_s: float) -> None:
         while True:
-            await self._clock.sleep_until(self._clock.now() + timedelta(seconds=interval_s))
+            self._poll_due = self._clock.now() + timedelta(seconds=interval_s)
+            await self._clock.sleep_until(self._poll_due)
+            self._poll_due = None
             try:
                 await self.poll_once()
             except OrchestratorError as exc:

@@ -21,6 +21,7 @@ async def test_admin_jobs_and_fail(client: httpx.AsyncClient, admin: httpx.Async
             "output_url": "rtmp://push.example.com/live",
             "stream_key": "key-room-1",
             "created_at": jobs[0]["created_at"],
+            "connected_since": None,  # not connected yet (WAITING)
         }
     ]
     resp = await admin.post(f"/jobs/{job_id}/fail")

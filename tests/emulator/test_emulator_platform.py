@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from emulator_support import jobs_path
 
+from orchestrator.emulator.clock import ManualClock
 from orchestrator.emulator.service import EmulatorService, Job
 
 INGEST = "push.example.com"  # the seeded rooms push to rtmp://push.example.com/live
@@ -132,3 +134,14 @@ async def test_platform_admin_refuses_bad_input_and_changes_nothing(
         assert resp.status_code == 400, (path, body, resp.text)
     assert (await admin.post("/stream-keys/forget", json={"stream_key": "k"})).status_code == 404
     assert (await admin.get("/platform")).json() == {"ingests": {}, "revoked_keys": []}
+
+
+async def test_an_outage_span_shrinks_with_the_time_scale() -> None:
+    """Under a real clock ``now()`` is wall-clock and only waits shrink: a 60 s outage at
+    ``--time-scale 10`` must end 6 wall seconds later, like the reconnects it is measured by."""
+    service = EmulatorService("p" * 32, {"AK": "SK"}, time_scale=10.0)
+    fault = service.ingest_fault(INGEST, "outage", for_s=60.0)
+    assert fault["until"] - fault["since"] == pytest.approx(6.0)
+    manual = EmulatorService("p" * 32, {"AK": "SK"}, clock=ManualClock())
+    fault = manual.ingest_fault(INGEST, "outage", for_s=60.0)
+    assert fault["until"] - fault["since"] == pytest.approx(60.0)

@@ -121,6 +121,31 @@ class Env:
         await self.service.advance(seconds)
         self.clock.advance(seconds)
 
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Quiescence at this simulated instant, no real-time wait: every emulator callback
+        delivered, and every room event they, the calls' answers and the timers due by now
+        posted has been handled (a handled event may call the emulator, whose callbacks may
+        post again: loop until both sides are quiet at once)."""
+        assert self.sup is not None
+        sup, callbacks = self.sup, self.service.callbacks
+
+        async def loop() -> None:
+            while True:
+                await callbacks.join()
+                await sup.wait_idle()
+                if callbacks.outstanding == 0 and sup.idle():
+                    return
+
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"never quiet: {sup.snapshots()}") from None
+
+    async def tick(self, seconds: float = 1.0) -> None:
+        """Advance both clocks, then wait until everything due by then has been handled."""
+        await self.advance(seconds)
+        await self.settle()
+
     # ------------------------------------------------------------------ emulator admin API
 
     async def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -324,9 +349,7 @@ async def test_lost_callbacks_dead_push_seen_in_reads_refreshed_and_confirmed(en
     for _ in range(10):  # the link reconnects; refresh_confirm_s (10 s) passes; a read confirms
         if sup.snapshot(ROOM).state is S.LIVE:
             break
-        await env.advance(2)
-        with contextlib.suppress(AssertionError):
-            await env.state(S.LIVE, timeout_s=0.5)
+        await env.tick(2)
     assert sup.snapshot(ROOM).state is S.LIVE
     assert sup.snapshot(ROOM).job_id == job and env.service.starts == 1
     assert env.service.jobs[job].rtmp_state == "CONNECTED"
@@ -398,19 +421,17 @@ async def test_ingest_outage_repaired_through_the_backup_output(env: Env) -> Non
             if c["command"] == "REFRESH_OUTPUT_URL"
         ]
 
-    await env.advance(10)  # grace over → refresh to the same (dead) ingest
-    await env.until(lambda: refreshed_to() == [RTMP], "refresh to the primary")
-    await env.advance(2)  # the push is refused: the link stays down
+    await env.tick(10)  # grace over → refresh to the same (dead) ingest
+    assert refreshed_to() == [RTMP]
+    await env.tick(2)  # the push is refused: the link stays down
     assert env.service.jobs[job].rtmp_state == "RECONNECTING"
     for _ in range(30):  # refresh not confirmed (10 s ± jitter) → the backup output
-        await env.advance(1)
-        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
-            await env.until(lambda: refreshed_to() == [RTMP, backup], "backup", timeout=0.3)
-        if refreshed_to() == [RTMP, backup]:
+        await env.tick(1)
+        if refreshed_to() != [RTMP]:
             break
     assert refreshed_to() == [RTMP, backup]
-    await env.advance(2)
-    await env.state(S.LIVE, "live on the backup ingest")
+    await env.tick(2)
+    assert env.sup is not None and env.sup.snapshot(ROOM).state is S.LIVE  # on the backup
     repaired_after = env.service.now() - outage_at
     assert env.service.jobs[job].output_url == backup
     assert env.service.starts == 1  # the same job, no restart
@@ -431,9 +452,7 @@ async def test_ingest_outage_without_backup_repaired_when_the_ingest_returns(env
     assert env.sup is not None
     sup = env.sup
     for _ in range(120):
-        await env.advance(1)
-        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
-            await env.until(lambda: sup.snapshot(ROOM).state is S.LIVE, "live", timeout=0.1)
+        await env.tick(1)
         if sup.snapshot(ROOM).state is S.LIVE:
             break
     assert sup.snapshot(ROOM).state is S.LIVE
@@ -465,9 +484,7 @@ async def test_flapping_ingest_causes_no_restart_storm(env: Env) -> None:
     assert env.sup is not None
     sup = env.sup
     for _ in range(150):
-        await env.advance(1)
-        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
-            await env.until(lambda: False, "the room to react to this second", timeout=0.05)
+        await env.tick(1)
     refreshes = [c for c in env.service.commands if c["command"] == "REFRESH_OUTPUT_URL"]
     assert len(drops) >= 8
     assert len(refreshes) <= len(drops)  # at most one refresh per drop
@@ -492,9 +509,7 @@ async def test_revoked_stream_key_repaired_through_the_backup_output(env: Env) -
     assert env.sup is not None
     sup = env.sup
     for _ in range(60):
-        await env.advance(1)
-        with contextlib.suppress(AssertionError):  # a bounded wait for the room to react
-            await env.until(lambda: sup.snapshot(ROOM).state is S.LIVE, "live", timeout=0.1)
+        await env.tick(1)
         if sup.snapshot(ROOM).state is S.LIVE:
             break
     assert sup.snapshot(ROOM).state is S.LIVE
@@ -503,3 +518,67 @@ async def test_revoked_stream_key_repaired_through_the_backup_output(env: Env) -
     # grace 10 + the primary's failed refresh (confirm 10) + the backup's CONNECTED, which counts
     # only once a read shows the push advancing (up to another confirm 10, issue 20) + jitter
     assert env.service.now() - revoked_at <= 35
+
+
+async def test_idle_waits_for_a_timer_due_at_the_clocks_now(env: Env) -> None:
+    """``advance`` only wakes a due timer's sleeper: idle must stay False until its event has
+    been posted and handled, or a test "waiting for quiet" would look before the room acts."""
+    job = await go_live(env)
+    assert env.sup is not None
+    sup = env.sup
+    await env.admin("POST", f"/_emulator/jobs/{job}/rtmp", {"state": "DISCONNECTED", "hold_s": 60})
+    await env.settle()
+    assert sup.snapshot(ROOM).state is S.DEGRADED and sup.idle()
+    env.clock.advance(env.cfg.recovery.grace_s)  # ours only, synchronously: nothing ran yet
+    assert not sup.idle()
+    await asyncio.wait_for(sup.wait_idle(), 10)
+    assert sup.snapshot(ROOM).state is not S.DEGRADED  # the grace timer fired and was handled
+    assert env.service.commands, "the repair left when the grace timer fired"
+
+
+async def test_revoked_stream_key_without_backup_quarantines_saying_so(env: Env) -> None:
+    """No backup and nobody sends a new key: one refresh (the key may be back), then QUARANTINED
+    with an alert that says why; never a restart into the same refusal."""
+    env.cfg = make_cfg(refresh_tries=3, grace_s=10.0, refresh_confirm_s=10.0)
+    job = await go_live(env)
+    assert env.sup is not None
+    sup = env.sup
+    await env.admin("POST", "/_emulator/stream-keys/revoke", {"stream_key": "key-1"})
+    await env.settle()
+    assert sup.snapshot(ROOM).state is S.DEGRADED
+    assert (sup.snapshot(ROOM).last_error or "").startswith("stream key refused")
+    for _ in range(60):
+        await env.tick(1)
+        if sup.snapshot(ROOM).state is S.QUARANTINED:
+            break
+    assert sup.snapshot(ROOM).state is S.QUARANTINED
+    commands = [c["command"] for c in env.service.commands]
+    assert commands == ["RESET_EXIT_CONFIG", "REFRESH_OUTPUT_URL"]  # the key tried once more
+    assert env.service.starts == 1  # no restart with the refused key
+    alerts = [(kind, msg) for rid, kind, msg, _ in await env.store.active_alerts() if rid == ROOM]
+    assert [kind for kind, _ in alerts] == ["quarantined"]
+    assert alerts[0][1].startswith("stream key refused")
+    assert "key-1" not in alerts[0][1]  # the key itself never reaches an alert
+    assert env.service.jobs[job].state != "PROCESSING"  # the broken job was stopped
+
+
+async def test_revoked_stream_key_repaired_by_a_new_key(env: Env) -> None:
+    """The operator sends a new key (MQTT set_output → update_room) while the ladder runs: the
+    room refreshes with it at once and is LIVE on the same job."""
+    env.cfg = make_cfg(refresh_tries=3, grace_s=10.0, refresh_confirm_s=10.0)
+    job = await go_live(env)
+    assert env.sup is not None
+    sup = env.sup
+    await env.admin("POST", "/_emulator/stream-keys/revoke", {"stream_key": "key-1"})
+    await env.settle()
+    assert sup.snapshot(ROOM).state is S.DEGRADED
+    await env.tick(3)  # the operator reads the alert and reacts, inside the grace
+    room = env.cfg.room.model_copy(update={"stream_key": SecretStr("key-2")})
+    env.cfg = RoomConfig(room=room, recovery=env.cfg.recovery, callback=env.cfg.callback)
+    sup.update_room(env.cfg)
+    await env.settle()
+    assert [c["params"]["stream_keys"] for c in env.service.commands] == [["key-2"]]
+    await env.tick(2)  # the new key connects
+    assert sup.snapshot(ROOM).state is S.LIVE
+    assert (env.service.jobs[job].stream_key, env.service.starts) == ("key-2", 1)
+    assert sup.snapshot(ROOM).alert is None

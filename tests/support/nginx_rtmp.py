@@ -42,10 +42,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 class NginxRtmp:
     """``rtmp { server { listen PORT; application live { live on; } } }`` in a temp prefix."""
 
-    def __init__(self, workdir: Path, *, app: str = "live", nginx: str = "nginx") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        app: str = "live",
+        nginx: str = "nginx",
+        on_publish: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.app = app
         self.nginx = nginx
+        self.on_publish = on_publish  # an HTTP hook: non-2xx refuses the publisher
         self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -54,13 +62,14 @@ class NginxRtmp:
 
     def config(self) -> str:
         w = self.workdir
+        hook = f"on_publish {self.on_publish}; " if self.on_publish else ""
         return (
             f"load_module {RTMP_MODULE};\n"
             "daemon off;\nmaster_process off;\n"
             f"pid {w}/nginx.pid;\nerror_log {w}/logs/error.log;\n"
             "events { worker_connections 64; }\n"
             f"rtmp {{ server {{ listen 127.0.0.1:{self.port}; "
-            f"application {self.app} {{ live on; }} }} }}\n"
+            f"application {self.app} {{ live on; {hook}}} }} }}\n"
         )
 
     def start(self, timeout_s: float = 5.0) -> None:
