@@ -272,3 +272,56 @@ async def test_flapping_ingest_causes_no_restart_storm(stack: Stack) -> None:
     assert len(refreshes) <= len(drops)  # at most one refresh per drop
     assert (await emu.stats())["starts"] == 1  # never restarted: no restart storm
     assert [j["job_id"] for j in await emu.running("rflap")] == [job_id]
+
+
+# --- slow ingest --------------------------------------------------------------------------
+
+
+async def test_a_slow_ingest_at_start_is_waited_for_not_restarted(stack: Stack) -> None:
+    """The first connection takes 60 simulated seconds longer (6 s wall, inside the e2e
+    config's start_confirm_s of 15 s): the room waits in STARTING and goes LIVE on its one job."""
+    emu = await stack.emulator(["rslow"])
+    fault = await _post(
+        emu, f"/_emulator/ingests/{PRIMARY}/faults", {"kind": "slow", "delay_s": 60}
+    )
+    began = float(fault["fault"]["since"])
+    stack.write(stack.config([_room("rslow")]))
+    d = await stack.daemon()
+    snap = await d.wait_room("rslow", "LIVE")
+    job_id = snap["job_id"]
+    connected = await _connected_since(emu, job_id, began, stack)
+    _record("slow ingest at start (fault posted before the daemon started)", connected - began)
+    assert connected - began >= 60 / TIME_SCALE  # the fault took effect (emulator's clock)
+
+    transitions = (await d.room("rslow"))["transitions"]
+    assert [t["to"] for t in transitions if t["to"] in ("RESTARTING", "QUARANTINED")] == []
+    assert (await emu.stats())["starts"] == 1
+    assert [j["job_id"] for j in await emu.running("rslow")] == [job_id]
+    assert snap["alert"] is None
+
+
+async def test_a_drop_on_a_slow_ingest_is_repaired_without_a_second_job(stack: Stack) -> None:
+    """A drop while every connection to the ingest takes 20 simulated seconds longer (2 s wall,
+    more than the 1 s grace): the ladder works on a link that reconnects slowly. Whatever rung
+    cures it, the room ends LIVE with exactly one running job and no alert."""
+    emu = await stack.emulator(["rslow2"])
+    stack.write(stack.config([_room("rslow2")]))
+    d = await stack.daemon()
+    job_id = (await d.wait_room("rslow2", "LIVE"))["job_id"]
+
+    await _post(emu, f"/_emulator/ingests/{PRIMARY}/faults", {"kind": "slow", "delay_s": 20})
+    await _post(emu, f"/_emulator/jobs/{job_id}/rtmp", {"state": "DISCONNECTED", "hold_s": 0})
+
+    async def dropped() -> bool | None:  # the transition, not the state: it may be brief
+        ts = (await d.room("rslow2"))["transitions"]
+        return True if any(t["from"] == "LIVE" and t["to"] == "DEGRADED" for t in ts) else None
+
+    await eventually(dropped, what="the daemon saw the drop", diag=stack.diag)
+    snap = await d.wait_room("rslow2", "LIVE")
+
+    running = await emu.running("rslow2")
+    assert [j["job_id"] for j in running] == [snap["job_id"]]  # never two jobs on one key
+    assert snap["alert"] is None
+    assert (await emu.stats())["starts"] <= 2  # at most the ladder's one restart
+    if snap["job_id"] == job_id:
+        assert (await emu.stats())["starts"] == 1
