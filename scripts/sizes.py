@@ -30,7 +30,8 @@ def main(root: str = "orchestrator") -> None:
     mods.sort(reverse=True)
     classes.sort(reverse=True)
     sizes = [n for n, _ in mods]
-    print(f"modules: {len(mods)}; total lines: {sum(sizes)}; median: {statistics.median(sizes):.0f}")
+    median = statistics.median(sizes)
+    print(f"modules: {len(mods)}; total lines: {sum(sizes)}; median: {median:.0f}")
     print(f"modules over 500 lines: {sum(n > 500 for n in sizes)}")
     print(f"classes over 400 lines: {sum(c[0] > 400 for c in classes)}")
     print("largest modules:")
