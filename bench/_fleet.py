@@ -159,7 +159,13 @@ class CallbackRecorder(httpx.AsyncBaseTransport):
     """The emulator's callback transport: stamps each delivery (job, event, state) as it leaves."""
 
     def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
+        # The dispatcher sizes its pool at one connection per lane (1,024); a transport passed
+        # in replaces that pool, so mirror it. With httpx's default 100 connections, 1,000 lanes
+        # queued in the pool, whose request-to-connection matching is quadratic: the bench
+        # process (the emulator) spent seconds per callback and stopped answering the daemon.
+        self._inner = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=100)
+        )
         self.sent: list[tuple[float, str, str, str]] = []  # (t, job_id, event_type, state)
         self.on_sent: Callable[[str, str], None] | None = None
 
