@@ -26,9 +26,7 @@ import asyncio
 import collections
 import json
 import os
-import shutil
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -38,6 +36,7 @@ from typing import Any
 from bench._common import CALLBACK_KEY, ROOT, DaemonProcess, Target, daemon, emulator, record
 from bench._common import room_ids as make_room_ids
 from bench._fleet import preseed, wait_daemon_states
+from bench._profile import profile_note, spy, spy_result
 from orchestrator import logging as olog
 
 PG_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -110,70 +109,6 @@ def _per_id(ok_ids: Sequence[int], keys: Sequence[tuple[str, bool]]) -> dict[str
     }
 
 
-def _spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy on the daemon (collapsed stacks per thread), if py-spy is installed."""
-    exe = os.environ.get("BENCH_PYSPY") or shutil.which(
-        "py-spy", path=str(Path(sys.executable).parent)
-    )
-    if not exe:
-        return None
-    return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100",
-         "--format", "raw", "--threads", "--output", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def _frame_name(frame: str) -> tuple[str, str]:
-    """``fn (pkg/mod.py:12)`` → (``mod.fn``, package: ``orchestrator.<sub>``, else the top
-    path component, e.g. ``uvicorn``, ``asyncio``, ``logging``, ``selectors``)."""
-    name, _, where = frame.partition(" (")
-    parts = Path(where.split(":", 1)[0]).with_suffix("").parts
-    if not parts:
-        return name, "?"
-    pkg = ".".join(parts[:2]) if parts[0] == "orchestrator" and len(parts) > 2 else parts[0]
-    return ".".join([*parts[-1:], name]), pkg
-
-
-def summarise_profile(path: Path, top: int = 8) -> dict[str, Any]:
-    """The daemon's CPU by thread; its main thread's own time by package and its busiest
-    own functions (inclusive %, the roots every sample shares left out) and logging."""
-    threads: collections.Counter[str] = collections.Counter()
-    incl: collections.Counter[str] = collections.Counter()
-    by_pkg: collections.Counter[str] = collections.Counter()
-    main_total = 0
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            stack, _, count_s = line.rstrip().rpartition(" ")
-            if not stack or not count_s.isdigit():
-                continue
-            count = int(count_s)
-            frames = stack.split(";")
-            thread = frames[0].split(": ", 1)[-1]  # "thread (472): MainThread"
-            threads[thread] += count
-            if thread != "MainThread" or len(frames) < 2:
-                continue
-            main_total += count
-            named = [_frame_name(fr) for fr in frames[1:]]
-            for name in {n for n, pkg in named if pkg.startswith("orchestrator")}:
-                incl[name] += count  # the daemon's own functions: where its time goes
-            for pkg in {pkg for _, pkg in named if pkg in ("structlog", "logging")}:
-                incl[f"[{pkg}, inclusive]"] += count
-            by_pkg[named[-1][1]] += count
-    total = sum(threads.values()) or 1
-
-    def pct(c: int) -> float:
-        return round(100.0 * c / max(1, main_total), 1)
-
-    return {
-        "samples": total,
-        "threads": {t[:40]: round(100.0 * c / total, 1) for t, c in threads.most_common(4)},
-        "packages": [(n, pct(c)) for n, c in by_pkg.most_common(top + 2)],
-        "inclusive": [(n, pct(c)) for n, c in incl.most_common(80) if pct(c) < 85][:top],
-    }
-
-
 async def _phase(
     store: str, seconds: float, rate: float, profile: bool, n_rooms: int
 ) -> tuple[dict[str, float], dict[str, Any] | None]:
@@ -198,15 +133,12 @@ async def _phase(
             jobs_file.write_text(json.dumps(jobs), encoding="utf-8")
             assert d.proc is not None
             spy_out = d.workdir / "pyspy.txt"
-            spy = _spy(d.proc.pid, seconds - 2, spy_out) if profile else None
+            sampler = spy(d.proc.pid, seconds - 2, spy_out) if profile else None
             cpu0 = d.cpu_seconds()
             load = await _load(d.callback_url, seconds, rate, jobs_file, ok_file)
             cpu = d.cpu_seconds() - cpu0
             rss = d.peak_rss_mb()
-            if spy is not None:
-                spy.wait(timeout=60)
-                if spy_out.exists():
-                    summary = summarise_profile(spy_out)
+            summary = await spy_result(sampler, spy_out)
             await d.stop()  # SIGTERM: the inbox writer drains before exit
             ok_ids: list[int] = json.loads(ok_file.read_text(encoding="utf-8"))
             keys = await _inbox_keys(d, schema)
@@ -252,16 +184,6 @@ async def _drop_schema(schema: str) -> None:
         await conn.close()
 
 
-def _profile_note(p: dict[str, Any]) -> str:
-    threads = ", ".join(f"{t} {v}%" for t, v in p["threads"].items())
-    pkgs = ", ".join(f"{n} {v}%" for n, v in p["packages"])
-    incl = ", ".join(f"{n} {v}%" for n, v in p["inclusive"])
-    return (
-        f"py-spy of the daemon in sqlite max ({p['samples']} samples; by thread: {threads}); "
-        f"main thread own time by package: {pkgs}; inclusive: {incl}"
-    )
-
-
 async def _measure(quick: bool) -> tuple[dict[str, object], list[Target], list[str]]:
     max_s, lat_s = (8.0, 5.0) if quick else (60.0, 30.0)
     n_rooms = 50 if quick else ROOMS
@@ -283,7 +205,7 @@ async def _measure(quick: bool) -> tuple[dict[str, object], list[Target], list[s
             for k, v in f.items():
                 figures[f"{store}_{phase}_{k}"] = v
             if prof is not None:
-                notes.append(_profile_note(prof))
+                notes.append(profile_note(prof, "sqlite max"))
             lost = f["missing_ids"] + f["doubled_ids"]
             targets.append(Target(f"{store} {phase} ids missing or doubled", lost, "<=", 0))
             if phase == "max":

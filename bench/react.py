@@ -34,6 +34,7 @@ from typing import Any
 
 from bench._common import Target, daemon, emulator, percentile, record, room_ids
 from bench._fleet import CallbackRecorder, Probe, ScriptSwitches, preseed, wait_daemon_states
+from bench._profile import profile_note, spy, spy_result
 from orchestrator import logging as olog
 from orchestrator.emulator.service import DEFAULT_RATE_LIMITS, Job
 from orchestrator.metastudio.ratelimit import WINDOW_MARGIN_S
@@ -67,11 +68,15 @@ def _latencies(
     return out, len(jobs) - len(out)
 
 
-def _daemon_side(logs: Iterable[dict[str, Any]], jobs: set[str], since: float) -> list[float]:
+def _daemon_side(
+    logs: Iterable[dict[str, Any]], jobs: set[str], since: float
+) -> tuple[list[float], list[float]]:
     """The issue's definition, from the daemon's own log: a job's DISCONNECTED callback arriving
     (``callback_accepted`` time minus its ``accept_ms``) → its ``room_refresh_output`` (logged
-    as the request is handed to the client). ``since`` is a wall-clock (epoch) time."""
+    as the request is handed to the client), and the ``accept_ms`` of those callbacks (receipt →
+    durable in the inbox). ``since`` is a wall-clock (epoch) time."""
     arrived: dict[str, float] = {}
+    accept: dict[str, float] = {}
     left: dict[str, float] = {}
     for e in logs:
         job = e.get("job_id")
@@ -85,10 +90,11 @@ def _daemon_side(logs: Iterable[dict[str, Any]], jobs: set[str], since: float) -
             and e.get("state") == "DISCONNECTED"
             and job not in arrived
         ):
-            arrived[job] = t - float(e.get("accept_ms", 0.0)) / 1000.0
+            accept[job] = float(e.get("accept_ms", 0.0))
+            arrived[job] = t - accept[job] / 1000.0
         elif e.get("event") == "room_refresh_output" and job in arrived and job not in left:
             left[job] = t
-    return [left[j] - arrived[j] for j in left]
+    return [left[j] - arrived[j] for j in left], [accept[j] for j in left]
 
 
 def _rate(rec: CallbackRecorder, event: str, since: float, until: float) -> float:
@@ -97,7 +103,7 @@ def _rate(rec: CallbackRecorder, event: str, since: float, until: float) -> floa
     return n / max(1e-9, until - since)
 
 
-async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
+async def _bench(n: int, drop: int, singles: int) -> tuple[dict[str, object], str]:
     rooms = room_ids(n)
     rec = CallbackRecorder()
     async with emulator(
@@ -152,6 +158,9 @@ async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
             others = [r for r in rooms if r not in victims][:singles]
             live_jobs = {j.room_id: j.job_id for j in emu.service.jobs.values() if j.running}
             last_drop = 0.0
+            assert d.proc is not None
+            spy_out = d.workdir / "pyspy-singles.txt"
+            sampler = spy(d.proc.pid, singles * 1.4, spy_out)  # a single takes >= 1.4 s
             for room in others:
                 # one at a time means the daemon's command limiter is idle: its bucket refilled
                 # and its sliding second (1 s + margin) clear of the previous refresh. Waiting
@@ -165,12 +174,13 @@ async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
                 await asyncio.sleep(1.0 / DEFAULT_RATE_LIMITS["command"] + 0.1)
             t_end = time.monotonic()
             await background.stop()
+            profile = await spy_result(sampler, spy_out)
             single, single_miss = _latencies(rec, probe, {live_jobs[r] for r in others}, t1)
             bg_rate = _rate(rec, "SHOOT_SCRIPT_SWITCH", t0, t_end)
             rss = d.rss_mb()
             logs = list(d.logs())
-            burst_d = _daemon_side(logs, {by_room[r] for r in victims}, wall0)
-            single_d = _daemon_side(logs, {live_jobs[r] for r in others}, wall1)
+            burst_d, _ = _daemon_side(logs, {by_room[r] for r in victims}, wall0)
+            single_d, single_accept = _daemon_side(logs, {live_jobs[r] for r in others}, wall1)
     floor = drop / DEFAULT_RATE_LIMITS["command"] + CONNECT_S
     return {
         "rooms": n,
@@ -188,17 +198,19 @@ async def _bench(n: int, drop: int, singles: int) -> dict[str, object]:
         "daemon_single_n": len(single_d),
         "daemon_single_p50_ms": percentile(single_d, 50) * 1000,
         "daemon_single_p99_ms": percentile(single_d, 99) * 1000,
+        "daemon_single_accept_p50_ms": percentile(single_accept, 50),
+        "daemon_single_accept_p99_ms": percentile(single_accept, 99),
         "all_live_s": all_live_s if burst_ok else float("nan"),
         "all_live_floor_s": floor,
         "all_live_over_floor": all_live_s / floor,
         "daemon_rss_mb": rss,
-    }
+    }, (profile_note(profile, "the single-drop phase") if profile else "no py-spy profile")
 
 
 def run(quick: bool) -> int:
     olog.configure("warning", "json")
     n, drop, singles = (100, 10, 10) if quick else (1000, 100, 100)
-    figures = asyncio.run(_bench(n, drop, singles))
+    figures, profile = asyncio.run(_bench(n, drop, singles))
     p99 = float(figures["react_single_p99_ms"])  # type: ignore[arg-type]
     shipped = RecoverySettings()
     record(
@@ -217,8 +229,10 @@ def run(quick: bool) -> int:
             "command before it (one more command-limiter slot and round trip); "
             "react_* (headline) = DISCONNECTED callback leaving the emulator → "
             "REFRESH_OUTPUT_URL arriving there; daemon_* (secondary) = callback arriving in the "
-            "daemon → refresh handed to its client, from the daemon's log; burst figures "
-            "include the 4/s command limiter queue; floor = dropped/4 + connect 1 s"
+            "daemon → refresh handed to its client, from the daemon's log; "
+            "daemon_single_accept = that callback's receipt → durable in the inbox (accept_ms); "
+            "burst figures include the 4/s command limiter queue; floor = dropped/4 + connect "
+            f"1 s; {profile}"
         ),
     )
     return 0

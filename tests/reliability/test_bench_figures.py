@@ -18,7 +18,8 @@ if str(ROOT) not in sys.path:  # bench/ is a top-level package of the checkout, 
     sys.path.insert(0, str(ROOT))
 
 from bench._intake_load import _script_body  # noqa: E402
-from bench.intake import _per_id, _seq, summarise_profile  # noqa: E402
+from bench._profile import summarise_profile  # noqa: E402
+from bench.intake import _per_id, _seq  # noqa: E402
 from bench.scale import _median, _summary  # noqa: E402
 from orchestrator.callbacks.parse import dedupe_key, parse_body  # noqa: E402
 
