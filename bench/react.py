@@ -97,6 +97,65 @@ def _daemon_side(
     return [left[j] - arrived[j] for j in left], [accept[j] for j in left]
 
 
+def _split(
+    rec: CallbackRecorder,
+    probe: Probe,
+    logs: Iterable[dict[str, Any]],
+    jobs: set[str],
+    since: float,
+    offset: float,
+) -> tuple[list[float], list[float]]:
+    """Where the external figure goes, per job: (callback left the emulator → received by the
+    daemon, refresh handed to the daemon's client → arrived at the emulator). ``offset`` turns
+    this process's monotonic clock into wall-clock time (the daemon logs wall-clock time)."""
+    left: dict[str, float] = {}
+    for t, job_id, _event, state in rec.sent:
+        if t >= since and job_id in jobs and state == "DISCONNECTED" and job_id not in left:
+            left[job_id] = t + offset
+    arrived: dict[str, float] = {}
+    for t, job_id, command in probe.commands:
+        if t >= since and command == "REFRESH_OUTPUT_URL" and job_id not in arrived:
+            arrived[job_id] = t + offset
+    received: dict[str, float] = {}
+    handed: dict[str, float] = {}
+    for e in logs:
+        job = e.get("job_id")
+        if job not in jobs or "timestamp" not in e:
+            continue
+        t = datetime.fromisoformat(e["timestamp"]).timestamp()
+        if t < since + offset:
+            continue
+        if e.get("event") == "callback_accepted" and e.get("state") == "DISCONNECTED":
+            received.setdefault(job, t - float(e.get("accept_ms", 0.0)) / 1000.0)
+        elif e.get("event") == "room_refresh_output" and job in received:
+            handed.setdefault(job, t)
+    wire_in = [received[j] - left[j] for j in received if j in left]
+    wire_out = [arrived[j] - handed[j] for j in handed if j in arrived]
+    return wire_in, wire_out
+
+
+class _LoopLag:
+    """How late this process's event loop (the emulator's) wakes a 10 ms sleeper: a starved
+    emulator delays callbacks leaving and commands being read, outside the daemon."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            self.lags.append(time.monotonic() - t - 0.01)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
 def _rate(rec: CallbackRecorder, event: str, since: float, until: float) -> float:
     """Callbacks of ``event`` that left the emulator per second in [since, until)."""
     n = sum(1 for t, _, e, _ in rec.sent if since <= t < until and e == event)
@@ -155,6 +214,9 @@ async def _bench(n: int, drop: int, singles: int) -> tuple[dict[str, object], st
             await asyncio.sleep(2.0)
             # --- singles: one drop at a time, the command bucket full each time
             t1, wall1 = time.monotonic(), time.time()
+            offset = wall1 - t1
+            lag = _LoopLag()
+            lag.start()
             others = [r for r in rooms if r not in victims][:singles]
             live_jobs = {j.room_id: j.job_id for j in emu.service.jobs.values() if j.running}
             last_drop = 0.0
@@ -173,6 +235,7 @@ async def _bench(n: int, drop: int, singles: int) -> tuple[dict[str, object], st
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(1.0 / DEFAULT_RATE_LIMITS["command"] + 0.1)
             t_end = time.monotonic()
+            lag.stop()
             await background.stop()
             profile = await spy_result(sampler, spy_out)
             single, single_miss = _latencies(rec, probe, {live_jobs[r] for r in others}, t1)
@@ -181,6 +244,7 @@ async def _bench(n: int, drop: int, singles: int) -> tuple[dict[str, object], st
             logs = list(d.logs())
             burst_d, _ = _daemon_side(logs, {by_room[r] for r in victims}, wall0)
             single_d, single_accept = _daemon_side(logs, {live_jobs[r] for r in others}, wall1)
+            wire_in, wire_out = _split(rec, probe, logs, {live_jobs[r] for r in others}, t1, offset)
     floor = drop / DEFAULT_RATE_LIMITS["command"] + CONNECT_S
     return {
         "rooms": n,
@@ -200,6 +264,12 @@ async def _bench(n: int, drop: int, singles: int) -> tuple[dict[str, object], st
         "daemon_single_p99_ms": percentile(single_d, 99) * 1000,
         "daemon_single_accept_p50_ms": percentile(single_accept, 50),
         "daemon_single_accept_p99_ms": percentile(single_accept, 99),
+        "single_wire_in_p50_ms": percentile(wire_in, 50) * 1000,
+        "single_wire_in_p99_ms": percentile(wire_in, 99) * 1000,
+        "single_wire_out_p50_ms": percentile(wire_out, 50) * 1000,
+        "single_wire_out_p99_ms": percentile(wire_out, 99) * 1000,
+        "emulator_loop_lag_p99_ms": percentile(lag.lags, 99) * 1000,
+        "emulator_loop_lag_max_ms": max(lag.lags, default=float("nan")) * 1000,
         "all_live_s": all_live_s if burst_ok else float("nan"),
         "all_live_floor_s": floor,
         "all_live_over_floor": all_live_s / floor,
@@ -231,6 +301,10 @@ def run(quick: bool) -> int:
             "REFRESH_OUTPUT_URL arriving there; daemon_* (secondary) = callback arriving in the "
             "daemon → refresh handed to its client, from the daemon's log; "
             "daemon_single_accept = that callback's receipt → durable in the inbox (accept_ms); "
+            "single_wire_in = callback left the emulator → received by the daemon; "
+            "single_wire_out = refresh handed to the daemon's client → arrived at the emulator "
+            "(both include scheduling delays of either process); emulator_loop_lag = how late "
+            "the bench process (emulator) woke a 10 ms timer during the single drops; "
             "burst figures include the 4/s command limiter queue; floor = dropped/4 + connect "
             f"1 s; {profile}"
         ),
