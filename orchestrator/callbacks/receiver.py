@@ -67,7 +67,7 @@ from orchestrator.callbacks.verify import (
 )
 from orchestrator.rooms.model import Poked, RoomSink, RtmpStateReported
 from orchestrator.settings import CallbackSettings
-from orchestrator.store.base import InboxItem, InboxStore, Store, StoreError
+from orchestrator.store.base import InboxItem, InboxStore, StoreError
 from orchestrator.store.groupcommit import GroupCommit
 
 __all__ = [
@@ -402,7 +402,7 @@ class CallbackIntake:
         self,
         settings: CallbackSettings,
         *,
-        store: Store,
+        store: InboxStore,
         sink: RoomSink,
         room_for_job: Callable[[str], str | None],
         key_for_room: Callable[[str], Sequence[str]],
@@ -660,7 +660,7 @@ def _json(result: IntakeResult, background: BackgroundTask | None = None) -> JSO
 def callback_routes(
     settings: CallbackSettings,
     *,
-    store: Store,
+    store: InboxStore,
     sink: RoomSink,
     room_for_job: Callable[[str], str | None],
     key_for_room: Callable[[str], Sequence[str]],
@@ -691,7 +691,7 @@ class _ReplayStats:
 
 
 async def replay_inbox(
-    store: Store,
+    store: InboxStore,
     sink: RoomSink,
     *,
     room_for_job: Callable[[str], str | None],
