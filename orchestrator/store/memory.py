@@ -206,6 +206,7 @@ class MemoryStore:
         self, room_id: str | None = None, *, since: datetime | None = None, limit: int = 100
     ) -> list[TransitionRecord]:
         db = self._check()
+        since = None if since is None else _aware(since)
         found = [
             (t.at, n, t)
             for n, t in enumerate(db.transitions)
