@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from orchestrator.clock import Clock
-from orchestrator.store.base import Lease, Store, StoreError
+from orchestrator.store.base import Lease, LeaseStore, StoreError
 from orchestrator.store.leases import (
     fair_share,
     is_member_key,
@@ -100,7 +100,7 @@ class OwnershipManager:
 
     def __init__(
         self,
-        store: Store,
+        store: LeaseStore,
         *,
         owner: str,
         room_ids: Callable[[], Sequence[str]],
