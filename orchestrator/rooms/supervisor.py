@@ -123,7 +123,7 @@ class RoomSupervisor:
         self._replies = Replies()
         self._effects = Effects(cloud=cloud, store=store, hints=hints, replies=self._replies)
         self._tenant = TenantPoll(
-            cloud=cloud, clock=clock, workers=self._workers, hints=hints, owns=owns,
+            cloud=cloud, clock=clock, workers=self._workers, sink=self, hints=hints, owns=owns,
             settled=self._settled,
         )  # fmt: skip
 

@@ -17,7 +17,14 @@ import structlog
 from orchestrator.clock import Clock
 from orchestrator.rooms.effects import ACTIVE, AdoptHints, CloudPort, observed
 from orchestrator.rooms.machine import step
-from orchestrator.rooms.model import Event, JobObserved, JobsListed, ObservedJob, Poked
+from orchestrator.rooms.model import (
+    Event,
+    JobObserved,
+    JobsListed,
+    ObservedJob,
+    Poked,
+    RoomSink,
+)
 from orchestrator.rooms.recorder import durable_change
 from orchestrator.rooms.worker import RoomWorker
 
@@ -55,6 +62,7 @@ class TenantPoll:
         cloud: CloudPort,
         clock: Clock,
         workers: Mapping[str, RoomWorker],
+        sink: RoomSink,
         hints: AdoptHints,
         owns: Callable[[str, datetime], bool] | None,
         settled: asyncio.Event,
@@ -62,6 +70,7 @@ class TenantPoll:
         self._cloud = cloud
         self._clock = clock
         self._workers = workers  # the supervisor's own map: rooms come and go
+        self._sink = sink  # where observations go (the supervisor's ``post``)
         self._hints = hints
         self._owns = owns
         self._settled = settled
@@ -98,9 +107,7 @@ class TenantPoll:
             jobs = by_room.get(rid, [])
             if not jobs:
                 report.without_jobs.append(rid)
-            w = workers.get(rid)
-            if w is not None:
-                w.post(JobsListed(jobs=tuple(jobs), cause="startup:adopt"))
+            self._sink.post(rid, JobsListed(jobs=tuple(jobs), cause="startup:adopt"))
         if report.unmanaged:
             log.warning("unmanaged_jobs_running", jobs=len(report.unmanaged))
         log.info("rooms_adopted", adopted=len(report.adopted), idle=len(report.without_jobs))
@@ -143,9 +150,7 @@ class TenantPoll:
             else:
                 ev = JobObserved(job_id=None, state=None, cause="poll")
             if not (isinstance(ev, JobObserved) and self._observe_inline(rid, w, ev)):
-                now_w = self._workers.get(rid)  # stood down or removed while we yielded: none
-                if now_w is not None:
-                    now_w.post(ev)
+                self._sink.post(rid, ev)
 
     def _observe_inline(self, rid: str, w: RoomWorker, ev: JobObserved) -> bool:
         """Apply a poll observation right here when the machine says it changes nothing but
