@@ -43,6 +43,7 @@ from orchestrator.rooms.model import (
     CommandSucceeded,
     Event,
     InsertScript,
+    InsertScriptRequested,
     JobObserved,
     JobsListed,
     JobStarted,
@@ -54,6 +55,7 @@ from orchestrator.rooms.model import (
     RaiseAlert,
     RefreshOutput,
     ResetExitConfig,
+    Room,
     SetTimer,
     ShowJob,
     StartJob,
@@ -295,6 +297,15 @@ class Effects:
     def handles(self) -> frozenset[type[Action]]:
         """Every action type with an entry (a test checks it is every Action in the model)."""
         return frozenset(self._table)
+
+    def refuse_unless_accepted(
+        self, rid: str, event: InsertScriptRequested, after: Room, actions: Sequence[Action]
+    ) -> None:
+        """The machine accepts a script by emitting :class:`InsertScript`; otherwise the
+        caller hears ``not_live`` now (the same words the control API always used)."""
+        if not any(isinstance(a, InsertScript) for a in actions):
+            error = CommandError("not_live", f"room {rid!r} has no live job (state {after.state})")
+            self._replies.refuse(event.request_id, error)
 
     async def execute(self, w: RoomWorker, action: Action) -> None:
         """Carry out ``action`` for ``w``'s room and post its answer, if any, to the room."""

@@ -41,7 +41,6 @@ from orchestrator.rooms.machine import step
 from orchestrator.rooms.model import (
     Action,
     Event,
-    InsertScript,
     InsertScriptRequested,
     ListJobs,
     Order,
@@ -455,7 +454,7 @@ class RoomSupervisor:
             if after.job_id is not None:
                 self._job_rooms[after.job_id] = rid
         if isinstance(event, InsertScriptRequested):
-            self._refuse_unless_accepted(rid, event, after, actions)
+            self._effects.refuse_unless_accepted(rid, event, after, actions)
         # Every field a snapshot shows, except last_observed_at, is durable: so this also says
         # whether listeners (MQTT state, metrics, SLA) hear of it. A poll that only confirms a
         # room is no news (10,000 rooms would make 500 "changes" a second).
@@ -479,15 +478,6 @@ class RoomSupervisor:
             return
         await record
         await self._run(w, actions)
-
-    def _refuse_unless_accepted(
-        self, rid: str, event: InsertScriptRequested, after: Room, actions: Sequence[Action]
-    ) -> None:
-        """The machine accepts a script by emitting :class:`InsertScript`; otherwise the
-        caller hears ``not_live`` now (the same words the control API always used)."""
-        if not any(isinstance(a, InsertScript) for a in actions):
-            error = CommandError("not_live", f"room {rid!r} has no live job (state {after.state})")
-            self._replies.refuse(event.request_id, error)
 
     async def _run(self, w: RoomWorker, actions: list[Action]) -> None:
         for action in actions:
