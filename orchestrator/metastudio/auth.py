@@ -21,7 +21,7 @@ import structlog
 
 from orchestrator.errors import AuthError, CloudUnavailable
 from orchestrator.metastudio import signer
-from orchestrator.metastudio.client import error_from_response
+from orchestrator.metastudio.errormap import error_from_response
 
 __all__ = ["AkSkAuth", "IamTokenAuth", "WallClock", "signable_headers"]
 

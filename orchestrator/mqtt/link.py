@@ -2,22 +2,22 @@
 
 aiomqtt 2.x has no automatic reconnect and an ``aiomqtt.Client`` is not safely re-enterable
 after a lost connection, so the bridge builds a fresh client per attempt with
-:func:`make_client` and waits :class:`Backoff` delays between attempts: exponential, capped at
-``reconnect_max_s``, with "equal jitter" (half fixed, half random) so a fleet of daemons does
-not reconnect in lockstep after a broker restart, and reset after every successful connect.
+:func:`make_client` and waits :class:`~orchestrator.backoff.Backoff` delays between attempts
+(the daemon's one retry formula): exponential, capped at ``reconnect_max_s``, with "equal
+jitter" (half fixed, half random) so a fleet of daemons does not reconnect in lockstep after a
+broker restart, and reset after every successful connect.
 """
 
 from __future__ import annotations
 
-import random
 import ssl
-from dataclasses import dataclass, field
 
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from orchestrator.backoff import Backoff  # re-exported: the bridge's reconnect delays
 from orchestrator.mqtt.topics import OFFLINE, Topics
 from orchestrator.settings import MqttSettings
 
@@ -38,25 +38,6 @@ republish after a reconnect twice as slow on loopback."""
 RELAY_SESSION_EXPIRY_S = 7 * 24 * 3600
 """v5 session expiry when consuming the relay: the broker keeps our subscription and queued
 QoS 1 callbacks this long while the daemon is down (mosquitto may cap it)."""
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Capped exponential backoff with equal jitter; :meth:`reset` after a success."""
-
-    cap_s: float
-    base_s: float = 0.5
-    rng: random.Random = field(default_factory=random.Random)
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        """Delay before the next attempt: in [d/2, d] where d = min(cap, base * 2**attempt)."""
-        d = min(self.cap_s, self.base_s * (2.0 ** min(self.attempt, 32)))
-        self.attempt += 1
-        return d / 2 + self.rng.uniform(0, d / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:

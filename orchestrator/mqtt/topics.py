@@ -17,12 +17,12 @@ or whose room id is not a valid room id, is refused here so the bridge never rou
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from orchestrator.names import TopicError, check_mqtt_prefix, is_valid_room_id
 from orchestrator.rooms.model import Snapshot
 
 __all__ = [
@@ -45,18 +45,6 @@ OFFLINE = "offline"
 BRIDGE = "bridge"
 """Lane/target name used for bridge-wide commands (not a valid room id clash: rooms are
 addressed only under ``rooms/``)."""
-
-# Same rule as orchestrator.settings.RoomSettings: MetaStudio room ids are 1-128 of [A-Za-z0-9_.-].
-_ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-
-
-class TopicError(ValueError):
-    """A topic or prefix that the bridge refuses (wildcards, empty or unexpected segments)."""
-
-
-def is_valid_room_id(room_id: str) -> bool:
-    return bool(_ROOM_ID.match(room_id))
 
 
 def validate_publish_topic(topic: str) -> str:
@@ -86,12 +74,7 @@ class Topics:
 
     @classmethod
     def for_prefix(cls, prefix: str) -> Topics:
-        parts = prefix.split("/")
-        if not all(_PREFIX_SEGMENT.match(p) for p in parts) or prefix.startswith("$"):
-            raise TopicError(
-                f"MQTT prefix {prefix!r} must be '/'-separated segments of [A-Za-z0-9_.-]"
-            )
-        return cls(prefix)
+        return cls(check_mqtt_prefix(prefix))
 
     @property
     def bridge_state(self) -> str:
