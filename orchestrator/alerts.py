@@ -28,7 +28,7 @@ import httpx
 import structlog
 
 from orchestrator.backoff import capped, jittered, parse_retry_after
-from orchestrator.mqtt.topics import alert_event
+from orchestrator.payloads import alert_event
 from orchestrator.redaction import mask_text
 
 __all__ = ["Alert", "WebhookSender"]
@@ -47,7 +47,7 @@ class Alert:
     at: datetime
 
     def to_json(self) -> dict[str, Any]:
-        """The payload for MQTT and the webhook (``mqtt.topics.alert_event``); the message may
+        """The payload for MQTT and the webhook (``payloads.alert_event``); the message may
         quote a cloud error, so it goes through the one redaction policy."""
         return alert_event(
             self.room_id,
