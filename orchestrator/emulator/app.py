@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.emulator.clock import ManualClock
-from orchestrator.emulator.constraints import ConstraintViolation, check_app_user_id
+from orchestrator.metastudio.constraints import ConstraintViolation, check_app_user_id
 from orchestrator.emulator.platform import key_fingerprint
 from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.emulator.validation import ApiError, bad_request

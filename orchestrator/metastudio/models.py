@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.emulator.constraints import ConstraintViolation, check_start_body
+from orchestrator.metastudio.constraints import ConstraintViolation, check_start_body
 from orchestrator.errors import InvalidRequest
 
 __all__ = [

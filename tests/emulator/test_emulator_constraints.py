@@ -18,7 +18,7 @@ import pytest
 from emulator_support import AK, PROJECT, RTMP, SK, make_service
 
 from orchestrator.emulator.app import create_app
-from orchestrator.emulator.constraints import START_SMART_LIVE, Row, check_start_body
+from orchestrator.metastudio.constraints import START_SMART_LIVE, Row, check_start_body
 from orchestrator.emulator.service import EmulatorService
 from orchestrator.errors import InvalidRequest
 from orchestrator.httpserver import ServedApp, serve
