@@ -58,6 +58,7 @@ from orchestrator.names import (
     TopicError,
     check_mqtt_prefix,
 )
+from orchestrator.redaction import is_secret_key
 from orchestrator.rooms.policy import Policy
 from orchestrator.schedule.holidays import load_holidays
 from orchestrator.schedule.windows import (
@@ -1057,8 +1058,6 @@ def url_secrets(url: str) -> list[str]:
     token-like path segments or query values."""
     from urllib.parse import parse_qsl, unquote, urlsplit
 
-    from orchestrator.redaction import is_secret_key
-
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -1093,8 +1092,6 @@ def mask_url(url: str) -> str:
         path = "/".join("***" if _token_like(seg) else seg for seg in path.split("/"))
     query = parts.query
     if query:
-        from orchestrator.redaction import is_secret_key
-
         items = []
         for item in query.split("&"):
             key, sep, value = item.partition("=")

@@ -28,10 +28,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.emulator.clock import ManualClock
-from orchestrator.metastudio.constraints import ConstraintViolation, check_app_user_id
 from orchestrator.emulator.platform import key_fingerprint
 from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.emulator.validation import ApiError, bad_request
+from orchestrator.metastudio.constraints import ConstraintViolation, check_app_user_id
 from orchestrator.metastudio.signer import SignatureError, verify
 
 __all__ = ["create_app"]

@@ -32,8 +32,8 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.metastudio.constraints import ConstraintViolation, check_start_body
 from orchestrator.errors import InvalidRequest
+from orchestrator.metastudio.constraints import ConstraintViolation, check_start_body
 
 __all__ = [
     "CallbackEvent",
