@@ -21,7 +21,6 @@ from orchestrator.errors import ConfigError
 from orchestrator.schedule import preview
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 

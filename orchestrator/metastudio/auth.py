@@ -100,11 +100,6 @@ class AkSkAuth(httpx.Auth):
         self._security_token = security_token
         self._clock = clock
 
-    @property
-    def access_key(self) -> str:
-        """The AK (an identifier, not a secret; still kept out of logs by callers)."""
-        return self._ak
-
     def __repr__(self) -> str:
         return f"AkSkAuth(project_id={self._project_id!r})"
 

@@ -298,11 +298,6 @@ class MqttBridge:
         so bridge/info, the discovery configs and every room state are published again."""
         self._after_reload()
 
-    def republish_all(self) -> None:
-        """Ask the sender to republish every room's state from Control (e.g. after a reload)."""
-        self._resync = True
-        self._wake.set()
-
     # ------------------------------------------------------------------ the connection loop
 
     async def run(self) -> None:
