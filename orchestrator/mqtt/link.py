@@ -26,6 +26,7 @@ __all__ = [
     "MIN_PACKET_BYTES",
     "RELAY_SESSION_EXPIRY_S",
     "Backoff",
+    "client_for",
     "make_client",
     "max_packet_bytes",
     "tls_context",
@@ -75,8 +76,23 @@ def make_client(
     our downtime); command topics are never worth replaying from a stale session.
     Must be called inside a running event loop (aiomqtt binds it at construction).
     """
-    persistent = settings.consume_relay
     will = aiomqtt.Will(topic=topics.bridge_state, payload=OFFLINE, qos=1, retain=True)
+    return client_for(
+        settings, will=will, persistent=settings.consume_relay, tls=tls, timeout_s=timeout_s
+    )
+
+
+def client_for(
+    settings: MqttSettings,
+    *,
+    will: aiomqtt.Will | None = None,
+    persistent: bool = False,
+    tls: ssl.SSLContext | None = None,
+    timeout_s: float = 10.0,
+) -> aiomqtt.Client:
+    """A new, unconnected client for ``settings``: protocol, credentials, TLS, keepalive, the
+    v5 packet-size cap and the in-flight window. The bridge adds its LWT (:func:`make_client`);
+    the callback relay uses it as is, so both reach the broker the same way."""
     password = settings.password.get_secret_value() if settings.password else None
     client = _client(settings, will, password, persistent, tls, timeout_s)
     # aiomqtt warns on every call beyond 10 pending ones; batches of MAX_INFLIGHT are normal here.
@@ -86,7 +102,7 @@ def make_client(
 
 def _client(
     settings: MqttSettings,
-    will: aiomqtt.Will,
+    will: aiomqtt.Will | None,
     password: str | None,
     persistent: bool,
     tls: ssl.SSLContext | None,
