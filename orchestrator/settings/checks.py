@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from orchestrator.errors import ConfigError
 from orchestrator.schedule.holidays import load_holidays
 from orchestrator.schedule.windows import DateRange, RoomSchedule
-from orchestrator.settings.locate import _Locator
+from orchestrator.settings.locate import Locator
 from orchestrator.settings.model import Settings
 from orchestrator.settings.rooms import RoomSettings
 
@@ -35,7 +35,7 @@ def schedule_for_room(
     )
 
 
-def _check_schedules(s: Settings, locate: _Locator) -> None:
+def check_schedules(s: Settings, locate: Locator) -> None:
     """Build every room's schedule once: unknown holiday lists or a bad holidays file fail here."""
     lists = load_holidays(s.schedule.holidays_file)
     for i, room in enumerate(s.rooms):
@@ -45,7 +45,7 @@ def _check_schedules(s: Settings, locate: _Locator) -> None:
             raise ConfigError(f"rooms.{room.id}: {exc}", where=locate(("rooms", i))) from None
 
 
-def _check_required_secrets(s: Settings, locate: _Locator) -> None:
+def check_required_secrets(s: Settings, locate: Locator) -> None:
     if s.cloud.auth == "aksk" and (s.cloud.ak is None) != (s.cloud.sk is None):
         raise ConfigError(
             "cloud.ak and cloud.sk must be given together",
@@ -92,7 +92,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _check_target(s: Settings, locate: _Locator) -> None:
+def check_run_target(s: Settings, locate: Locator) -> None:
     """What ``liveorch run`` needs for the configured target, checked before it starts."""
     c = s.cloud
     real_cloud = c.base_url is None

@@ -10,10 +10,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from orchestrator.names import BRIDGE_ACTION_NAMES, ROOM_ACTION_NAMES, TopicError, check_mqtt_prefix
-from orchestrator.settings.fields import _STORE_DRIVERS, _header_value, _http_url, _Section
+from orchestrator.settings.fields import Section, header_value, http_url
+
+_STORE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 
-class CloudSettings(_Section):
+class CloudSettings(Section):
     """How to reach MetaStudio."""
 
     region: str = Field("cn-north-4", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -45,13 +47,13 @@ class CloudSettings(_Section):
     rate_write_per_s: float = Field(4.0, gt=0)
     """Tenant rate limits (documented for cn-north-4; lower for cn-east-3)."""
 
-    _urls = field_validator("base_url", "iam_url")(lambda v: _http_url(v))
+    _urls = field_validator("base_url", "iam_url")(lambda v: http_url(v))
     _header_safe = field_validator("ak", "sk", "security_token", "app_user_id")(
-        lambda v: _header_value(v)
+        lambda v: header_value(v)
     )
 
 
-class StoreSettings(_Section):
+class StoreSettings(Section):
     url: str = "sqlite+aiosqlite:///var/liveorch.db"
     """SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db (the only
     two drivers the daemon has)."""
@@ -96,7 +98,7 @@ class StoreSettings(_Section):
         return self
 
 
-class MqttSettings(_Section):
+class MqttSettings(Section):
     enabled: bool = False
     """Off by default: the daemon runs without MQTT when no broker is configured."""
     host: str = Field("127.0.0.1", pattern=r"^[^\s/]+$")
@@ -182,7 +184,7 @@ class MqttSettings(_Section):
         return self
 
 
-class HttpSettings(_Section):
+class HttpSettings(Section):
     host: str = Field("127.0.0.1", pattern=r"^[^\s/]+$")
     """Ops + callback server bind address. Loopback by default: expose deliberately."""
     port: int = Field(8680, ge=0, le=65535)
@@ -193,10 +195,10 @@ class HttpSettings(_Section):
     """A bind address beyond loopback without ``ops.token`` would serve /rooms, /metrics and
     the status page to anyone who can reach the port: refused unless this is true."""
 
-    _urls = field_validator("public_callback_url")(lambda v: _http_url(v))
+    _urls = field_validator("public_callback_url")(lambda v: http_url(v))
 
 
-class CallbackSettings(_Section):
+class CallbackSettings(Section):
     path: str = Field("/callbacks/metastudio", pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
     """Absolute URL path (leading /) of the callback route; no query, fragment or spaces."""
     auth_type: Literal["NONE", "MSS_A", "MSS_A_HEAD"] = "MSS_A_HEAD"
@@ -214,4 +216,4 @@ class CallbackSettings(_Section):
     allow_none: bool = False
     """auth_type NONE is refused unless this is true (and the path should carry a secret token)."""
 
-    _keys = field_validator("key", "previous_key")(lambda v: _header_value(v))
+    _keys = field_validator("key", "previous_key")(lambda v: header_value(v))

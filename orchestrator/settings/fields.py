@@ -7,10 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-_STORE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
-
-def _http_url(v: str | None) -> str | None:
+def http_url(v: str | None) -> str | None:
     """An http(s) URL with a host, or None (the message never repeats the value: it may hold
     a token)."""
     if v is None:
@@ -27,7 +25,7 @@ def _http_url(v: str | None) -> str | None:
     return v
 
 
-def _header_value(v: Any) -> Any:
+def header_value(v: Any) -> Any:
     """Secrets and ids that go into HTTP headers: printable ASCII without spaces (a newline from
     an editor would make every signed call fail). The value is never quoted."""
     if v is None:
@@ -38,7 +36,7 @@ def _header_value(v: Any) -> Any:
     return v
 
 
-def _timezone(v: str | None) -> str | None:
+def iana_timezone(v: str | None) -> str | None:
     if v is None:
         return v
     from zoneinfo import ZoneInfo
@@ -50,6 +48,6 @@ def _timezone(v: str | None) -> str | None:
     return v
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     # inf/nan are valid TOML floats but no timeout, rate or size the daemon uses can be either
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator.errors import ConfigError
-from orchestrator.settings.checks import _check_required_secrets, _check_schedules, _check_target
-from orchestrator.settings.locate import DEFAULT_CONFIG, _Locator
+from orchestrator.settings.checks import check_required_secrets, check_run_target, check_schedules
+from orchestrator.settings.locate import DEFAULT_CONFIG, Locator
 from orchestrator.settings.model import Settings
 
 _GLOBAL_SECRET_FILES: dict[str, tuple[str, str]] = {
@@ -55,7 +55,7 @@ def _read_secret_file(f: Path) -> str:
     return text.strip()
 
 
-def _apply_secret_files(data: dict[str, Any], secrets_dir: Path, locate: _Locator) -> None:
+def _apply_secret_files(data: dict[str, Any], secrets_dir: Path, locate: Locator) -> None:
     """Fill empty secret fields from files; explicit TOML/env values win."""
     if not secrets_dir.is_dir():
         raise ConfigError(f"secrets directory {secrets_dir} does not exist", where="secrets_dir")
@@ -152,7 +152,7 @@ def load_settings(
         else:
             data, text = _read_toml(file)
     env_vars: Mapping[str, str] = os.environ if env else {}
-    locate = _Locator(file, text, env_vars)
+    locate = Locator(file, text, env_vars)
     secrets_dir = data.get("secrets_dir") or env_vars.get("LIVEORCH_SECRETS_DIR")
     secrets_dir = secrets_dir or env_vars.get("CREDENTIALS_DIRECTORY")
     if secrets_dir:
@@ -173,8 +173,8 @@ def load_settings(
         field_path = ".".join(str(p) for p in loc) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{field_path}: {_reason(first)}{more}", where=locate(loc)) from None
-    _check_required_secrets(settings, locate)
-    _check_schedules(settings, locate)
+    check_required_secrets(settings, locate)
+    check_schedules(settings, locate)
     if check_target:
-        _check_target(settings, locate)
+        check_run_target(settings, locate)
     return settings

@@ -55,7 +55,7 @@ def _key_lines(text: str) -> dict[tuple[str | int, ...], int]:
     return lines
 
 
-class _Locator:
+class Locator:
     """Says where a value came from: an environment variable, a secrets file or file:line."""
 
     def __init__(self, file: Path | None, text: str, env: Mapping[str, str]) -> None:

@@ -19,7 +19,7 @@ from pydantic import (
 from orchestrator.names import ROOM_ID
 from orchestrator.rooms.policy import Policy
 from orchestrator.schedule.windows import WindowSpec, parse_date_ranges, parse_hhmm
-from orchestrator.settings.fields import _Section, _timezone
+from orchestrator.settings.fields import Section, iana_timezone
 
 _POLICY = Policy()
 """The recovery defaults live with the pure ladder (``rooms.policy``), which must not import
@@ -43,7 +43,7 @@ class ProbeSettings(BaseModel):
     """ffprobe executable (name on $PATH or absolute path)."""
 
 
-class RecoverySettings(_Section):
+class RecoverySettings(Section):
     """The recovery ladder. Every number can be overridden per room."""
 
     grace_s: float = Field(_POLICY.grace_s, ge=0)
@@ -106,7 +106,7 @@ class RecoverySettings(_Section):
     of restarting with the same key. Empty: never tell them apart."""
 
 
-class ScheduleSettings(_Section):
+class ScheduleSettings(Section):
     timezone: str = "UTC"
     """Default IANA time zone for rooms that don't set one."""
     min_remaining_s: float = Field(120.0, ge=0)
@@ -117,15 +117,15 @@ class ScheduleSettings(_Section):
     rollover_before_h: float = Field(160.0, gt=0, lt=168)
     """Plan a rollover before the service's 168 h job limit."""
 
-    _tz = field_validator("timezone")(lambda v: _timezone(v))
+    _tz = field_validator("timezone")(lambda v: iana_timezone(v))
 
 
-class OutputTarget(_Section):
+class OutputTarget(Section):
     url: str = Field(pattern=r"^rtmps?://[^\s/]+")
     stream_key: SecretStr = SecretStr("")
 
 
-class RoomSettings(_Section):
+class RoomSettings(Section):
     id: str
     """MetaStudio room id."""
     name: str = ""
@@ -152,7 +152,7 @@ class RoomSettings(_Section):
     probe: dict[str, Any] = Field(default_factory=dict)
     """Per-room overrides of [probe] fields."""
 
-    _tz = field_validator("timezone")(lambda v: _timezone(v))
+    _tz = field_validator("timezone")(lambda v: iana_timezone(v))
 
     @model_validator(mode="after")
     def _check(self) -> RoomSettings:

@@ -7,40 +7,40 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from orchestrator.settings.fields import _http_url, _Section
+from orchestrator.settings.fields import Section, http_url
 
 
-class ShutdownSettings(_Section):
+class ShutdownSettings(Section):
     stop_jobs: bool = False
     """Stop running jobs on SIGTERM (default: leave them streaming)."""
     timeout_s: float = Field(20.0, gt=0)
 
 
-class ReloadSettings(_Section):
+class ReloadSettings(Section):
     stop_removed: bool = False
     """On reload, stop jobs of rooms removed from the config (default: leave them alone)."""
 
 
-class OpsSettings(_Section):
+class OpsSettings(Section):
     token: SecretStr | None = None
     """When set, /rooms, /metrics and the status page require `Authorization: Bearer <token>`."""
     api_reachable_s: float = Field(120.0, gt=0)
     """/readyz fails if no MetaStudio call succeeded within this many seconds."""
 
 
-class AlertSettings(_Section):
+class AlertSettings(Section):
     webhook_url: str | None = None
     webhook_retries: int = Field(5, ge=0, le=100)
 
-    _urls = field_validator("webhook_url")(lambda v: _http_url(v))
+    _urls = field_validator("webhook_url")(lambda v: http_url(v))
 
 
-class LogSettings(_Section):
+class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class RetentionSettings(_Section):
+class RetentionSettings(Section):
     """How long the store keeps what grows with traffic; a supervised task prunes it every
     ``interval_s``. Days may be fractions (tests and benches shrink them). Rows that still
     matter are never pruned: rooms, leases, schedule overrides, active alerts, pending start
@@ -66,7 +66,7 @@ class RetentionSettings(_Section):
     """How often the prune runs (and once at startup)."""
 
 
-class LimitsSettings(_Section):
+class LimitsSettings(Section):
     """Caps on what a caller can make us hold: connections, time, stored and logged bytes."""
 
     http_max_connections: int = Field(256, gt=0)
