@@ -37,6 +37,7 @@ from typing import Any, Literal, Protocol, cast
 import structlog
 
 from orchestrator.clock import Clock
+from orchestrator.control import CommandError
 from orchestrator.errors import (
     Conflict,
     NotFound,
@@ -125,6 +126,11 @@ class _Started(Protocol):
     def job_id(self) -> str: ...
 
 
+class _Commanded(Protocol):
+    @property
+    def command_id(self) -> str | None: ...
+
+
 class CloudPort(Protocol):
     """The part of ``metastudio.client.MetaStudioClient`` the rooms use (our seam for fakes)."""
 
@@ -143,6 +149,9 @@ class CloudPort(Protocol):
     async def reset_exit_config(
         self, room_id: str, job_id: str, config: LiveExitConfig
     ) -> object: ...
+    async def insert_play_script(
+        self, room_id: str, job_id: str, text: str, *, play_type: str = ...
+    ) -> _Commanded: ...
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -1121,6 +1130,25 @@ class RoomSupervisor:
                 await self.poll_once()
             except OrchestratorError as exc:
                 log.warning("rooms_poll_failed", error=_short(exc))
+
+    # --- temporary (s6-app): moved as is from Daemon.insert_script; s6-rooms replaces it
+    # with a room action, so that no control code calls the cloud.
+
+    async def insert_script(
+        self, room_id: str, *, text: str, play_type: str, cause: str
+    ) -> dict[str, Any]:
+        """The room's live job speaks ``text``: ``{"command_id", "job_id"}``. Raises
+        :class:`CommandError` ``not_live`` (no live job) or ``cloud_error``."""
+        snap = self.snapshot(room_id)
+        if snap.job_id is None or snap.state not in (RoomState.LIVE, RoomState.DEGRADED):
+            raise CommandError("not_live", f"room {room_id!r} has no live job (state {snap.state})")
+        try:
+            res = await self._cloud.insert_play_script(
+                room_id, snap.job_id, text, play_type=play_type
+            )
+        except OrchestratorError as exc:
+            raise CommandError("cloud_error", str(exc)) from exc
+        return {"command_id": res.command_id, "job_id": snap.job_id}
 
 
 def _restored(rid: str, data: Mapping[str, Any] | None) -> Room | None:
