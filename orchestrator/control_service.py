@@ -23,7 +23,7 @@ from orchestrator.control import CommandError
 from orchestrator.mqtt.topics import snapshot_json
 from orchestrator.overrides import Overrides
 from orchestrator.rooms import model
-from orchestrator.schedule import windows
+from orchestrator.schedule import overrides as sched_ov
 from orchestrator.schedule.preview import schedule_for_room
 from orchestrator.settings import Settings
 
@@ -175,17 +175,17 @@ class ControlService:
         return {"schedule": await self._overrides.change_schedule(room_id, change)}
 
     async def pause_schedule(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
-        return await self._change_schedule(room_id, windows.pause)
+        return await self._change_schedule(room_id, sched_ov.pause)
 
     async def resume_schedule(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
-        return await self._change_schedule(room_id, windows.resume)
+        return await self._change_schedule(room_id, sched_ov.resume)
 
     async def add_window(
         self, room_id: str, *, start: datetime, end: datetime, cause: str
     ) -> Mapping[str, Any]:
         if end <= start:
             raise CommandError("bad_payload", "end must be after start")
-        return await self._change_schedule(room_id, lambda ov: windows.add_window(ov, start, end))
+        return await self._change_schedule(room_id, lambda ov: sched_ov.add_window(ov, start, end))
 
     async def skip_next_window(self, room_id: str, *, cause: str) -> Mapping[str, Any]:
         self._need_room(room_id)
@@ -194,7 +194,7 @@ class ControlService:
         assert room is not None
         sched = schedule_for_room(room, settings)
         now = self._clock.now()
-        return await self._change_schedule(room_id, lambda ov: windows.skip_next(ov, sched, now))
+        return await self._change_schedule(room_id, lambda ov: sched_ov.skip_next(ov, sched, now))
 
     # --- the daemon's ----------------------------------------------------------------------
 
