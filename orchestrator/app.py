@@ -416,7 +416,7 @@ class Daemon:
 
     async def _close(self) -> None:
         """Release everything; one failing step is logged and never skips the others."""
-        steps: list[tuple[str, Callable[[], Any]]] = []
+        steps: list[tuple[str, Callable[[], object]]] = []
         if self.bridge is not None:
             steps.append(("mqtt", self.bridge.aclose))
         if self.scheduler is not None:
