@@ -7,9 +7,9 @@ Nothing here calls the cloud. ``insert_script`` is the room supervisor's to carr
 the room's live job); output and schedule overrides are stored through
 :class:`~orchestrator.overrides.Overrides` before the room is told.
 
-Kept apart from ``orchestrator.control`` (the protocol and :class:`CommandError`), which the
-adapters import: this module reads room snapshots through ``mqtt.topics``, whose package imports
-the bridge, which imports ``orchestrator.control``.
+Kept apart from ``orchestrator.control`` (the protocol and :class:`CommandError`): that module
+is in the core layer and the adapters import it; this one is a service that reads the settings,
+the clock and the stored overrides.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from typing import Any, Protocol
 
 from orchestrator.clock import Clock
 from orchestrator.control import CommandError
-from orchestrator.mqtt.topics import snapshot_json
 from orchestrator.overrides import Overrides
+from orchestrator.payloads import snapshot_json
 from orchestrator.rooms import model
 from orchestrator.schedule import overrides as sched_ov
-from orchestrator.schedule.preview import schedule_for_room
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, schedule_for_room
 
 __all__ = ["ControlService", "Leases", "Rooms"]
 

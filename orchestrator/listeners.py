@@ -21,6 +21,7 @@ import structlog
 from orchestrator.alerts import Alert
 from orchestrator.callbacks.parse import CallbackEvent
 from orchestrator.ops.metrics import Metrics
+from orchestrator.payloads import callback_event
 from orchestrator.rooms import model
 from orchestrator.rooms.supervisor import Transition
 from orchestrator.sla import SlaAccumulator
@@ -93,14 +94,14 @@ class TransitionFanout:
         if self.publisher is not None and room_id is not None:
             self.publisher.publish_event(
                 room_id,
-                {
-                    "type": event.event_type,
-                    "job_id": event.job_id,
-                    "scene_script_name": event.scene_script_name,
-                    "shoot_script_sequence_no": event.shoot_script_sequence_no,
-                    "shoot_script_title": event.shoot_script_title,
-                    "reply_id": event.reply_id,
-                },
+                callback_event(
+                    event.event_type,
+                    job_id=event.job_id,
+                    scene_script_name=event.scene_script_name,
+                    shoot_script_sequence_no=event.shoot_script_sequence_no,
+                    shoot_script_title=event.shoot_script_title,
+                    reply_id=event.reply_id,
+                ),
             )
 
 

@@ -20,9 +20,8 @@ from pydantic import SecretStr
 
 from orchestrator import logging as olog
 from orchestrator.schedule.holidays import load_holidays
-from orchestrator.schedule.preview import schedule_for_room
 from orchestrator.schedule.scheduler import WindowScheduler
-from orchestrator.settings import RoomSettings, Settings
+from orchestrator.settings import RoomSettings, Settings, schedule_for_room
 from orchestrator.store.base import Store
 
 __all__ = ["Overrides"]

@@ -28,10 +28,10 @@ from orchestrator.clock import Clock
 from orchestrator.errors import OrchestratorError
 from orchestrator.ops import systemd
 from orchestrator.ops.metrics import Metrics
-from orchestrator.probe import ProbeRunner, ProbeSettings
+from orchestrator.probe import ProbeRunner
 from orchestrator.rooms import model
 from orchestrator.rooms.policy import poll_period
-from orchestrator.settings import Settings
+from orchestrator.settings import ProbeSettings, Settings
 from orchestrator.sla import SlaAccumulator
 from orchestrator.store.base import PruneCutoffs, SlaRow, Store, StoreError
 
@@ -53,8 +53,8 @@ SLA_FLUSH_S = 60.0
 class Pollable(Protocol):
     """What the poller needs of the room supervisor."""
 
-    tenant_jobs_seen: int
-
+    @property
+    def tenant_jobs_seen(self) -> int: ...
     @property
     def room_count(self) -> int: ...
     async def poll_once(self) -> None: ...
