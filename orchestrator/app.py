@@ -17,7 +17,8 @@ Signals: SIGTERM/SIGINT → graceful stop within ``shutdown.timeout_s`` (jobs ke
 The parts live in their own modules; this one only builds and connects them:
 ``control_service`` (commands → room events), ``listeners`` (transition fan-out), ``upkeep``
 (poll, SLA, retention, probe loops), ``overrides`` (stored output and schedule overrides),
-``cloud`` (the configured MetaStudio client), ``endpoints`` (the HTTP routes).
+``reload`` (SIGHUP / ``reload``), ``handover`` (leases, adoption at boot), ``cloud`` (the
+configured MetaStudio client), ``endpoints`` (the HTTP routes). docs/architecture.md maps them.
 """
 
 from __future__ import annotations
