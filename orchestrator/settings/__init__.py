@@ -32,7 +32,12 @@ The package holds one subject per module: ``fields`` (shared field checks), ``co
 
 from __future__ import annotations
 
-from orchestrator.settings.checks import is_loopback_host, schedule_for_room
+from orchestrator.settings.checks import (
+    ConfigProblem,
+    SettingsCheck,
+    is_loopback_host,
+    schedule_for_room,
+)
 from orchestrator.settings.connections import (
     CallbackSettings,
     CloudSettings,
@@ -67,6 +72,7 @@ __all__ = [
     "AlertSettings",
     "CallbackSettings",
     "CloudSettings",
+    "ConfigProblem",
     "HttpSettings",
     "LimitsSettings",
     "LogSettings",
@@ -80,6 +86,7 @@ __all__ = [
     "RoomSettings",
     "ScheduleSettings",
     "Settings",
+    "SettingsCheck",
     "ShutdownSettings",
     "StoreSettings",
     "config_url_secrets",

@@ -1,9 +1,14 @@
 """The load-time checks beyond the model: schedules that build, secrets that belong together, and
-what ``liveorch run`` needs for the configured target."""
+what ``liveorch run`` needs for the configured target.
+
+Checks that need more than the settings (the start request a room would send is the cloud
+client's model) come from above as :data:`SettingsCheck` functions passed to
+``load_settings(checks=...)``: the settings import nothing above them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from orchestrator.errors import ConfigError
 from orchestrator.schedule.holidays import load_holidays
@@ -11,6 +16,20 @@ from orchestrator.schedule.windows import DateRange, RoomSchedule
 from orchestrator.settings.locate import Locator
 from orchestrator.settings.model import Settings
 from orchestrator.settings.rooms import RoomSettings
+
+
+class ConfigProblem(Exception):
+    """What a :data:`SettingsCheck` raises: ``loc`` is the config path of the value at fault
+    (e.g. ``("rooms", 0, "start")``), which the loader turns into file:line."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+SettingsCheck = Callable[[Settings], None]
+"""A load-time check from a layer above the settings; raises :class:`ConfigProblem`."""
 
 
 def schedule_for_room(
@@ -92,7 +111,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_run_target(s: Settings, locate: Locator) -> None:
+def check_run_target(s: Settings, locate: Locator, checks: Sequence[SettingsCheck] = ()) -> None:
     """What ``liveorch run`` needs for the configured target, checked before it starts."""
     c = s.cloud
     real_cloud = c.base_url is None
@@ -123,16 +142,11 @@ def check_run_target(s: Settings, locate: Locator) -> None:
                     "callbacks.key)",
                     where=locate(("rooms", i)),
                 )
-    from orchestrator.errors import InvalidRequest
-    from orchestrator.rooms.startreq import RoomConfig, build_start_request
-
-    for i, room in enumerate(s.rooms):
-        try:  # the start request every start of this room would send: refused by us, not later
-            build_start_request(RoomConfig.build(s, room))
-        except InvalidRequest as exc:
-            raise ConfigError(
-                f"rooms.{i}.start: {exc.message}", where=locate(("rooms", i, "start"))
-            ) from None
+    for check in checks:  # e.g. the start request every start of a room would send
+        try:
+            check(s)
+        except ConfigProblem as exc:
+            raise ConfigError(exc.message, where=locate(exc.loc)) from None
     if (
         not is_loopback_host(s.http.host)
         and s.ops.token is None

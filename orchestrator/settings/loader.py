@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from orchestrator.errors import ConfigError
-from orchestrator.settings.checks import check_required_secrets, check_run_target, check_schedules
+from orchestrator.settings.checks import (
+    SettingsCheck,
+    check_required_secrets,
+    check_run_target,
+    check_schedules,
+)
 from orchestrator.settings.locate import DEFAULT_CONFIG, Locator
 from orchestrator.settings.model import Settings
 
@@ -132,6 +137,7 @@ def load_settings(
     env: bool = True,
     require_file: bool = False,
     check_target: bool = True,
+    checks: Sequence[SettingsCheck] = (),
 ) -> Settings:
     """Load and validate. Raises :class:`ConfigError` naming where (file:line, environment
     variable or secrets file), the field and the reason.
@@ -140,6 +146,8 @@ def load_settings(
     Beyond the model, refuses what ``liveorch run`` would refuse for the configured target
     (no project id, the real cloud without credentials, an unauthenticated remote bind …);
     ``check_target=False`` skips that for tools that never call the cloud (report, preview).
+    ``checks`` run with those target checks: what the layers above know to refuse (``liveorch
+    run`` and reload pass ``rooms.startreq.check_start_requests``).
     """
     file: Path | None = Path(path) if path is not None else None
     if file is None and DEFAULT_CONFIG.exists():
@@ -176,5 +184,5 @@ def load_settings(
     check_required_secrets(settings, locate)
     check_schedules(settings, locate)
     if check_target:
-        check_run_target(settings, locate)
+        check_run_target(settings, locate, checks)
     return settings
