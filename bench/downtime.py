@@ -204,23 +204,28 @@ MEDIA_FAULTS = ("service_drop", "job_failed")
 @dataclass(frozen=True, slots=True)
 class RoomSpec:
     room_id: str
+    group: str  # "plain", or the one backup fault this room is for
     url: str
     key: str
     backup_url: str | None = None
     backup_key: str | None = None
 
 
-def room_specs(n_plain: int, n_backup: int, ingest: str | None = None) -> list[RoomSpec]:
-    """Rooms with their own ingest hosts and keys (``ingest``: every primary on that one)."""
+def room_specs(reps: int, groups: Sequence[str], ingest: str | None = None) -> list[RoomSpec]:
+    """``reps`` rooms per group, each with its own ingest hosts and keys (``ingest``: every
+    primary on that one). A fault with a backup gets rooms of its own: a room that already
+    failed over to its backup is not the case it measures."""
     out = []
-    for i in range(n_plain + n_backup):
-        rid = f"bench-{i:05d}"
-        url = f"rtmp://{ingest or f'in{i:02d}a.bench.invalid:1935'}/live"
-        if i < n_plain:
-            out.append(RoomSpec(rid, url, f"key-{rid}-a"))
-        else:
-            backup = f"rtmp://in{i:02d}b.bench.invalid:1935/live"
-            out.append(RoomSpec(rid, url, f"key-{rid}-a", backup, f"key-{rid}-b"))
+    for g, group in enumerate(groups):
+        for j in range(reps):
+            i = g * reps + j
+            rid = f"bench-{i:05d}"
+            url = f"rtmp://{ingest or f'in{i:02d}a.bench.invalid:1935'}/live"
+            if group == "plain":
+                out.append(RoomSpec(rid, group, url, f"key-{rid}-a"))
+            else:
+                backup = f"rtmp://in{i:02d}b.bench.invalid:1935/live"
+                out.append(RoomSpec(rid, group, url, f"key-{rid}-a", backup, f"key-{rid}-b"))
     return out
 
 
@@ -690,30 +695,29 @@ class Plan:
     media: bool = False
 
     @property
-    def n_plain(self) -> int:
-        return self.reps if any(not FAULTS_BY_NAME[f].backup for f in self.faults) else 0
-
-    @property
-    def n_backup(self) -> int:
-        return self.reps if any(FAULTS_BY_NAME[f].backup for f in self.faults) else 0
+    def groups(self) -> list[str]:
+        plain = any(not FAULTS_BY_NAME[f].backup for f in self.faults)
+        return ["plain"] * plain + [f for f in self.faults if FAULTS_BY_NAME[f].backup]
 
 
 async def run_script(runner: Runner, plan: Plan) -> None:
-    """The waves: per-room faults on plain rooms beside those on backup rooms; storms alone."""
-    plain = [s.room_id for s in runner.specs.values() if s.backup_url is None]
-    backup = [s.room_id for s in runner.specs.values() if s.backup_url is not None]
+    """The waves: per-room faults on the plain rooms, beside each backup fault on its own
+    rooms; then the storms, one repetition at a time."""
 
-    async def waves(names: Sequence[str], rooms: list[str]) -> None:
+    def rooms(group: str) -> list[str]:
+        return [s.room_id for s in runner.specs.values() if s.group == group]
+
+    async def waves(names: Sequence[str], group: str) -> None:
         for name in names:
-            await runner.wave(name, rooms)
+            await runner.wave(name, rooms(group))
 
     isolated = [f for f in plan.faults if not FAULTS_BY_NAME[f].tenant_wide]
     await asyncio.gather(
-        waves([f for f in isolated if not FAULTS_BY_NAME[f].backup], plain),
-        waves([f for f in isolated if FAULTS_BY_NAME[f].backup], backup),
+        waves([f for f in isolated if not FAULTS_BY_NAME[f].backup], "plain"),
+        *(waves([f], f) for f in isolated if FAULTS_BY_NAME[f].backup),
     )
     for name in (f for f in plan.faults if FAULTS_BY_NAME[f].tenant_wide):
-        await runner.serial(name, plain)
+        await runner.serial(name, rooms("plain"))
 
 
 @contextlib.asynccontextmanager
@@ -727,13 +731,20 @@ async def _stage(plan: Plan, specs: Sequence[RoomSpec]) -> AsyncIterator[tuple[E
 
 def _specs(plan: Plan) -> list[RoomSpec]:
     if plan.media:  # every primary on the one local nginx; per-room faults only
-        return room_specs(plan.n_plain, 0, ingest="127.0.0.1:{port}")
-    return room_specs(plan.n_plain, plan.n_backup)
+        return room_specs(plan.reps, plan.groups, ingest="127.0.0.1:{port}")
+    return room_specs(plan.reps, plan.groups)
 
 
 def _bind(specs: list[RoomSpec], port: int) -> list[RoomSpec]:
     return [
-        RoomSpec(s.room_id, s.url.replace("{port}", str(port)), s.key, s.backup_url, s.backup_key)
+        RoomSpec(
+            s.room_id,
+            s.group,
+            s.url.replace("{port}", str(port)),
+            s.key,
+            s.backup_url,
+            s.backup_key,
+        )
         for s in specs
     ]
 
