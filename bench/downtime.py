@@ -483,7 +483,7 @@ class Runner:
         tracker: Tracker,
         specs: Sequence[RoomSpec],
         scale: float,
-        rng: random.Random,
+        seed: int,
         gate: CallbackGate | None = None,
         media: MediaWatch | None = None,
     ) -> None:
@@ -492,10 +492,15 @@ class Runner:
         self.tracker = tracker
         self.specs = {s.room_id: s for s in specs}
         self.scale = scale
-        self.rng = rng
+        self.seed = seed
         self.gate = gate
         self.media = media
         self.episodes: list[Episode] = []
+
+    def rng(self, *what: str) -> random.Random:
+        """Draws of their own per fault (and room): both contestants get the same phases,
+        whatever order concurrent waves happen to draw in."""
+        return random.Random(f"{self.seed}/{'/'.join(what)}")
 
     def sim(self, real_s: float) -> float:
         return real_s * self.scale
@@ -557,7 +562,7 @@ class Runner:
             if not await self.tracker.wait(room, new_job_up, deadline):
                 raise RuntimeError(f"{room}: no new job went CONNECTED to drop near LIVE")
             up_at = self.tracker.up_since(room) or time.monotonic()
-            delay = self.rng.uniform(0.0, NEAR_LIVE_SIM_S)
+            delay = self.rng(fault, room).uniform(0.0, NEAR_LIVE_SIM_S)
             await asyncio.sleep(max(0.0, up_at + self.real(delay) - time.monotonic()))
             t0 = time.monotonic()
             await self._drop(room, dark=True)
@@ -641,14 +646,16 @@ class Runner:
 
     async def wave(self, fault: str, rooms: Sequence[str]) -> None:
         """Every room gets ``fault`` once, at its own seeded phase, all at once."""
-        phases = [self.rng.uniform(0.0, PHASE_SPAN_SIM_S) for _ in rooms]
+        rng = self.rng(fault)
+        phases = [rng.uniform(0.0, PHASE_SPAN_SIM_S) for _ in rooms]
         await asyncio.gather(
             *(self.episode(fault, r, p) for r, p in zip(rooms, phases, strict=True))
         )
 
     async def serial(self, fault: str, rooms: Sequence[str]) -> None:
+        rng = self.rng(fault)
         for room in rooms:
-            await self.episode(fault, room, self.rng.uniform(0.0, PHASE_SPAN_SIM_S))
+            await self.episode(fault, room, rng.uniform(0.0, PHASE_SPAN_SIM_S))
 
 
 async def _until(pred: Callable[[], bool], deadline: float) -> bool:
@@ -761,9 +768,7 @@ async def run_naive(plan: Plan) -> list[Episode]:
                 if not await tracker.wait(r, lambda r=r: tracker.up(r), time.monotonic() + 120):
                     raise RuntimeError("the naive poller did not bring every room up")
             async with emu.admin() as admin:
-                runner = Runner(
-                    emu, admin, tracker, specs, plan.scale, random.Random(plan.seed), media=watch
-                )
+                runner = Runner(emu, admin, tracker, specs, plan.scale, plan.seed, media=watch)
                 await run_script(runner, plan)
                 return runner.episodes
         finally:
@@ -864,7 +869,7 @@ async def run_liveorch(plan: Plan, keep_logs: list[dict[str, Any]] | None = None
                         tracker,
                         specs,
                         plan.scale,
-                        random.Random(plan.seed),
+                        plan.seed,
                         gate=gate,
                         media=watch,
                     )
@@ -985,6 +990,11 @@ def report(
         censored_l = sum(e.censored for e in lv)
         censored_n = sum(e.censored for e in nv)
         notes = [f"floor = {fault.floor_why}"]
+        if plan.media:
+            notes.append(
+                "the floor is the emulator's: ffmpeg pushes from the start of a connect while "
+                "CONNECTED comes connect_s later, so media figures may sit up to 1 s below it"
+            )
         if censored_n:
             notes.append(f"naive: {censored_n} episode(s) never recovered, counted at the cap")
         if censored_l:
