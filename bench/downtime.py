@@ -1053,7 +1053,11 @@ def report(
 # ----------------------------------------------------------------------------- entry
 
 
-def plan_for(quick: bool, media: bool, only: Sequence[str]) -> Plan:
+def plan_for(quick: bool, media: bool, only: Sequence[str], scale: float | None = None) -> Plan:
+    if scale is not None:
+        plan = plan_for(quick, media, only)
+        plan.scale = scale
+        return plan
     if media:  # real ffmpeg and nginx run in real time: no compression
         return Plan(
             scale=1.0, reps=2 if quick else 3, faults=tuple(only or MEDIA_FAULTS), media=True
@@ -1075,9 +1079,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the media subset: real ffmpeg pushes into nginx-rtmp, real time",
     )
     parser.add_argument("--only", nargs="+", choices=list(FAULTS_BY_NAME), default=[])
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="time compression factor (default x20, --quick x60, media x1); stated in the rows",
+    )
     args = parser.parse_args(argv)
     olog.configure("warning", "json")
-    plan = plan_for(args.quick, args.push_ffmpeg, args.only)
+    plan = plan_for(args.quick, args.push_ffmpeg, args.only, args.scale)
     print(f"naive poller (SDK + 60 s cron), time x{plan.scale:g}:", flush=True)
     naive = asyncio.run(run_naive(plan))
     print(f"liveorch at shipped defaults, time x{plan.scale:g}:", flush=True)
