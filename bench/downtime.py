@@ -40,6 +40,10 @@ naive cron period, 60 s = twelve of liveorch's polls of a small tenant, and reco
 * ``storm_5xx`` / ``storm_429``: half of all API calls answer 503 / 429 for 60 s, and the room's
   job fails at the storm's start.
 
+Every episode starts from a steady room (on air for liveorch's shipped ``stable_after_s``, 60 s):
+a fault sooner after a recovery is, by design, a failed restart of the previous one (backoff,
+then quarantine), which is another case than the fault's own repair.
+
 Parallelism and what rooms share. Rooms have their own ingest hosts and keys, so the per-room
 faults of a wave (one fault, every repetition on its own room at its own phase) run at once,
 and the waves on the rooms with a backup run beside the waves on the rooms without one. They
@@ -98,6 +102,7 @@ from orchestrator.settings import CloudSettings, RecoverySettings
 
 PHASE_SPAN_SIM_S = 60.0  # one naive cron period = twelve of liveorch's 5 s polls
 SETTLE_SIM_S = 10.0  # back on air this long = recovered (a relapse meanwhile counts)
+STEADY_SIM_S = RecoverySettings().stable_after_s  # on air this long before a fault (shipped 60 s)
 EPISODE_CAP_SIM_S = 600.0  # beyond this the episode is censored (a lower bound)
 HOLD_SIM_S = 30.0  # the service-side stuck link
 OUTAGE_SIM_S = 60.0
@@ -612,9 +617,12 @@ class Runner:
                     await self._post("/_emulator/stream-keys/restore", {"stream_key": key})
 
     async def episode(self, fault: str, room: str, phase_sim: float) -> Episode:
-        await asyncio.sleep(self.real(phase_sim))
         cap = self.real(EPISODE_CAP_SIM_S)
-        # the room must be on air before its fault (after a censored episode it may not be yet)
+        # every episode starts from a steady room: on air STEADY_SIM_S without a break, so the
+        # recovery measured is this fault's, not a failed restart of the previous episode's
+        # (liveorch counts a fault within stable_after_s of a recovery as one and backs off)
+        await self.tracker.wait_stable(room, self.real(STEADY_SIM_S), time.monotonic() + cap)
+        await asyncio.sleep(self.real(phase_sim))
         await self.tracker.wait(room, lambda: self.tracker.up(room), time.monotonic() + cap)
         wall0 = time.time()
         t0, what = await self.apply(fault, room)
@@ -940,7 +948,7 @@ def report(
         "per-room faults of a wave run at once on their own rooms/ingests/keys, sharing the "
         "tenant's rate limits, the daemon and the naive poller's serial tick; storms one at a "
         f"time; episode = fault → back on air {SETTLE_SIM_S:g} s, cap {EPISODE_CAP_SIM_S:g} s "
-        "(censored = lower bound)"
+        f"(censored = lower bound), from a room on air ≥{STEADY_SIM_S:g} s (stable_after_s)"
     )
     print(
         f"\n{'fault':<22}{'floor':>7}{'live p50':>10}{'p95':>8}{'mean':>8}"
