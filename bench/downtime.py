@@ -624,8 +624,9 @@ class Runner:
         await self.tracker.wait_stable(room, self.real(STEADY_SIM_S), time.monotonic() + cap)
         await asyncio.sleep(self.real(phase_sim))
         await self.tracker.wait(room, lambda: self.tracker.up(room), time.monotonic() + cap)
-        wall0 = time.time()
         t0, what = await self.apply(fault, room)
+        # the daemon's log is on wall time: t0 on it (a near-LIVE fault stages a failure first)
+        wall0 = time.time() - (time.monotonic() - t0)
         ok = await self.tracker.wait_stable(room, self.real(SETTLE_SIM_S), t0 + cap)
         if ok and self.media is not None:  # media flows a little after CONNECTED: wait for it too
             media = self.media
