@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.emulator.clock import ManualClock
 from orchestrator.emulator.constraints import ConstraintViolation, check_app_user_id
+from orchestrator.emulator.journal import Journal
 from orchestrator.emulator.platform import key_fingerprint
 from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.emulator.validation import ApiError, bad_request
@@ -111,6 +112,10 @@ def _json(body: bytes) -> Any:
 
 def create_app(service: EmulatorService) -> Starlette:
     """Build the ASGI app; its lifespan starts/stops the service's background tasks."""
+    journal = Journal()
+    service.rtmp_listeners.append(
+        lambda job, state: journal.rtmp(job.job_id, job.room_id, job.stream_key, state)
+    )
 
     def authenticate(request: Request, body: bytes, *, project_scoped: bool = True) -> None:
         token = request.headers.get("x-auth-token")
@@ -145,6 +150,9 @@ def create_app(service: EmulatorService) -> Starlette:
         status: int = 200,
     ) -> Response:
         body = await request.body()
+        room_id = request.path_params.get("room_id")
+        fault: Fault | None = None
+        cause = "service"  # what the journal blames for an error answer
         try:
             authenticate(request, body)
             if request.path_params.get("project_id") != service.project_id:
@@ -156,21 +164,28 @@ def create_app(service: EmulatorService) -> Starlette:
                 except ConstraintViolation as exc:
                     raise bad_request(str(exc)) from None
             service.record_call(operation)
+            cause = "throttled"
             service.check_rate(operation)
+            cause = "service"
             fault = service.take_fault(operation)
             if fault is not None:
+                cause = "fault"
                 if fault.latency_ms > 0:
                     await asyncio.sleep(fault.latency_ms / 1000.0)
                 if fault.ghost and operation == "start":
                     handler(_json(body))
-                    log.info("emulator_ghost_start", room_id=request.path_params.get("room_id"))
+                    log.info("emulator_ghost_start", room_id=room_id)
+                    journal.call(operation, room_id, 504, cause)
                     await _hold_until_disconnect(request)
                     return _error(504, "APIGW.0201", "Backend timeout")
                 if fault.status is not None:
                     raise ApiError(fault.status, fault.error_code, fault.error_msg)
             result = handler(_json(body))
         except ApiError as exc:
+            journal.call(operation, room_id, exc.status, cause)
             return _error(exc.status, exc.error_code, exc.error_msg)
+        if fault is not None:  # delayed by an injected latency, answered all the same
+            journal.call(operation, room_id, status, cause)
         if result is None:
             return Response(status_code=status, media_type="application/json")
         return JSONResponse(result, status_code=status)
@@ -464,8 +479,17 @@ def create_app(service: EmulatorService) -> Starlette:
         return JSONResponse(service.platform.view(service.now()))
 
     @admin
+    async def admin_journal(request: Request) -> Response:
+        try:
+            since = int(request.query_params.get("since", "0"))
+        except ValueError:
+            raise bad_request("since must be an integer") from None
+        return JSONResponse(journal.since(since))
+
+    @admin
     async def admin_reset(request: Request) -> Response:
         service.reset()
+        journal.clear()
         return JSONResponse({"reset": True})
 
     @admin
@@ -540,6 +564,7 @@ def create_app(service: EmulatorService) -> Starlette:
         Route("/_emulator/platform", admin_platform, methods=["GET"]),
         Route("/_emulator/rtmp/on_publish", admin_on_publish, methods=["POST"]),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),
+        Route("/_emulator/journal", admin_journal, methods=["GET"]),
         Route("/_emulator/credentials", admin_credentials, methods=["GET"]),
         Route("/_emulator/clock/advance", admin_advance, methods=["POST"]),
     ]
