@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import text
+from support.storepeek import add_transition
 
 from orchestrator.app import Daemon
 from orchestrator.clock import ManualClock
@@ -85,7 +86,7 @@ async def test_the_daemon_prunes_on_its_clock(tmp_path: Path) -> None:
         ]
         await store.inbox_append(items)
         await store.inbox_append([InboxItem("fresh", "r1", "j1", "X", {}, now, now)])
-        await store.append_transition(TransitionRecord("r1", old, "IDLE", "LIVE", "X"))
+        await add_transition(store, TransitionRecord("r1", old, "IDLE", "LIVE", "X"))
         await store.put_reply("c-old", {"status": "ok"}, old)
         assert len(await store.inbox_pending()) == 21
 

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from support.storepeek import active_alerts
 
 from orchestrator.clock import ManualClock
 from orchestrator.emulator.app import create_app
@@ -555,7 +556,7 @@ async def test_revoked_stream_key_without_backup_quarantines_saying_so(env: Env)
     commands = [c["command"] for c in env.service.commands]
     assert commands == ["RESET_EXIT_CONFIG", "REFRESH_OUTPUT_URL"]  # the key tried once more
     assert env.service.starts == 1  # no restart with the refused key
-    alerts = [(kind, msg) for rid, kind, msg, _ in await env.store.active_alerts() if rid == ROOM]
+    alerts = [(kind, msg) for rid, kind, msg, _ in await active_alerts(env.store) if rid == ROOM]
     assert [kind for kind, _ in alerts] == ["quarantined"]
     assert alerts[0][1].startswith("stream key refused")
     assert "key-1" not in alerts[0][1]  # the key itself never reaches an alert

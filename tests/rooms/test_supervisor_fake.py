@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from rooms_support import FakeCloud, FakeJob, Harness, room_config
+from support.storepeek import active_alerts, start_intents_of
 
 from orchestrator.clock import ManualClock
 from orchestrator.errors import CloudUnavailable, InvalidRequest, Throttled
@@ -57,7 +58,7 @@ async def test_order_on_lists_starts_and_goes_live(
         assert [c[0] for c in cloud.calls] == ["list", "start"]
         req = cloud.requests[0]
         assert req.output_urls == ["rtmp://push.example.com/live"]
-        intents = await store.start_intents("room-a")
+        intents = await start_intents_of(store, "room-a")
         assert [(i.attempt, i.outcome, i.job_id) for i in intents] == [(1, "started", job)]
         await h.until(lambda: any(t.after.state is S.LIVE for t in h.transitions))
         states = [(t.before.state, t.after.state) for t in h.transitions]
@@ -186,12 +187,12 @@ async def test_permanent_start_error_quarantines_until_reset(
         assert snap.state is S.QUARANTINED
         assert snap.alert == "quarantined"
         assert "Invalid parameter" in (snap.last_error or "")
-        alerts = await store.active_alerts()
+        alerts = await active_alerts(store)
         assert [(a[0], a[1]) for a in alerts] == [("room-a", "quarantined")]
         assert any(t.alert and t.alert[1] == "SET" for t in h.transitions)
         h.sup.post("room-a", Reset(cause="mqtt:reset"))
         await h.until(lambda: any(t.alert and t.alert[1] == "CLEARED" for t in h.transitions))
-        assert await store.active_alerts() == []
+        assert await active_alerts(store) == []
         await h.until(lambda: cloud.count("start") == 2, "start after reset")
     finally:
         await h.stop()
