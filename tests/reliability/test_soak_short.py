@@ -32,9 +32,14 @@ from bench.soak import SoakConfig, run_soak  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_service]
 
-# Live share of scheduled time (after the 15 s start allowance), emulator side. Measured
-# PLACEHOLDER
-LIVE_FLOOR_PCT = 85.0
+# Live share of scheduled time (after the 15 s start allowance), emulator side. This config's
+# faults cost ~3.5-4 % of it: 95.9, 96.4 and 96.5 % live in three runs on the 2-core dev box
+# at load 3-8 (2026-12-03). 90 % leaves recoveries 2.5x slower than that (a slower CI runner)
+# before failing, while a daemon that left 2 of 30 rooms dark after its SIGKILL, or restarted
+# ~10 s late, falls below it.
+LIVE_FLOOR_PCT = 90.0
+# RSS growth over the ~40 s fit after the warm-up: ~1.1 MB measured (caches of a fresh
+# incarnation filling); 10 MB catches a gross leak only.
 RSS_GROWTH_LIMIT_MB = 10.0
 
 
