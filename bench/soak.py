@@ -32,7 +32,7 @@ Judgement (issue #24: measured where the stream is, at the emulator):
   :mod:`bench.soak_timeline` (the fault hit *that* room), or an unaccounted outage, which
   counts against the SLA. SLA = live / (scheduled - attributed); the share of the timeline
   each rule would excuse is reported for the strict rule and the loose one used before;
-* recovery per fault class, exact, in simulated seconds, against physical floor + 5 s;
+* recovery per fault class, exact, in simulated seconds, against the floor + 5 s;
 * every MQTT command id gets a reply; replays of an id answer the same; an ``ok`` reply has
   exactly one effect in the emulator (its unique script text), an ``error`` reply none, an
   ``outcome_unknown`` at most one. Commands keep flowing into every SIGKILL (a burst right
@@ -1014,7 +1014,8 @@ def run(quick: bool) -> int:
         "service's own throttling excuse nothing); "
         f"{cfg.kill_burst} commands sent right before each SIGKILL (no quiet window); "
         f"RSS/store fit over the last incarnation after {cfg.warmup_s:g}s warm-up; recovery "
-        "bound = physical floor + 5 sim-s per class (floors in bench/soak.py)"
+        "bound = floor + 5 sim-s per class (floors as the downtime bench's: drops grace+connect "
+        f"= 11 s, a new job waiting+connect = 2 s; bench/soak_report.py)"
     )
     record("soak", figures(rep), targets(rep, full=not quick), quick=quick, notes=notes)
     return 0 if not rep.invariant_failures() else 1

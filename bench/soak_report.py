@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from bench._common import Target
 from bench.soak_timeline import percentile
+from orchestrator.emulator.service import EmulatorService
+from orchestrator.settings import RecoverySettings
 
 if TYPE_CHECKING:
     from bench.soak import Soak, SoakReport
@@ -32,22 +34,28 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
-# Recovery bound per fault class, simulated seconds: the physical floor (what no orchestrator
-# can beat on this emulator at its defaults: waiting_s 1, connect_s 1, a refresh ends a hold)
-# + 5 s, the bound the downtime bench sets for liveorch (issue #24: "p95 within floor + 5 s").
-# bench/downtime.py on main defines no floors yet (being rewritten in parallel): these follow
-# the issue's definition and should give way to its table when it lands.
-RECOVERY_FLOOR_SIM_S: dict[str, float] = {
-    "drop_held": 1.0,  # a refresh ends the hold here; then one connect (connect_s)
-    "drop_forever": 1.0,  # only a refresh cures it: one connect
-    "job_failed": 2.0,  # a new job: waiting_s + connect_s
-    "ghost_start": 2.0,  # the job fails; its next start is ghosted but creates its job
-    "ghost_call": 2.0,  # a room whose start was ghosted: the job exists, waiting_s + connect_s
-    "storm_5xx": 2.0,  # counted from the storm's end: a start (waiting_s + connect_s)
-    "storm_429": 2.0,
-    "latency": 2.0,  # from the delayed call: a start
-    "daemon_sigkill": 2.0,  # counted from ready again: a start
-}
+# Recovery bound per fault class, simulated seconds: the physical floor + 5 s, the bound the
+# downtime bench sets for liveorch (issue #24: "p95 within floor + 5 s"). The floors follow
+# the downtime bench's table (FAULTS in bench/downtime.py of branch s6-down, not on main yet):
+# a drop looks like one the service heals itself until liveorch's grace has passed, then one
+# connect; a new job is WAITING→PROCESSING→CONNECTED. Made of the shipped numbers.
+def _recovery_floors() -> dict[str, float]:
+    svc = EmulatorService("p", {})  # not started: only its default delays are read
+    start = svc.waiting_s + svc.connect_s
+    drop = RecoverySettings().grace_s + svc.connect_s
+    return {
+        "drop_held": drop,  # service_drop in the downtime bench
+        "drop_forever": drop,  # the same drop, never healed by the service itself
+        "job_failed": start,
+        "ghost_start": start,  # the job fails; the ghosted start still creates its job
+        "ghost_call": start,  # a room whose start was ghosted: that job exists
+        "storm_5xx": start,  # counted from the storm's end (every call fails meanwhile)
+        "storm_429": start,
+        "daemon_sigkill": start,  # counted from the daemon being ready again
+    }
+
+
+RECOVERY_FLOOR_SIM_S: dict[str, float] = _recovery_floors()
 RECOVERY_MARGIN_SIM_S = 5.0
 # Memory: least-squares RSS slope over the last incarnation after the warm-up. A leak of one
 # object per callback or per command shows as a steady slope; 12 MB per simulated day (0.5
