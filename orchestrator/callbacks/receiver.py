@@ -44,7 +44,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from orchestrator.bounds import LabelSet
 from orchestrator.callbacks.parse import (
     EVENT_REPLY,
     EVENT_RTMP,
@@ -78,7 +77,6 @@ __all__ = [
     "IntakeResult",
     "NullMetrics",
     "OnEvent",
-    "PrometheusCallbackMetrics",
     "RawCallback",
     "StreamTracker",
     "callback_routes",
@@ -111,35 +109,6 @@ class NullMetrics:
 
     def lag(self, seconds: float) -> None:
         return None
-
-
-class PrometheusCallbackMetrics:
-    """``liveorch_callbacks_total{type,result}`` and ``liveorch_callback_lag_seconds``."""
-
-    def __init__(self, registry: Any) -> None:
-        from prometheus_client import Counter, Histogram
-
-        self._count = Counter(
-            "liveorch_callbacks_total",
-            "Callbacks received, by event type and result",
-            ["type", "result"],
-            registry=registry,
-        )
-        self._lag = Histogram(
-            "liveorch_callback_lag_seconds",
-            "Receive time minus the callback's signing time (hwTime)",
-            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300),
-            registry=registry,
-        )
-        # the type comes from the unauthenticated body: one series per invented type was
-        # unbounded memory; unknown types share "other"
-        self._type = LabelSet([EVENT_RTMP, EVENT_SCRIPT, EVENT_REPLY, "-"])
-
-    def callback(self, event_type: str, result: str) -> None:
-        self._count.labels(type=self._type(event_type or "-"), result=result).inc()
-
-    def lag(self, seconds: float) -> None:
-        self._lag.observe(max(0.0, seconds))
 
 
 # --- group-committing inbox writer -----------------------------------------------------------

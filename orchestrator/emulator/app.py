@@ -25,11 +25,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.emulator.admin import admin_routes
-from orchestrator.emulator.constraints import ConstraintViolation, check_app_user_id
 from orchestrator.emulator.httpbits import INTERNAL, error_response, parse_json
 from orchestrator.emulator.journal import Journal
 from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.emulator.validation import ApiError, bad_request
+from orchestrator.metastudio.constraints import ConstraintViolation, check_app_user_id
 from orchestrator.metastudio.signer import SignatureError, verify
 
 __all__ = ["create_app"]
