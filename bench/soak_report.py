@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from bench._common import Target
+from bench.downtime import FAULTS_BY_NAME as DOWNTIME_FAULTS
+from bench.downtime import TARGET_SLACK_S
+from bench.downtime import _defaults as downtime_defaults
 from bench.soak_timeline import percentile
-from orchestrator.emulator.service import EmulatorService
-from orchestrator.settings import RecoverySettings
 
 if TYPE_CHECKING:
     from bench.soak import Soak, SoakReport
@@ -34,29 +35,27 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
-# Recovery bound per fault class, simulated seconds: the physical floor + 5 s, the bound the
-# downtime bench sets for liveorch (issue #24: "p95 within floor + 5 s"). The floors follow
-# the downtime bench's table (FAULTS in bench/downtime.py of branch s6-down, not on main yet):
-# a drop looks like one the service heals itself until liveorch's grace has passed, then one
-# connect; a new job is WAITING→PROCESSING→CONNECTED. Made of the shipped numbers.
+# Recovery bound per fault class, simulated seconds: the downtime bench's floor + its slack
+# (issue #24: "p95 within floor + 5 s"), read from its table (bench/downtime.py FAULTS), so both
+# benches hold the daemon to the same physical floors made of the shipped numbers.
 def _recovery_floors() -> dict[str, float]:
-    svc = EmulatorService("p", {})  # not started: only its default delays are read
-    start = svc.waiting_s + svc.connect_s
-    drop = RecoverySettings().grace_s + svc.connect_s
+    d = downtime_defaults()
+    floor = {name: fault.floor(d) for name, fault in DOWNTIME_FAULTS.items()}
+    start = floor["job_failed"]  # a new job's WAITING→PROCESSING→CONNECTED
     return {
-        "drop_held": drop,  # service_drop in the downtime bench
-        "drop_forever": drop,  # the same drop, never healed by the service itself
+        "drop_held": floor["service_drop"],  # grace, then one connect
+        "drop_forever": floor["service_drop"],  # the same drop, never healed by the service
         "job_failed": start,
         "ghost_start": start,  # the job fails; the ghosted start still creates its job
         "ghost_call": start,  # a room whose start was ghosted: that job exists
-        "storm_5xx": start,  # counted from the storm's end (every call fails meanwhile)
+        "storm_5xx": start,  # counted from the storm's end here (every call fails meanwhile)
         "storm_429": start,
         "daemon_sigkill": start,  # counted from the daemon being ready again
     }
 
 
 RECOVERY_FLOOR_SIM_S: dict[str, float] = _recovery_floors()
-RECOVERY_MARGIN_SIM_S = 5.0
+RECOVERY_MARGIN_SIM_S = TARGET_SLACK_S
 # Memory: least-squares RSS slope over the last incarnation after the warm-up. A leak of one
 # object per callback or per command shows as a steady slope; 12 MB per simulated day (0.5
 # MB/simulated hour = 30 MB per real hour at x60) is the most a daemon meant to run for months
