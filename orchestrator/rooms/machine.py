@@ -512,6 +512,12 @@ def _starting_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Resul
         # CONNECTING callback whose CONNECTED was lost). Waiting on would stop a healthy stream
         # after start_confirm_s; if the push has stopped since, LIVE's stall check sees it.
         return _enter_live(replace(room, rtmp_state=None), now, p)
+    if ev.seq is not None and room.wait is None:
+        # the read asked for when start_confirm_s ran out (a poke's read leaves the timer
+        # running): it shows the job alive but not on air, so the start has failed
+        shown = ev.state if ev.state == "WAITING" else f"{ev.state}, no push seen"
+        why = f"not live within {p.start_confirm_s:g}s ({shown})"
+        return _restart(room, now, p, ev.jitter, why)
     return room, []
 
 
@@ -525,7 +531,35 @@ def _starting_rtmp(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
 
 
 def _starting_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
-    return _restart(room, now, p, ev.jitter, f"not live within {p.start_confirm_s:g}s")
+    """``start_confirm_s`` passed with no CONNECTED applied: read the job, and let the read
+    decide (``_starting_observed``). Restarting on the room's belief stopped healthy jobs whose
+    CONNECTED callback was accepted late under load and still queued behind this timer."""
+    room = replace(room, wait=None)
+    if room.job_id is None:
+        return _restart(room, now, p, ev.jitter, f"not live within {p.start_confirm_s:g}s")
+    if room.op is Op.SHOW:
+        return room, []  # a read is already on its way: its answer decides
+    if room.op is not None:  # another call in flight: ask again once it is answered
+        return _with_timer(room, Wait.START_CONFIRM, _in(now, _reread_s(p, ev.jitter)))
+    return _show(room)
+
+
+def _starting_read_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """A failed list is handled like anywhere else; a failed confirmation read (the timer
+    spent) is asked again shortly: the start is only given up on a read's word. A poke's
+    failed read (the timer still running) changes nothing."""
+    assert isinstance(ev, QueryFailed)
+    if ev.op == "list":
+        return _list_failed(room, ev, now, p)
+    if room.wait is not None or room.job_id is None:
+        return room, []
+    room = _error(room, f"cannot confirm the start: {ev.error}")
+    return _with_timer(room, Wait.START_CONFIRM, _in(now, _reread_s(p, ev.jitter, ev.retry_after)))
+
+
+def _reread_s(p: Policy, u: float, retry_after: float | None = None) -> float:
+    """How soon to read again after a confirming read could not be made."""
+    return max(1.0, p.refresh_delay(0, u), retry_after or 0.0)
 
 
 # --- LIVE / DEGRADED / REFRESHING
@@ -949,7 +983,7 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.STARTING, JobObserved): _rule(_starting_observed, S.LIVE, _RESTART),
     (S.STARTING, RtmpStateReported): _rule(_starting_rtmp, S.LIVE),
     (S.STARTING, TimerFired): _rule(_starting_timer, _RESTART),
-    (S.STARTING, QueryFailed): _rule(_list_failed, S.BACKOFF, S.QUARANTINED),
+    (S.STARTING, QueryFailed): _rule(_starting_read_failed, S.BACKOFF, S.QUARANTINED),
     (S.STARTING, Poked): _rule(_poke_show),
     # --- LIVE: watch; a drop degrades, a dead job restarts
     (S.LIVE, RtmpStateReported): _rule(_health_rtmp, S.DEGRADED, S.REFRESHING),
