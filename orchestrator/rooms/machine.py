@@ -371,7 +371,26 @@ def _order(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         return _list(_go(room, S.STARTING, last_error=None))
     if room.state is S.UNKNOWN:
         return _list(room)
+    if room.state is S.STOPPING:
+        return _keep_job(room)
     return room, []
+
+
+def _keep_job(room: Room) -> Result:
+    """The order is ON again while the room is still stopping (a stop failing through an API
+    storm past the next window's opening): the job it has not managed to stop is the stream
+    the new order wants. Keep it instead of stopping it and starting another. A stop already
+    sent is left to answer (it may have ended the job: then a new one starts); a start or list
+    in flight answers in STARTING; otherwise the pending stop is dropped and the room lists
+    as after lost contact (UNKNOWN): the running job is adopted, or, with none, one starts."""
+    if room.op is Op.STOP:
+        return room, []  # JobStopped → _stopped; StopFailed → _stop_failed (both see ON)
+    if room.job_id is None and room.op in (Op.START, Op.LIST):
+        return _go(room, S.STARTING, wait=None, next_retry_at=None), []
+    room = _go(room, S.UNKNOWN, wait=None, next_retry_at=None)
+    if room.op is Op.LIST:
+        return room, []  # its answer reconciles
+    return _list(replace(room, op=None))
 
 
 def _want_on(room: Room, window_id: str, start: datetime, deadline: datetime | None) -> Room:
@@ -842,6 +861,8 @@ def _restart_stopped(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
 def _stop_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     assert isinstance(ev, StopFailed)
     room = _error(room, f"stop failed: {ev.error}")
+    if room.state is S.STOPPING and room.order is Order.ON:
+        return _keep_job(room)  # wanted again meanwhile: keep the job, do not stop it again
     if not ev.temporary:
         if room.state is S.RESTARTING:
             return _quarantine(room, f"cannot stop broken job: {ev.error}")
@@ -892,7 +913,9 @@ def _stopping_started(room: Room, ev: Event, now: datetime, p: Policy) -> Result
 def _stopping_start_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     assert isinstance(ev, JobStartFailed)
     if ev.outcome_unknown:
-        return _list(room)
+        # a job may exist: look first; if the order comes back ON meanwhile, an empty answer
+        # in STARTING backs off before a new start, as after any unknown start
+        return _list(replace(room, start_unknown=True))
     return _stopped(room, ev, now, p)
 
 
@@ -901,7 +924,7 @@ def _stopped(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     room = _go(_retire(room), S.IDLE, op=None, wait=None, next_retry_at=None)
     if room.order is Order.ON:
         return _list(_go(room, S.STARTING))
-    return room, []
+    return replace(room, start_unknown=False), []  # at rest: no earlier start is in question
 
 
 def _stopping_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
@@ -932,6 +955,7 @@ _RESTART = frozenset({S.RESTARTING, S.BACKOFF, S.QUARANTINED})
 _ADOPT = frozenset({S.LIVE, S.STARTING, S.DEGRADED, S.REFRESHING})
 _ON = {  # where an order ON leads from each state
     S.IDLE: {S.STARTING},
+    S.STOPPING: {S.STARTING, S.UNKNOWN},  # keep the job not yet stopped (_keep_job)
 }
 _OFF = {  # where an order OFF / window end leads from each state
     S.STARTING: {S.STOPPING, S.IDLE},
@@ -1022,7 +1046,7 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.STOPPING, JobStarted): _rule(_stopping_started),
     (S.STOPPING, JobStartFailed): _rule(_stopping_start_failed, S.IDLE, S.STARTING),
     (S.STOPPING, JobStopped): _rule(_stopped, S.IDLE, S.STARTING),
-    (S.STOPPING, StopFailed): _rule(_stop_failed, S.IDLE, S.STARTING),
+    (S.STOPPING, StopFailed): _rule(_stop_failed, S.IDLE, S.STARTING, S.UNKNOWN),
     (S.STOPPING, TimerFired): _rule(_retry_stop),
     (S.STOPPING, JobObserved): _rule(_stopping_observed, S.IDLE, S.STARTING),
     (S.STOPPING, QueryFailed): _rule(_list_failed, S.QUARANTINED),

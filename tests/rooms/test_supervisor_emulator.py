@@ -314,6 +314,29 @@ async def test_a_connected_callback_applied_late_does_not_cost_the_job(env: Env)
     assert [j["job_id"] for j in await env.running()] == [job]
 
 
+async def test_order_back_on_while_the_stop_still_fails_keeps_the_job(env: Env) -> None:
+    """Soak rooms bench-00104/00146/00189 (issue 24): a 429 storm on stop at a window's end,
+    the next window opens before a stop gets through. The room keeps the job it could not
+    stop (the stream the new window wants) instead of stopping it and starting another."""
+    job = await go_live(env)
+    assert env.sup is not None
+    sup = env.sup
+    await env.admin("POST", "/_emulator/faults", {"operation": "stop", "status": 429,
+                                                  "count": 1000})  # fmt: skip
+    sup.post(ROOM, OrderChanged(order=Order.OFF, cause="test:window end"))
+    await env.until(lambda: "stop failed" in (sup.snapshot(ROOM).last_error or ""), "stop fails")
+    assert sup.snapshot(ROOM).state is S.STOPPING
+    sup.post(ROOM, OrderChanged(order=Order.ON, cause="test:next window"))
+    await env.state(S.LIVE, "the job it could not stop adopted")
+    assert sup.snapshot(ROOM).job_id == job
+    await env.admin("DELETE", "/_emulator/faults")  # the storm ends: a stop would go through
+    for _ in range(6):  # past every retry the dropped stop had scheduled
+        await env.tick(10)
+    assert sup.snapshot(ROOM).state is S.LIVE and sup.snapshot(ROOM).job_id == job
+    assert env.service.starts == 1
+    assert [j["job_id"] for j in await env.running()] == [job]
+
+
 async def test_ghost_start_does_not_duplicate(env: Env) -> None:
     await env.admin("POST", "/_emulator/faults", {"operation": "start", "ghost": True, "count": 1})
     impatient = env.make_client(httpx.Timeout(5.0, read=1.0))
