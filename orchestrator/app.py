@@ -40,6 +40,8 @@ from orchestrator.callbacks.parse import CallbackEvent
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.control import CommandError
 from orchestrator.errors import ConfigError, OrchestratorError, TemporaryError
+from orchestrator.fleet.reader import FleetTenantRead, fleet_signals, sweep_channel
+from orchestrator.fleet.share import TENANT_READER, FleetBudget
 from orchestrator.httpserver import ConnectionLimits, GuardStats, serve
 from orchestrator.metastudio.auth import AkSkAuth, IamTokenAuth
 from orchestrator.metastudio.client import MetaStudioClient
@@ -131,7 +133,9 @@ class Daemon:
                 rng=self.rng,
                 on_gained=self._rooms_gained,
                 on_lost=self._rooms_lost,
+                roles=[TENANT_READER],
             )
+        self.fleet_budget: FleetBudget | None = None
         self._http: httpx.AsyncClient | None = None
         self.client: MetaStudioClient | None = None
         self.supervisor: RoomSupervisor | None = None
@@ -261,6 +265,13 @@ class Daemon:
         s = self.settings
         await self._open_store()
         self.client = self._build_client()
+        if self.ownership is not None:  # several instances share the tenant's API limits
+            self.fleet_budget = FleetBudget(
+                self.rate_limits,
+                reader_query_share=lambda: self.settings.store.reader_query_share,
+                start_rate_per_s=lambda: self.settings.cloud.rate_start_per_s,
+            )
+            self.ownership.on_change = self.fleet_budget.update
         self.supervisor = RoomSupervisor(
             cloud=self.client,
             store=self.store,
@@ -297,7 +308,10 @@ class Daemon:
                         s.alerts.webhook_url, http=self._http, retries=s.alerts.webhook_retries
                     )
                     tg.create_task(self.webhook.run(), name="alert-webhook")
-                tg.create_task(self._poller(), name="poller")
+                if self.ownership is None:
+                    tg.create_task(self._poller(), name="poller")
+                else:  # one tenant read for the fleet, by the elected reader
+                    self._start_fleet_read(tg)
                 if s.probe.enabled and any(r.playback_url for r in s.rooms):
                     tg.create_task(self._probe_runner().run(), name="probe")
                 tg.create_task(self._sla_flusher(), name="sla-flush")
@@ -537,10 +551,29 @@ class Daemon:
             misfire_grace_s=self.settings.schedule.misfire_grace_s,
             start_rate_per_s=self.settings.cloud.rate_start_per_s,
         )
+        if self.fleet_budget is not None:  # the herd is spread at our share of the start rate
+            self.fleet_budget.attach_herd(self.scheduler.set_start_rate)
         await self._apply_schedules()
         for room_id, ev in self.scheduler.startup_events(self.clock.now()):
             self.supervisor.post(room_id, ev)
         self.scheduler.start()
+
+    def _start_fleet_read(self, tg: asyncio.TaskGroup) -> None:
+        assert self.supervisor is not None and self.ownership is not None
+        signals = fleet_signals(self.settings.store)
+        self.fleet_read = FleetTenantRead(
+            self.supervisor,
+            self.ownership,
+            self.store,
+            signals,
+            channel=sweep_channel(self.settings.store),
+            clock=self.clock,
+            settings=lambda: self.settings,
+            rng=self.rng,
+            status=self._status_text,
+        )
+        tg.create_task(signals.run(), name="signals")
+        tg.create_task(self.fleet_read.run(), name="poller")
 
     async def _apply_schedules(self) -> None:
         """(Re)build every room's schedule from config + stored overrides; the scheduler posts
