@@ -37,6 +37,7 @@ import structlog
 from orchestrator.clock import Clock
 from orchestrator.store.base import Lease, LeaseStore, StoreError
 from orchestrator.store.leases import (
+    ROLE_PREFIX,
     fair_share,
     is_member_key,
     live_instances,
@@ -50,8 +51,6 @@ log = structlog.get_logger(__name__)
 
 _NOBODY = "~nobody"  # placeholder owner of unassigned rooms for plan_balance (never live)
 
-ROLE_PREFIX = "~role:"
-"""Pseudo-rooms leased for a fleet-wide role (one holder at a time): ``~role:tenant-reader``."""
 
 
 def role_key(role: str) -> str:

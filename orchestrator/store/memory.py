@@ -37,7 +37,7 @@ from orchestrator.store.base import (
     TenantSweep,
     TransitionRecord,
 )
-from orchestrator.store.leases import MEMBER_PREFIX
+from orchestrator.store.leases import MEMBER_PREFIX, ROLE_PREFIX
 
 SWEEPS_KEPT = 3  # as the SQL store (store.sql_schema.SWEEPS_KEPT)
 
@@ -417,7 +417,7 @@ class MemoryStore:
                 for x in db.leases.values()
                 if x.owner == owner
                 and x.expires_at > now
-                and not x.room_id.startswith(MEMBER_PREFIX)
+                and not x.room_id.startswith((MEMBER_PREFIX, ROLE_PREFIX))
             )
             capacity = max(0, max_rooms - held)
 

@@ -80,3 +80,13 @@ async def test_a_sweep_notifies_listeners_on_commit_only(pg_target: StoreTarget)
         assert got.empty()
     finally:
         await conn.close()
+
+
+async def test_a_role_lease_does_not_count_against_max_rooms(target: AnyTarget) -> None:
+    """The reader holding its role takes its whole share of rooms (found by a SIGKILL test:
+    the survivor, reader too, stopped one room short of all of them)."""
+    store = await target.make()
+    now = target.clock.now
+    await store.acquire_leases("a", [KEY], ttl_s=30, now=now)
+    held = await store.acquire_leases("a", ["r1", "r2"], ttl_s=30, now=now, max_rooms=2)
+    assert [x.room_id for x in held] == ["r1", "r2"]
