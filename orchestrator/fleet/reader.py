@@ -84,6 +84,7 @@ class Roles(Protocol):
 
     def holds_role(self, role: str, now: datetime | None = None) -> bool: ...
     def role_fence(self, role: str) -> int | None: ...
+    def owned(self, now: datetime | None = None) -> list[str]: ...
 
 
 def fleet_signals(store: StoreSettings) -> Signals:
@@ -187,8 +188,10 @@ class FleetTenantRead:
             return
         self._next_sweep = 0.0  # a role gained later sweeps at once (owners may be late)
         if now - self._fresh_at >= r.poll_interval_s:
-            log.info("tenant_read_fallback", silent_s=round(now - self._fresh_at, 1))
             self._fresh_at = now
+            if not self._roles.owned():
+                return  # nothing of ours to read
+            log.info("tenant_read_fallback", owned=len(self._roles.owned()))
             self.fallbacks += 1
             try:
                 await self._rooms.poll_once()
@@ -224,7 +227,7 @@ class FleetTenantRead:
             else:
                 self._applied = max(self._applied, sweep_id)
                 self.sweeps_made += 1
-                log.debug("tenant_sweep_stored", sweep_id=sweep_id, jobs=jobs_seen)
+                log.info("tenant_sweep_stored", sweep_id=sweep_id, jobs=jobs_seen)
         # our own rooms take the listing directly (it is fresh, whoever else hears of it)
         async with self._apply_lock:
             self._fresh_at = self._mono()

@@ -1,0 +1,211 @@
+"""Several instances, one tenant (issue #25): the shared API budget and the one tenant read.
+
+Real daemons on one PostgreSQL against the emulator with its documented rate limits on, on a
+real-time clock (``_journal_emulator.py``: every call and every 429 timestamped where they
+happen). What is measured at the emulator, never in the daemons:
+
+* the sum of all instances' calls per API group in any sliding second stays within the
+  tenant's limit, and no call is throttled (429), through a start herd, the steady state and
+  a SIGKILL of the tenant reader;
+* one tenant listing per sweep of the elected reader and none by anybody else in the steady
+  state; after the reader is killed another instance takes the role and its sweeps go on;
+* no duplicate job and no new start (rooms move by adoption).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from multi_support import TTL_S, Cluster, DuplicateWatch, Proc, eventually
+
+pytestmark = pytest.mark.timeout(240)
+
+ROOMS = [f"room-{i:02d}" for i in range(1, 13)]
+READER = "~role:tenant-reader"
+# The client's API groups as the tenant's limits count them (metastudio.ratelimit.ApiGroup and
+# the emulator's documented per-operation limits: 4 starts/s, 20 job queries/s).
+GROUPS: dict[str, tuple[frozenset[str], float]] = {
+    "start": (frozenset({"start"}), 4.0),
+    "job_query": (frozenset({"list", "show", "list_tenant"}), 20.0),
+    "stop": (frozenset({"stop"}), 4.0),
+    "command": (frozenset({"command"}), 4.0),
+}
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, require_service: Callable[[str], None]) -> AsyncIterator[Cluster]:
+    require_service("postgres")
+    c = Cluster(tmp_path, ROOMS)
+    try:
+        await c.start_emulator(journal=True)
+        yield c
+    finally:
+        await c.aclose()
+
+
+async def journal(cluster: Cluster, since: float = 0.0) -> dict[str, Any]:
+    assert cluster.emu is not None
+    r = await cluster.emu.http.get("/_emulator/journal", params={"since": since})
+    r.raise_for_status()
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def busiest_second(times: Sequence[float]) -> int:
+    """Most calls in any sliding one-second window (a window starts at each call)."""
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= 1.0:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def per_group(calls: Iterable[Sequence[Any]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {g: [] for g in GROUPS}
+    for t, op in calls:
+        for group, (ops, _limit) in GROUPS.items():
+            if op in ops:
+                out[group].append(float(t))
+    return out
+
+
+def stamp(event: Mapping[str, Any]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+def events_between(proc: Proc, name: str, lo: float, hi: float) -> list[float]:
+    return sorted(t for t in map(stamp, proc.events(name)) if lo < t <= hi)
+
+
+async def reader_of(cluster: Cluster, among: Sequence[str]) -> str | None:
+    owner = (await cluster.leases()).get(READER, ("", 0))[0]
+    return owner if owner in among else None
+
+
+async def sweeps_after(proc: Proc, since: float, n: int) -> list[float] | None:
+    got = sorted(t for t in map(stamp, proc.events("tenant_sweep_stored")) if t > since)
+    return got if len(got) >= n else None
+
+
+async def test_fleet_shares_the_budget_and_reads_the_tenant_once_across_a_reader_kill(
+    cluster: Cluster,
+) -> None:
+    emu = cluster.emu
+    assert emu is not None
+    names = ["A", "B", "C"]
+    t0 = time.time()
+    with DuplicateWatch(emu) as watch:
+        for name in names:
+            cluster.start_daemon(name)
+        split = await cluster.wait_split(names, per_instance=len(ROOMS) // 3, timeout=120)
+        jobs = {room: job for rooms in split.values() for room, job in rooms.items()}
+        starts = await emu.starts()
+        assert starts == len(ROOMS)  # the herd: one start per room, none repeated
+
+        # --- steady state: one reader, one listing per sweep, nobody else lists
+        reader = await eventually(
+            lambda: reader_of(cluster, names), what="a tenant reader", diag=cluster.diag
+        )
+        rproc = cluster.daemons[reader][0]
+        t1 = time.time()
+        steady = await eventually(
+            lambda: sweeps_after(rproc, t1, 6), what="six sweeps by the reader", diag=cluster.diag
+        )
+        lo, hi = steady[0], steady[-1]
+        listed = [
+            t for t, op in (await journal(cluster, lo))["calls"] if op == "list_tenant" and t <= hi
+        ]
+        # exactly the reader's sweeps: one listing each (one page at this size), no other
+        assert len(listed) == len(steady) - 1, (listed, steady)
+        for name in names:
+            assert events_between(cluster.daemons[name][0], "tenant_read_fallback", lo, hi) == []
+            if name != reader:
+                own = [
+                    e
+                    for e in cluster.daemons[name][0].events("metastudio_call")
+                    if e["operation"] == "list_smart_live_jobs" and lo < stamp(e) <= hi
+                ]
+                assert own == [], f"{name} listed the tenant while {reader} was the reader"
+
+        # --- SIGKILL the reader: another instance takes the role and sweeps on
+        killed_at = time.time()
+        rproc.signal(signal.SIGKILL)
+        survivors = [n for n in names if n != reader]
+        new_reader = await eventually(
+            lambda: reader_of(cluster, survivors),
+            what="the reader role taken by a survivor",
+            timeout=TTL_S + 10,
+            diag=cluster.diag,
+        )
+        nproc = cluster.daemons[new_reader][0]
+        taken = await eventually(
+            lambda: sweeps_after(nproc, killed_at, 1),
+            what="the new reader's first sweep",
+            timeout=TTL_S + 10,
+            diag=cluster.diag,
+        )
+        after = await cluster.wait_split(survivors, per_instance=len(ROOMS) // 2, timeout=60)
+        assert {r: j for rooms in after.values() for r, j in rooms.items()} == jobs
+        t3 = time.time()
+        await eventually(lambda: sweeps_after(nproc, t3, 3), what="sweeps go on", diag=cluster.diag)
+        assert await emu.starts() == starts  # adopted, never started again
+
+    # --- the tenant's limits, measured at the emulator over the whole run
+    record = await journal(cluster, t0)
+    assert record["throttled"] == [], f"429 at the emulator: {record['throttled'][:10]}"
+    busiest = {g: busiest_second(ts) for g, ts in per_group(record["calls"]).items()}
+    for group, (_ops, limit) in GROUPS.items():
+        assert busiest[group] <= limit, (group, busiest[group], limit)
+    assert watch.samples > 0
+    assert not watch.duplicates, f"duplicate jobs seen: {dict(watch.duplicates)}"
+    ops = Counter(op for _t, op in record["calls"])
+    print(
+        f"\nfleet: busiest second per group {busiest}; calls {dict(ops)}; "
+        f"reader kill -> first sweep by {new_reader}: {taken[0] - killed_at:.2f}s "
+        f"(ttl {TTL_S}s); steady sweeps {len(steady)} over {hi - lo:.2f}s"
+    )
+
+
+async def test_instance_shares_add_up_to_at_most_the_tenant_limit(cluster: Cluster) -> None:
+    """What each instance says it uses (its log) adds up to the tenant's limits, and an
+    instance left alone takes the whole limit back."""
+    names = ["A", "B"]
+    for name in names:
+        cluster.start_daemon(name)
+    await cluster.wait_split(names, per_instance=len(ROOMS) // 2, timeout=120)
+
+    async def shares() -> dict[str, dict[str, Any]] | None:
+        last = {n: cluster.daemons[n][0].events("api_budget_shared") for n in names}
+        if any(not v for v in last.values()):
+            return None
+        now = {n: v[-1] for n, v in last.items()}
+        if any(e["instances"] != 2 or e["owned"] != len(ROOMS) // 2 for e in now.values()):
+            return None
+        if sum(bool(e["reader"]) for e in now.values()) != 1:
+            return None
+        return now
+
+    both = await eventually(shares, what="both instances at half the rooms", diag=cluster.diag)
+    assert sum(e["start_per_s"] for e in both.values()) == pytest.approx(4.0)
+    assert sum(e["query_share"] for e in both.values()) == pytest.approx(1.0)
+    reader = next(n for n, e in both.items() if e["reader"])
+    other = next(n for n in names if n != reader)
+    assert both[reader]["query_share"] > both[other]["query_share"]
+
+    cluster.daemons[other][0].signal(signal.SIGTERM)  # a graceful stop hands its rooms over
+
+    async def alone() -> dict[str, Any] | None:
+        e = cluster.daemons[reader][0].events("api_budget_shared")[-1]
+        return e if e["instances"] == 1 and e["owned"] == len(ROOMS) else None
+
+    last = await eventually(alone, what="the survivor alone with every room", diag=cluster.diag)
+    assert last["start_per_s"] == pytest.approx(4.0) and last["query_share"] == 1.0
