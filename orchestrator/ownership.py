@@ -52,7 +52,6 @@ log = structlog.get_logger(__name__)
 _NOBODY = "~nobody"  # placeholder owner of unassigned rooms for plan_balance (never live)
 
 
-
 def role_key(role: str) -> str:
     return ROLE_PREFIX + role
 

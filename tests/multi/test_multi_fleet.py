@@ -14,7 +14,6 @@ happen). What is measured at the emulator, never in the daemons:
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from collections import Counter
