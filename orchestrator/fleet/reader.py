@@ -272,6 +272,7 @@ class FleetTenantRead:
             self.sweeps_applied += 1
             by_room = {room: [job_from_json(j) for j in js] for room, js in sweep.jobs.items()}
             await self._rooms.apply_listing(by_room, jobs_seen=sweep.jobs_seen)
+            log.info("tenant_sweep_applied", sweep_id=sweep.sweep_id, reader=sweep.reader)
 
     def _fresh(self, sweep: TenantSweep) -> bool:
         """Listed within the last ``poll_interval_s`` (wall clocks agree, as leases need)."""

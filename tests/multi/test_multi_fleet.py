@@ -135,7 +135,25 @@ async def test_fleet_shares_the_budget_and_reads_the_tenant_once_across_a_reader
                 ]
                 assert own == [], f"{name} listed the tenant while {reader} was the reader"
 
-        # --- SIGKILL the reader: another instance takes the role and sweeps on
+        # every follower hands its rooms the reader's sweeps, newest last, none twice
+        stored = {e["sweep_id"]: stamp(e) for e in rproc.events("tenant_sweep_stored")}
+        last = max(i for i, t in stored.items() if t <= hi)
+        lags: list[float] = []
+        for name in names:
+            if name == reader:
+                continue
+            proc = cluster.daemons[name][0]
+
+            async def caught_up(proc: Proc = proc) -> list[dict[str, Any]] | None:
+                got = proc.events("tenant_sweep_applied")
+                return got if any(e["sweep_id"] >= last for e in got) else None
+
+            applied = await eventually(caught_up, what=f"{name} applies the sweeps")
+            ids = [e["sweep_id"] for e in applied]
+            assert ids == sorted(set(ids)), ids
+            lags += [stamp(e) - stored[e["sweep_id"]] for e in applied if e["sweep_id"] in stored]
+
+            # --- SIGKILL the reader: another instance takes the role and sweeps on
         killed_at = time.time()
         rproc.signal(signal.SIGKILL)
         survivors = [n for n in names if n != reader]
@@ -170,41 +188,62 @@ async def test_fleet_shares_the_budget_and_reads_the_tenant_once_across_a_reader
     print(
         f"\nfleet: busiest second per group {busiest}; calls {dict(ops)}; "
         f"reader kill -> first sweep by {new_reader}: {taken[0] - killed_at:.2f}s "
-        f"(ttl {TTL_S}s); steady sweeps {len(steady)} over {hi - lo:.2f}s"
+        f"(ttl {TTL_S}s); steady sweeps {len(steady)} over {hi - lo:.2f}s; "
+        f"sweep stored -> applied by a follower: max {max(lags):.3f}s over {len(lags)}"
     )
 
 
-async def test_instance_shares_add_up_to_at_most_the_tenant_limit(cluster: Cluster) -> None:
-    """What each instance says it uses (its log) adds up to the tenant's limits, and an
-    instance left alone takes the whole limit back."""
-    names = ["A", "B"]
-    for name in names:
-        cluster.start_daemon(name)
-    await cluster.wait_split(names, per_instance=len(ROOMS) // 2, timeout=120)
+async def test_shares_add_up_to_the_limit_through_a_leave_and_a_join(cluster: Cluster) -> None:
+    """What each instance says it uses (its log) adds up to the tenant's limits; an instance
+    left alone takes the whole limit back, and gives half of it up to a newcomer; through
+    all of it the emulator sees no 429, no new start and no duplicate job."""
+    emu = cluster.emu
+    assert emu is not None
+    half = len(ROOMS) // 2
+    t0 = time.time()
 
-    async def shares() -> dict[str, dict[str, Any]] | None:
-        last = {n: cluster.daemons[n][0].events("api_budget_shared") for n in names}
-        if any(not v for v in last.values()):
-            return None
-        now = {n: v[-1] for n, v in last.items()}
-        if any(e["instances"] != 2 or e["owned"] != len(ROOMS) // 2 for e in now.values()):
-            return None
-        if sum(bool(e["reader"]) for e in now.values()) != 1:
-            return None
-        return now
+    def split_shares(names: Sequence[str]) -> Callable[[], Any]:
+        async def probe() -> dict[str, dict[str, Any]] | None:
+            last = {n: cluster.daemons[n][0].events("api_budget_shared") for n in names}
+            if any(not v for v in last.values()):
+                return None
+            now = {n: v[-1] for n, v in last.items()}
+            if any(e["instances"] != 2 or e["owned"] != half for e in now.values()):
+                return None
+            if sum(bool(e["reader"]) for e in now.values()) != 1:
+                return None
+            return now
 
-    both = await eventually(shares, what="both instances at half the rooms", diag=cluster.diag)
-    assert sum(e["start_per_s"] for e in both.values()) == pytest.approx(4.0)
-    assert sum(e["query_share"] for e in both.values()) == pytest.approx(1.0)
-    reader = next(n for n, e in both.items() if e["reader"])
-    other = next(n for n in names if n != reader)
-    assert both[reader]["query_share"] > both[other]["query_share"]
+        return probe
 
-    cluster.daemons[other][0].signal(signal.SIGTERM)  # a graceful stop hands its rooms over
+    def check(both: Mapping[str, Mapping[str, Any]]) -> None:
+        assert sum(e["start_per_s"] for e in both.values()) == pytest.approx(4.0)
+        assert sum(e["query_share"] for e in both.values()) == pytest.approx(1.0)
+        reader = next(n for n, e in both.items() if e["reader"])
+        other = next(n for n in both if n != reader)
+        assert both[reader]["query_share"] > both[other]["query_share"]
 
-    async def alone() -> dict[str, Any] | None:
-        e = cluster.daemons[reader][0].events("api_budget_shared")[-1]
-        return e if e["instances"] == 1 and e["owned"] == len(ROOMS) else None
+    with DuplicateWatch(emu) as watch:
+        for name in ("A", "B"):
+            cluster.start_daemon(name)
+        await cluster.wait_split(["A", "B"], per_instance=half, timeout=120)
+        starts = await emu.starts()
+        check(await eventually(split_shares(["A", "B"]), what="A and B at half the rooms"))
 
-    last = await eventually(alone, what="the survivor alone with every room", diag=cluster.diag)
-    assert last["start_per_s"] == pytest.approx(4.0) and last["query_share"] == 1.0
+        cluster.daemons["B"][0].signal(signal.SIGTERM)  # a graceful stop hands its rooms over
+
+        async def alone() -> dict[str, Any] | None:
+            e = cluster.daemons["A"][0].events("api_budget_shared")[-1]
+            return e if e["instances"] == 1 and e["owned"] == len(ROOMS) else None
+
+        last = await eventually(alone, what="A alone with every room", diag=cluster.diag)
+        assert last["start_per_s"] == pytest.approx(4.0) and last["query_share"] == 1.0
+
+        cluster.start_daemon("C")  # joins: takes half the rooms by adoption
+        await cluster.wait_split(["A", "C"], per_instance=half, timeout=60)
+        check(await eventually(split_shares(["A", "C"]), what="A and C at half the rooms"))
+        assert await emu.starts() == starts
+    record = await journal(cluster, t0)
+    assert record["throttled"] == [], f"429 at the emulator: {record['throttled'][:10]}"
+    assert watch.samples > 0
+    assert not watch.duplicates, f"duplicate jobs seen: {dict(watch.duplicates)}"
