@@ -225,7 +225,6 @@ class Daemon:
             self.fleet_budget = FleetBudget(
                 self.client.limits,
                 reader_query_share=lambda: self.settings.store.reader_query_share,
-                start_rate_per_s=lambda: self.settings.cloud.rate_start_per_s,
             )
             self.ownership.on_change = self.fleet_budget.update
         sup = RoomSupervisor(

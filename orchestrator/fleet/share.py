@@ -45,21 +45,21 @@ class FleetBudget:
         limits: RateLimits,
         *,
         reader_query_share: Callable[[], float],
-        start_rate_per_s: Callable[[], float],
         set_herd_rate: Callable[[float], None] | None = None,
     ) -> None:
         self._limits = limits
         self._reader_query_share = reader_query_share
-        self._start_rate = start_rate_per_s
+        start = limits.specs.get(ApiGroup.START)
+        self._start_rate = start.rate if start is not None else 0.0  # the bucket's own limit
         self.set_herd_rate = set_herd_rate
         self.shares: dict[ApiGroup, float] = {group: 0.0 for group in ApiGroup}
-        self._last: tuple[int, int, int, bool] | None = None
+        self._last: tuple[int, int, int, bool, float] | None = None
         limits.apply_shares(self.shares)  # paused until the first tick says what we own
 
     def attach_herd(self, set_herd_rate: Callable[[float], None]) -> None:
         """The window scheduler exists now: give it our share of the start rate from now on."""
         self.set_herd_rate = set_herd_rate
-        herd = self._start_rate() * self.shares[ApiGroup.START]
+        herd = self._start_rate * self.shares[ApiGroup.START]
         if herd > 0:
             set_herd_rate(herd)
 
@@ -67,7 +67,8 @@ class FleetBudget:
         """Recompute and apply the shares (cheap; a no-op when nothing changed)."""
         owned, total, live = view.budget_view()
         reader = view.holds_role(TENANT_READER)
-        key = (owned, total, live, reader)
+        reader_share = self._reader_query_share()  # re-read: a reload may change it
+        key = (owned, total, live, reader, reader_share)
         if key == self._last:
             return
         self._last = key
@@ -81,11 +82,11 @@ class FleetBudget:
                 total=total,
                 live_instances=live,
                 reader=reader,
-                reader_query_share=self._reader_query_share(),
+                reader_query_share=reader_share,
             )
         self.shares = shares
         self._limits.apply_shares(shares)
-        herd = self._start_rate() * shares[ApiGroup.START]
+        herd = self._start_rate * shares[ApiGroup.START]
         if self.set_herd_rate is not None and herd > 0:
             self.set_herd_rate(herd)
         log.info(

@@ -42,7 +42,7 @@ class View:
 def test_budget_paused_before_the_first_tick_whole_when_alone_shared_otherwise() -> None:
     limits = RateLimits({ApiGroup.START: RateSpec(4), ApiGroup.JOB_QUERY: RateSpec(20)})
     herd: list[float] = []
-    budget = FleetBudget(limits, reader_query_share=lambda: 0.25, start_rate_per_s=lambda: 4.0)
+    budget = FleetBudget(limits, reader_query_share=lambda: 0.25)
     budget.attach_herd(herd.append)
     assert limits.rate(ApiGroup.START) == 0.0 and herd == []  # nothing known, nothing owned
 
