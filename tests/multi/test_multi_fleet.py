@@ -22,8 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
-from multi_support import TTL_S, Cluster, DuplicateWatch, Proc, eventually
+from multi_support import PG_DSN, TTL_S, Cluster, DuplicateWatch, Proc, eventually
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -247,3 +248,49 @@ async def test_shares_add_up_to_the_limit_through_a_leave_and_a_join(cluster: Cl
     assert record["throttled"] == [], f"429 at the emulator: {record['throttled'][:10]}"
     assert watch.samples > 0
     assert not watch.duplicates, f"duplicate jobs seen: {dict(watch.duplicates)}"
+
+
+async def test_a_follower_whose_listening_connection_dies_reconnects_and_follows_on(
+    cluster: Cluster,
+) -> None:
+    """PostgreSQL drops the follower's LISTEN connection (pg_terminate_backend): it makes a new
+    one, reads the newest sweep before anything else, and goes on applying the reader's."""
+    names = ["A", "B"]
+    for name in names:
+        cluster.start_daemon(name)
+    await cluster.wait_split(names, per_instance=len(ROOMS) // 2, timeout=120)
+    reader = await eventually(
+        lambda: reader_of(cluster, names), what="a tenant reader", diag=cluster.diag
+    )
+    follower = next(n for n in names if n != reader)
+    fproc = cluster.daemons[follower][0]
+
+    async def applied_after(since: float) -> list[float] | None:
+        got = [t for t in map(stamp, fproc.events("tenant_sweep_applied")) if t > since]
+        return got or None
+
+    await eventually(lambda: applied_after(0.0), what="the follower applies sweeps")
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        killed = await conn.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            f"liveorch:{cluster.schema}:listen",
+        )
+    finally:
+        await conn.close()
+    assert len(killed) == 2  # both instances listen; both are cut
+    cut_at = time.time()
+
+    async def relistening() -> list[dict[str, Any]] | None:
+        again = [e for e in fproc.events("signals_listening") if e["connects"] >= 2]
+        return again or None
+
+    again = await eventually(relistening, what="the follower listens again", diag=cluster.diag)
+    assert stamp(again[0]) > cut_at
+    lost = [e for e in fproc.events("signals_connection_lost") if stamp(e) > cut_at - 1]
+    assert lost, "the loss was noticed and logged"
+    await eventually(
+        lambda: applied_after(stamp(again[0])),
+        what="the follower applies sweeps after reconnecting",
+        diag=cluster.diag,
+    )
