@@ -6,10 +6,7 @@ Start order (each step finishes before the next begins)::
     → inbox replay → adoption of running jobs → schedule (catch-up) → MQTT → poller
     → READY=1 (systemd)
 
-With leases (several instances) adoption is replaced by the ownership loop (rooms arrive as
-leases are gained) and the poller by the fleet's tenant read (``fleet.reader``: the elected
-reader lists for all, over LISTEN/NOTIFY); the client's rate limits follow the leases
-(``fleet.share``).
+With leases, adoption is the ownership loop's and the poller the fleet's (``fleet.parts``).
 
 Every long-running service is a named task in one TaskGroup. A service that crashes is logged
 with context and brings the whole process down with exit code 1 (systemd restarts it): never a
@@ -53,8 +50,8 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.control import CommandError
 from orchestrator.control_service import ControlService
 from orchestrator.errors import ConfigError
-from orchestrator.fleet.reader import FleetTenantRead, fleet_signals, sweep_channel
-from orchestrator.fleet.share import TENANT_READER, FleetBudget
+from orchestrator.fleet.parts import Fleet
+from orchestrator.fleet.share import TENANT_READER
 from orchestrator.handover import Handover, adopt_at_boot
 from orchestrator.httpserver import GuardStats
 from orchestrator.listeners import TransitionFanout
@@ -157,8 +154,7 @@ class Daemon:
                 on_lost=self._handover.lost,
                 roles=[TENANT_READER],
             )
-        self.fleet_budget: FleetBudget | None = None
-        self.fleet_read: FleetTenantRead | None = None
+        self.fleet: Fleet | None = None  # several instances: shared budget, one tenant read
         self._http: httpx.AsyncClient | None = None
         self.client: MetaStudioClient | None = None
         self.supervisor: RoomSupervisor | None = None
@@ -222,11 +218,7 @@ class Daemon:
             s.cloud, transport=self._transport, on_call=self._on_api_call
         )
         if self.ownership is not None:  # several instances share the tenant's API limits
-            self.fleet_budget = FleetBudget(
-                self.client.limits,
-                reader_query_share=lambda: self.settings.store.reader_query_share,
-            )
-            self.ownership.on_change = self.fleet_budget.update
+            self.fleet = Fleet(self.ownership, self.client.limits, self._current)
         sup = RoomSupervisor(
             cloud=self.client,
             store=self.store,
@@ -265,13 +257,15 @@ class Daemon:
                     )
                     self.fanout.alerts = self.webhook
                     tg.create_task(self.webhook.run(), name="alert-webhook")
-                if self.ownership is None:
+                if self.fleet is None:
                     poller = TenantPoller(
                         sup, settings=self._current, rng=self.rng, status=self._status
                     )
                     tg.create_task(poller.run(), name="poller")
                 else:  # one tenant read for the fleet, by the elected reader
-                    self._start_fleet_read(tg, sup)
+                    self.fleet.start_read(
+                        tg, sup, self.store, clock=self.clock, rng=self.rng, status=self._status
+                    )
                 if s.probe.enabled and any(r.playback_url for r in s.rooms):
                     probes = probe_runner(sup, sup, settings=self._current, clock=self.clock)
                     tg.create_task(probes.run(), name="probe")
@@ -341,31 +335,12 @@ class Daemon:
             start_rate_per_s=self.settings.cloud.rate_start_per_s,
         )
         self.overrides.scheduler = self.scheduler
-        if self.fleet_budget is not None:  # the herd is spread at our share of the start rate
-            self.fleet_budget.attach_herd(self.scheduler.set_start_rate)
+        if self.fleet is not None:  # the herd is spread at our share of the start rate
+            self.fleet.budget.attach_herd(self.scheduler.set_start_rate)
         await self.overrides.apply_schedules()
         for room_id, ev in self.scheduler.startup_events(self.clock.now()):
             sup.post(room_id, ev)
         self.scheduler.start()
-
-    def _start_fleet_read(self, tg: asyncio.TaskGroup, sup: RoomSupervisor) -> None:
-        """Several instances: the tenant reader lists for all, the others follow its sweeps
-        (``orchestrator.fleet.reader``), over LISTEN/NOTIFY on the store's PostgreSQL."""
-        assert self.ownership is not None
-        signals = fleet_signals(self.settings.store)
-        self.fleet_read = FleetTenantRead(
-            sup,
-            self.ownership,
-            self.store,
-            signals,
-            channel=sweep_channel(self.settings.store),
-            clock=self.clock,
-            settings=self._current,
-            rng=self.rng,
-            status=self._status,
-        )
-        tg.create_task(signals.run(), name="signals")
-        tg.create_task(self.fleet_read.run(), name="poller")
 
     def _start_mqtt(self, tg: asyncio.TaskGroup) -> None:
         assert self.control is not None
