@@ -186,7 +186,10 @@ class DuplicateWatch:
 class Cluster:
     """The emulator and N daemons of one test, with a private PostgreSQL schema."""
 
-    def __init__(self, log_dir: Path, rooms: Sequence[str], *, dsn: str = PG_DSN) -> None:
+    def __init__(
+        self, log_dir: Path, rooms: Sequence[str], *, dsn: str = PG_DSN, poll_s: float = POLL_S
+    ) -> None:
+        self.poll_s = poll_s  # [recovery] poll_interval_s of every daemon
         self.dsn = dsn  # a private server's for tests that restart it (support/pgcluster)
         self.log_dir = log_dir
         self.rooms = list(rooms)
@@ -248,7 +251,7 @@ public_callback_url = "http://127.0.0.1:{port}/callbacks/metastudio"
 auth_type = "MSS_A_HEAD"
 key = "{uuid.uuid4().hex}"
 [recovery]
-poll_interval_s = {POLL_S}
+poll_interval_s = {self.poll_s}
 grace_s = 1.0
 stale_after_s = 10.0
 [schedule]

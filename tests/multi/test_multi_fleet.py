@@ -29,6 +29,7 @@ from multi_support import PG_DSN, TTL_S, Cluster, DuplicateWatch, Proc, eventual
 pytestmark = pytest.mark.timeout(240)
 
 ROOMS = [f"room-{i:02d}" for i in range(1, 13)]
+POLL_S = 3.0
 READER = "~role:tenant-reader"
 # The client's API groups as the tenant's limits count them (metastudio.ratelimit.ApiGroup and
 # the emulator's documented per-operation limits: 4 starts/s, 20 job queries/s).
@@ -43,7 +44,9 @@ GROUPS: dict[str, tuple[frozenset[str], float]] = {
 @pytest.fixture
 async def cluster(tmp_path: Path, require_service: Callable[[str], None]) -> AsyncIterator[Cluster]:
     require_service("postgres")
-    c = Cluster(tmp_path, ROOMS)
+    # poll_interval_s = 3: the reader sweeps every 2.1-2.7 s, so on a loaded machine a sweep still
+    # arrives before a follower's 3 s deadline (at 1 s, 100 ms of load made it read on its own)
+    c = Cluster(tmp_path, ROOMS, poll_s=POLL_S)
     try:
         await c.start_emulator(journal=True)
         yield c
