@@ -218,7 +218,7 @@ class Daemon:
             s.cloud, transport=self._transport, on_call=self._on_api_call
         )
         if self.ownership is not None:  # several instances share the tenant's API limits
-            self.fleet = Fleet(self.ownership, self.client.limits, self._current)
+            self.fleet = Fleet(self.ownership, self.client.limits, self._current, self.metrics)
         sup = RoomSupervisor(
             cloud=self.client,
             store=self.store,

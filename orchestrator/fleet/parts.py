@@ -15,6 +15,7 @@ from orchestrator.clock import Clock
 from orchestrator.fleet.reader import FleetTenantRead, Listings, fleet_signals, sweep_channel
 from orchestrator.fleet.share import FleetBudget
 from orchestrator.metastudio.ratelimit import RateLimits
+from orchestrator.ops.metrics import Metrics
 from orchestrator.ownership import OwnershipManager
 from orchestrator.settings import Settings
 from orchestrator.store.base import SweepStore
@@ -26,12 +27,17 @@ class Fleet:
     """The budget (from construction) and the tenant read (from :meth:`start_read`)."""
 
     def __init__(
-        self, ownership: OwnershipManager, limits: RateLimits, settings: Callable[[], Settings]
+        self,
+        ownership: OwnershipManager,
+        limits: RateLimits,
+        settings: Callable[[], Settings],
+        metrics: Metrics | None = None,
     ) -> None:
         self._ownership = ownership
         self._settings = settings
+        shown = (lambda s, r: metrics.api_shares(s, reader=r)) if metrics is not None else None
         self.budget = FleetBudget(
-            limits, reader_query_share=lambda: settings().store.reader_query_share
+            limits, reader_query_share=lambda: settings().store.reader_query_share, on_shares=shown
         )
         ownership.on_change = self.budget.update
         self.read: FleetTenantRead | None = None

@@ -13,7 +13,7 @@ which another instance may be using in full.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -46,9 +46,11 @@ class FleetBudget:
         *,
         reader_query_share: Callable[[], float],
         set_herd_rate: Callable[[float], None] | None = None,
+        on_shares: Callable[[Mapping[str, float], bool], None] | None = None,
     ) -> None:
         self._limits = limits
         self._reader_query_share = reader_query_share
+        self._on_shares = on_shares  # the metrics
         start = limits.specs.get(ApiGroup.START)
         self._start_rate = start.rate if start is not None else 0.0  # the bucket's own limit
         self.set_herd_rate = set_herd_rate
@@ -89,6 +91,8 @@ class FleetBudget:
         herd = self._start_rate * shares[ApiGroup.START]
         if self.set_herd_rate is not None and herd > 0:
             self.set_herd_rate(herd)
+        if self._on_shares is not None:
+            self._on_shares({str(g): v for g, v in shares.items()}, reader)
         log.info(
             "api_budget_shared",
             owned=owned,

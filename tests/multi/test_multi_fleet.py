@@ -81,6 +81,19 @@ def per_group(calls: Iterable[Sequence[Any]]) -> dict[str, list[float]]:
     return out
 
 
+async def metrics_of(cluster: Cluster, name: str) -> dict[str, float]:
+    """``/metrics`` of one daemon: series (name and labels as written) → value."""
+    _proc, port = cluster.daemons[name]
+    r = await cluster.http.get(f"http://127.0.0.1:{port}/metrics")
+    r.raise_for_status()
+    out: dict[str, float] = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
+
+
 def stamp(event: Mapping[str, Any]) -> float:
     return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
@@ -247,6 +260,12 @@ async def test_shares_add_up_to_the_limit_through_a_leave_and_a_join(cluster: Cl
         await cluster.wait_split(["A", "C"], per_instance=half, timeout=60)
         check(await eventually(split_shares(["A", "C"]), what="A and C at half the rooms"))
         assert await emu.starts() == starts
+        # what an operator's Prometheus sees: the parts add up to the tenant's limit, one reader
+        scraped = {n: await metrics_of(cluster, n) for n in ("A", "C")}
+        for group in ("start", "job_query", "room_query"):
+            total = sum(m[f'liveorch_api_share{{group="{group}"}}'] for m in scraped.values())
+            assert total == pytest.approx(1.0), (group, scraped)
+        assert sum(m["liveorch_tenant_reader"] for m in scraped.values()) == 1
     record = await journal(cluster, t0)
     assert record["throttled"] == [], f"429 at the emulator: {record['throttled'][:10]}"
     assert watch.samples > 0
