@@ -11,13 +11,13 @@ import pytest
 
 # Under CI every skip fails unless explicitly allowed (see support/ci_guard.py): pytest finds
 # hooks by name in a conftest's namespace.
-from support.ci_guard import (  # noqa: F401
+from tests.support.ci_guard import (  # noqa: F401
     pytest_configure,
     pytest_make_collect_report,
     pytest_runtest_makereport,
 )
-from support.nginx_rtmp import RTMP_MODULE
-from support.pgcluster import PgUnavailable, find_bindir
+from tests.support.nginx_rtmp import RTMP_MODULE
+from tests.support.pgcluster import PgUnavailable, find_bindir
 
 _SERVICES: dict[str, tuple[str, int]] = {
     "mosquitto": ("127.0.0.1", 1883),

@@ -15,7 +15,6 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
-from callbacks_harness import PATH, T0, Harness, rtmp_body
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -28,6 +27,7 @@ from orchestrator.callbacks.relay import (
 )
 from orchestrator.httpserver import serve
 from orchestrator.rooms.model import RtmpStateReported
+from tests.support.callbacks import PATH, T0, Harness, rtmp_body
 
 T = int(T0.timestamp())
 

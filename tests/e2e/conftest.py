@@ -1,4 +1,4 @@
-"""Fixtures of the end-to-end tests (the helpers live in ``e2e_support``)."""
+"""Fixtures of the end-to-end tests (the helpers live in ``tests.support.e2e``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from e2e_support import Stack
+
+from tests.support.e2e import Stack
 
 
 @pytest.fixture

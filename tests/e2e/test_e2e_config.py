@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import ALWAYS, Stack, eventually, free_port, room, write_config
+
+from tests.support.e2e import ALWAYS, Stack, eventually, free_port, room, write_config
 
 pytestmark = pytest.mark.timeout(120)
 

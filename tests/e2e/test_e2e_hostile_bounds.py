@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from e2e_support import ALWAYS, REPO, Daemon, Proc, Stack, child_env, room
+
+from tests.support.e2e import ALWAYS, REPO, Daemon, Proc, Stack, child_env, room
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

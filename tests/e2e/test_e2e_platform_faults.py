@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from e2e_support import (
+
+from tests.support.e2e import (
     ALWAYS,
     RUNNING,
     TIME_SCALE,
@@ -26,7 +27,7 @@ from e2e_support import (
     eventually,
     mqtt_watch,
 )
-from e2e_support import room as make_room
+from tests.support.e2e import room as make_room
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from e2e_support import (
+
+from tests.support.e2e import (
     ALWAYS,
     RUNNING,
     Emulator,

@@ -10,13 +10,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from emulator_support import AK, PROJECT, SK
-from support.nginx_rtmp import FfmpegPublisher, NginxRtmp
 
 from orchestrator.emulator.app import create_app
 from orchestrator.emulator.media import FfmpegPusher, push_target
 from orchestrator.emulator.service import EmulatorService, Job
 from orchestrator.httpserver import serve
+from tests.support.emulator import AK, PROJECT, SK
+from tests.support.nginx_rtmp import FfmpegPublisher, NginxRtmp
 
 pytestmark = pytest.mark.external_service
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")

@@ -1,18 +1,14 @@
-"""Fixtures of the monitoring tests: the real-process harness of tests/e2e (``e2e_support``)."""
+"""Fixtures of the monitoring tests: the real-process harness of tests/e2e (``tests.support.e2e``)."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-# e2e_support lives next to the e2e tests; tests/ has no packages, so put that folder on the path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from e2e_support import Stack
+from tests.support.e2e import Stack
 
 
 @pytest.fixture

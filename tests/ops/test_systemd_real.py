@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from nspawn_support import (
+
+from tests.support.nspawn import (
     REPO,
     Container,
     build_wheels,

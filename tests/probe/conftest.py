@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.nginx_rtmp import FfmpegPublisher, NginxRtmp
+
+from tests.support.nginx_rtmp import FfmpegPublisher, NginxRtmp
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures for the room supervisor tests (helpers live in rooms_support.py)."""
+"""Fixtures for the room supervisor tests (helpers live in tests/support/rooms.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rooms_support import FakeCloud, Harness, room_config
 
 from orchestrator.clock import ManualClock
 from orchestrator.rooms.startreq import RoomConfig
 from orchestrator.rooms.supervisor import RoomSupervisor
 from orchestrator.store.sql import SqlStore
+from tests.support.rooms import FakeCloud, Harness, room_config
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from rooms_support import FakeCloud, FakeJob, Harness, room_config
 
 from orchestrator.clock import ManualClock
 from orchestrator.errors import CloudUnavailable, InvalidRequest, Throttled
@@ -27,6 +26,7 @@ from orchestrator.rooms.model import (
 from orchestrator.rooms.supervisor import RoomSupervisor
 from orchestrator.settings import RoomSettings
 from orchestrator.store.sql import SqlStore
+from tests.support.rooms import FakeCloud, FakeJob, Harness, room_config
 
 S = RoomState
 MakeHarness = Callable[..., Harness]

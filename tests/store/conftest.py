@@ -13,9 +13,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from _storekit import PG_DSN, PG_URL, StoreTarget
 
 from orchestrator.store.sql import SqlStore
+from tests.support.storekit import PG_DSN, PG_URL, StoreTarget
 
 
 @contextlib.asynccontextmanager

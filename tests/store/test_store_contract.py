@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
-from _storekit import PG_DSN, StoreTarget
 from sqlalchemy import func, select
 
 from orchestrator.store import (
@@ -25,6 +24,7 @@ from orchestrator.store import (
 )
 from orchestrator.store.roomwriter import RoomWriter
 from orchestrator.store.sql import schema_version
+from tests.support.storekit import PG_DSN, StoreTarget
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ import socket
 
 import asyncpg
 import pytest
-from _storekit import PG_DSN, StoreTarget
 
 from orchestrator.store import FencedOut, SqlStore, StoreError, StoreUnavailable
+from tests.support.storekit import PG_DSN, StoreTarget
 
 
 def _closed_port() -> int:

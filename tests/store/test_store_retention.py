@@ -10,7 +10,6 @@ import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from _storekit import StoreTarget
 from sqlalchemy import func, select
 
 from orchestrator.bounds import TRUNCATED_KEY
@@ -23,6 +22,7 @@ from orchestrator.store import (
     TransitionRecord,
 )
 from orchestrator.store import sql as store_sql
+from tests.support.storekit import StoreTarget
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

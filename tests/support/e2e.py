@@ -15,7 +15,7 @@ Rules kept here so every test keeps them:
 * every MQTT topic lives under a per-test prefix, and retained topics are cleared afterwards
   (the system mosquitto persists them).
 
-Kept out of conftest.py (tests/ has no ``__init__``) and imported as ``e2e_support``.
+Imported as ``tests.support.e2e`` (by tests/e2e and tests/monitoring).
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from _mqtt_fakes import MemoryReplyStore, RecordingControl
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from orchestrator.mqtt.bridge import MqttBridge
 from orchestrator.mqtt.link import Backoff
 from orchestrator.settings import MqttSettings
+from tests.support.mqtt_fakes import MemoryReplyStore, RecordingControl
 
 TIMEOUT = 5.0
 

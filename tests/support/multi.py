@@ -5,7 +5,7 @@ connections; only separate processes show them honestly. Each test gets its own 
 schema (``store.pg_schema``), dropped afterwards. Nothing waits a fixed time: :func:`eventually`
 polls with a deadline. A :class:`DuplicateWatch` samples the emulator's job list all along.
 
-Imported as ``multi_support`` (tests/ has no ``__init__``; kept out of conftest.py).
+Imported as ``tests.support.multi``.
 """
 
 from __future__ import annotations

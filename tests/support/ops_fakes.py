@@ -1,6 +1,6 @@
 """Fakes for the ops tests: a snapshot provider and an in-memory store (our own seams).
 
-Imported by name (``ops_fakes``): tests/ has no packages, pytest puts this folder on sys.path.
+Imported as ``tests.support.ops_fakes``.
 """
 
 from __future__ import annotations

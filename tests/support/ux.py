@@ -1,6 +1,6 @@
 """The real daemon and the real emulator in one event loop, over real loopback HTTP.
 
-Imported by name (``ux_harness``): tests/ has no packages, pytest puts this folder on sys.path.
+Imported as ``tests.support.ux``.
 
 The daemon runs on a :class:`~orchestrator.clock.ManualClock`: room timers (grace, refresh
 backoff), transition times and therefore SLA seconds move only when a test calls
