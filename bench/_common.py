@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import httpx
 from orchestrator.emulator.app import create_app
 from orchestrator.emulator.service import DEFAULT_RATE_LIMITS, EmulatorService
 from orchestrator.httpserver import serve
+from tests.support.ports import free_port
 
 __all__ = [
     "AK",
@@ -239,12 +239,6 @@ async def emulator(
         )
     async with serve(create_app(service), port=port, graceful_timeout_s=2.0) as served:
         yield Emulator(service, served.base_url)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ----------------------------------------------------------------------------- daemon

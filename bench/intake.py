@@ -40,10 +40,12 @@ from orchestrator.httpserver import serve
 from orchestrator.rooms.model import Event
 from orchestrator.settings import CallbackSettings
 from orchestrator.store.sql import SqlStore
+from tests.support.pgcluster import PG_DSN
+from tests.support.pgcluster import PG_URL as SHARED_PG_URL
 
 KEY = "bench-callback-key-000000000000"
 PATH = "/callbacks/metastudio"
-PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get("BENCH_PG_URL", SHARED_PG_URL)
 
 
 class _CountingSink:
@@ -128,9 +130,7 @@ async def _pg_available() -> bool:
     try:
         import asyncpg
 
-        conn = await asyncio.wait_for(
-            asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test"), 3
-        )
+        conn = await asyncio.wait_for(asyncpg.connect(PG_DSN), 3)
     except Exception:  # any failure (no driver, refused, auth) = skip the PostgreSQL phases
         return False
     await conn.close()
@@ -140,7 +140,7 @@ async def _pg_available() -> bool:
 async def _drop_schema(schema: str) -> None:
     import asyncpg
 
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    conn = await asyncpg.connect(PG_DSN)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:

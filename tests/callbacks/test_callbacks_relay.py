@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -28,6 +27,7 @@ from orchestrator.callbacks.relay import (
 from orchestrator.httpserver import serve
 from orchestrator.rooms.model import RtmpStateReported
 from tests.support.callbacks import PATH, T0, Harness, rtmp_body
+from tests.support.ports import free_port
 
 T = int(T0.timestamp())
 
@@ -118,22 +118,16 @@ async def test_consumer_down_while_relay_publishes(
     assert [s for _, s, _ in h.rtmp_posts()] == ["DISCONNECTED", "CONNECTED"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_relay_answers_503_without_broker(make_harness: Any) -> None:
     h: Harness = await make_harness()
-    async with running_relay("t/none", port=_free_port()) as (_relay, url):
+    async with running_relay("t/none", port=free_port()) as (_relay, url):
         r = await post_signed(h, url, "CONNECTED", T)
     assert r.status_code == 503
 
 
 async def test_relay_bounds_body_size(make_harness: Any) -> None:
     h: Harness = await make_harness()
-    async with running_relay("t/none", port=_free_port()) as (_relay, url):
+    async with running_relay("t/none", port=free_port()) as (_relay, url):
         r = await h.client.post(url, content=b"x" * 70_000)
     assert r.status_code == 413
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.e2e import ALWAYS, Stack, eventually, free_port, room, write_config
+from tests.support.e2e import ALWAYS, Stack, eventually, room, write_config
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

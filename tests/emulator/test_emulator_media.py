@@ -17,15 +17,10 @@ from orchestrator.emulator.service import EmulatorService, Job
 from orchestrator.httpserver import serve
 from tests.support.emulator import AK, PROJECT, SK
 from tests.support.nginx_rtmp import FfmpegPublisher, NginxRtmp
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.external_service
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
@@ -47,7 +42,7 @@ def nginx_rtmp(
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     require_service("ffmpeg")
     require_service("nginx-rtmp")
-    port = _free_port()
+    port = free_port()
     (tmp_path / "logs").mkdir()
     conf = tmp_path / "nginx.conf"
     conf.write_text(

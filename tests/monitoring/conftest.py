@@ -1,4 +1,4 @@
-"""Fixtures of the monitoring tests: the real-process harness of tests/e2e (``tests.support.e2e``)."""
+"""Fixtures of the monitoring tests: the real-process harness of tests/e2e (tests.support.e2e)."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.support.multi import PG_DSN, TTL_S, Cluster, DuplicateWatch, eventually
-from tests.support.pgcluster import PgCluster
+from tests.support.multi import TTL_S, Cluster, DuplicateWatch, eventually
+from tests.support.pgcluster import PG_DSN, PgCluster
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -15,7 +15,6 @@ import asyncio
 import io
 import json
 import secrets
-import socket
 import stat
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -34,17 +33,12 @@ from orchestrator.httpserver import serve
 from orchestrator.rooms.model import RoomState
 from orchestrator.rooms.supervisor import Transition
 from orchestrator.settings import Settings
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_service]
 
 TIMEOUT = 30.0
 ROOM, ROOM2 = "scan-a", "scan-b"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _secret(tag: str) -> str:
@@ -127,7 +121,7 @@ async def test_no_secret_in_any_output(
     for rid in (ROOM, ROOM2):
         service.add_room(rid)
     state_dir = tmp_path / "state"
-    port = _port()
+    port = free_port()
     log = io.StringIO()
     async with serve(create_app(service)) as emu:
         settings = Settings.model_validate(

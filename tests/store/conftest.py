@@ -15,7 +15,8 @@ import asyncpg
 import pytest
 
 from orchestrator.store.sql import SqlStore
-from tests.support.storekit import PG_DSN, PG_URL, StoreTarget
+from tests.support.pgcluster import PG_DSN, PG_URL
+from tests.support.storekit import StoreTarget
 
 
 @contextlib.asynccontextmanager

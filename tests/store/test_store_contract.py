@@ -24,7 +24,8 @@ from orchestrator.store import (
 )
 from orchestrator.store.roomwriter import RoomWriter
 from orchestrator.store.sql import schema_version
-from tests.support.storekit import PG_DSN, StoreTarget
+from tests.support.pgcluster import PG_DSN
+from tests.support.storekit import StoreTarget
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

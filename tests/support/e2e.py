@@ -40,6 +40,8 @@ import httpx
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.support.ports import free_port
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,13 +52,6 @@ TIME_SCALE = 10.0
 #: a deadline for "the daemon should get there": generous, the loop returns as soon as it holds
 DEADLINE = 30.0
 _STRIPPED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "CREDENTIALS_DIRECTORY")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

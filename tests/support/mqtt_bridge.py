@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from orchestrator.mqtt.bridge import MqttBridge
 from orchestrator.mqtt.link import Backoff
 from orchestrator.settings import MqttSettings
 from tests.support.mqtt_fakes import MemoryReplyStore, RecordingControl
+from tests.support.ports import free_port
 
 TIMEOUT = 5.0
 
@@ -178,12 +178,6 @@ class BridgeRunner:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateBroker:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,22 +26,16 @@ from typing import IO, Any, TypeVar
 import asyncpg
 import httpx
 
+from tests.support.pgcluster import PG_DSN, sqlalchemy_url
+from tests.support.ports import free_port
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNING = frozenset({"WAITING", "PROCESSING"})
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 TTL_S = 3.0
 POLL_S = 1.0
 DEADLINE = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _env() -> dict[str, str]:
@@ -231,7 +224,7 @@ ak = "{info["ak"]}"
 sk = "{info["sk"]}"
 read_timeout_s = 2.0
 [store]
-url = "{self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)}"
+url = "{sqlalchemy_url(self.dsn)}"
 pg_schema = "{self.schema}"
 instance_id = "{instance}"
 lease_ttl_s = {TTL_S}

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -39,15 +38,9 @@ from orchestrator.httpserver import serve
 from orchestrator.rooms.model import RoomState
 from orchestrator.rooms.supervisor import Transition
 from orchestrator.settings import Settings
+from tests.support.ports import free_port
 
 WAIT_S = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
