@@ -9,7 +9,7 @@ Rules kept here so every test keeps them:
 
 * each process is started with ``sys.executable -m orchestrator ...``, its stdout/stderr go to
   files under the test's ``tmp_path`` (quoted in every failure message), and it is killed and
-  reaped in teardown whatever happened (:class:`Procs`);
+  reaped in teardown whatever happened (:class:`Procs`, tests/support/procs.py);
 * nothing waits a fixed time: :func:`eventually` polls an HTTP endpoint (or a log file) until a
   condition holds, with a deadline, and fails with the processes' log tails;
 * every MQTT topic lives under a per-test prefix, and retained topics are cleared afterwards
@@ -23,17 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
 import aiomqtt
 import httpx
@@ -41,157 +37,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.support.ports import free_port
+from tests.support.procs import DEADLINE, Proc, Procs, eventually
 
-T = TypeVar("T")
-
-REPO = Path(__file__).resolve().parents[2]
 RUNNING = frozenset({"WAITING", "PROCESSING"})
 RTMP_URL = "rtmp://push.example.com/live"
 #: emulated time runs this much faster: WAITING/CONNECTING take 0.1 s, reconnect tries 0.5 s
 TIME_SCALE = 10.0
-#: a deadline for "the daemon should get there": generous, the loop returns as soon as it holds
-DEADLINE = 30.0
-_STRIPPED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "CREDENTIALS_DIRECTORY")
-
-
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The test runner's environment minus anything that would change the child's behaviour."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _STRIPPED_ENV and not k.startswith(("LIVEORCH_", "CLOUD_SDK_"))
-    }
-    env["PYTHONUNBUFFERED"] = "1"  # log lines reach the file as they are written
-    env.update(extra or {})
-    return env
-
-
-# --- processes ----------------------------------------------------------------------------
-
-
-class Proc:
-    """One child process with its output in ``<log_dir>/<name>.out`` / ``.err``."""
-
-    def __init__(
-        self, name: str, args: Sequence[str], *, log_dir: Path, env: Mapping[str, str]
-    ) -> None:
-        self.name = name
-        self.out_path = log_dir / f"{name}.out"
-        self.err_path = log_dir / f"{name}.err"
-        self._out: IO[bytes] = self.out_path.open("wb")
-        self._err: IO[bytes] = self.err_path.open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
-            stdout=self._out,
-            stderr=self._err,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            env=dict(env),
-            start_new_session=True,  # a Ctrl-C on the test runner must not reach it
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.poll()
-
-    def send(self, sig: signal.Signals) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-
-    async def wait(self, timeout: float) -> int:
-        """The exit code; AssertionError (with the log tail) if it does not exit in time."""
-        try:
-            return await asyncio.to_thread(self.popen.wait, timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.name} did not exit within {timeout}s\n{self.tail()}"
-            ) from None
-
-    def kill(self) -> None:
-        """SIGKILL (if still running), reap, close the log files. Idempotent."""
-        if self.popen.poll() is None:
-            self.popen.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(10)
-        for f in (self._out, self._err):
-            if not f.closed:
-                f.close()
-
-    def text(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def log_events(self) -> list[dict[str, Any]]:
-        """The JSON log lines written so far (other lines are skipped)."""
-        out: list[dict[str, Any]] = []
-        for line in self.text().splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    item = json.loads(line)
-                    if isinstance(item, dict):
-                        out.append(item)
-        return out
-
-    def tail(self, lines: int = 30) -> str:
-        parts = []
-        for path in (self.out_path, self.err_path):
-            text = path.read_text(errors="replace") if path.exists() else ""
-            last = "\n".join(text.splitlines()[-lines:])
-            parts.append(f"--- {path} (last {lines} lines) ---\n{last}")
-        return "\n".join(parts)
-
-
-class Procs:
-    """Every process a test started; :meth:`kill_all` runs in teardown."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.items: list[Proc] = []
-
-    def start(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> Proc:
-        proc = Proc(name, args, log_dir=self.log_dir, env=child_env(env))
-        self.items.append(proc)
-        return proc
-
-    def diag(self) -> str:
-        return "\n".join(p.tail() for p in self.items)
-
-    def kill_all(self) -> None:
-        for p in self.items:
-            p.kill()
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]],
-    *,
-    what: str,
-    timeout: float = DEADLINE,
-    diag: Callable[[], str] = lambda: "",
-    interval: float = 0.1,
-) -> T:
-    """Poll ``probe`` until it returns something other than None; fail after ``timeout``.
-
-    Connection errors count as "not yet" (a process may still be binding its port).
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = await probe()
-        except (httpx.TransportError, OSError) as exc:
-            result, last_error = None, exc
-        if result is not None:
-            return result
-        if loop.time() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what}"
-                f" (last error: {last_error!r})\n{diag()}"
-            )
-        await asyncio.sleep(interval)  # the poll period, not a synchronisation
 
 
 # --- the emulator -------------------------------------------------------------------------
