@@ -33,6 +33,7 @@ from typing import Any
 
 import aiomqtt
 import httpx
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -576,3 +577,23 @@ async def inject_ghost_start(emu: Emulator) -> None:
     """The next start creates its job but its answer never comes (the client times out)."""
     r = await emu.http.post("/_emulator/faults", json={"operation": "start", "ghost": True})
     r.raise_for_status()
+
+
+# --- fixtures (re-exported by the conftest.py of tests/e2e and tests/monitoring) ------------
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    """Processes started through it are SIGKILLed and reaped at teardown, pass or fail."""
+    s = Stack(tmp_path)
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A topic prefix no other test (or earlier run) uses on the shared broker; it starts with
+    the test's area (``e2e-``, ``mon-``) so a leftover retained topic says where it came from."""
+    return f"{request.path.parent.name[:3]}-{uuid.uuid4().hex[:12]}"
