@@ -662,6 +662,7 @@ class RoomSupervisor:
             timers = [s.timer for s in self._slots.values() if s.timer is not None]
             if timers:
                 await asyncio.gather(*timers, return_exceptions=True)
+            await self._writer.drain()  # writes of rooms cancelled mid-save still commit
 
     def _spawn(self, rid: str, slot: _Slot) -> None:
         assert self._tg is not None

@@ -40,6 +40,15 @@ class RoomWriter:
             self._flusher = asyncio.create_task(self._flush_loop(), name="store:room-writer")
         await fut
 
+    async def drain(self) -> None:
+        """Wait until the writes already handed over are committed (or failed).
+
+        For the owner's shutdown: a room cancelled mid-``save`` leaves its write to the flusher
+        ("the write stands"), and that task must not outlive the owner into a closed store.
+        """
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
     async def _flush_loop(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
