@@ -23,11 +23,11 @@ from tests.support.e2e import (
     TIME_SCALE,
     Emulator,
     Stack,
-    clear_retained,
     eventually,
     mqtt_watch,
 )
 from tests.support.e2e import room as make_room
+from tests.support.mqtt import clear_retained
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

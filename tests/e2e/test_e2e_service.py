@@ -22,7 +22,6 @@ from tests.support.e2e import (
     RUNNING,
     Emulator,
     Stack,
-    clear_retained,
     eventually,
     inject_ghost_start,
     inject_outage,
@@ -31,6 +30,7 @@ from tests.support.e2e import (
     room,
     sampling,
 )
+from tests.support.mqtt import clear_retained
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

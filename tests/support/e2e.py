@@ -34,9 +34,8 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
+from tests.support.mqtt import MqttRecorder, payload_json, recording_as
 from tests.support.ports import free_port
 from tests.support.procs import DEADLINE, Proc, Procs, eventually
 
@@ -358,37 +357,19 @@ async def sampling(emu: Emulator) -> AsyncIterator[JobSampler]:
 # --- MQTT ---------------------------------------------------------------------------------
 
 
-class MqttWatch:
-    """A v5 client subscribed to ``{prefix}/#``: records everything, sends commands."""
-
-    def __init__(self, client: aiomqtt.Client, prefix: str) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.messages: list[aiomqtt.Message] = []
-        self._cond = asyncio.Condition()
-
-    async def pump(self) -> None:
-        async for m in self.client.messages:
-            async with self._cond:
-                self.messages.append(m)
-                self._cond.notify_all()
+class MqttWatch(MqttRecorder):
+    """The recorder (tests/support/mqtt.py) on ``{prefix}/#``, with the daemon's room state and
+    v5 commands. Its waits return the latest match and default to :data:`DEADLINE`."""
 
     async def wait_for(
-        self, pred: Callable[[aiomqtt.Message], bool], *, what: str, timeout: float = DEADLINE
+        self,
+        pred: Callable[[aiomqtt.Message], bool],
+        *,
+        what: str = "",
+        timeout: float | None = None,
+        last: bool = True,
     ) -> aiomqtt.Message:
-        found: list[aiomqtt.Message] = []
-
-        def check() -> bool:
-            found[:] = [m for m in self.messages if pred(m)]
-            return bool(found)
-
-        try:
-            async with asyncio.timeout(timeout), self._cond:
-                await self._cond.wait_for(check)
-        except TimeoutError:
-            seen = sorted({m.topic.value for m in self.messages})
-            raise AssertionError(f"no MQTT message: {what}; topics seen: {seen}") from None
-        return found[-1]
+        return await super().wait_for(pred, what=what, timeout=timeout, last=last)
 
     async def state(
         self, room_id: str, pred: Callable[[dict[str, Any]], bool], *, what: str
@@ -407,14 +388,11 @@ class MqttWatch:
         (after checking the correlation data came back unchanged)."""
         reply_topic = f"{self.prefix}-replies/{uuid.uuid4().hex[:8]}"
         correlation = uuid.uuid4().bytes
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.ResponseTopic = reply_topic
-        props.CorrelationData = correlation
-        await self.client.publish(
+        await self.send(
             f"{self.prefix}/rooms/{room_id}/command",
-            json.dumps(body).encode(),
-            qos=1,
-            properties=props,
+            dict(body),
+            response_topic=reply_topic,
+            correlation=correlation,
         )
         m = await self.wait_for(
             lambda m: m.topic.value == reply_topic, what=f"reply to {body}", timeout=timeout
@@ -423,41 +401,14 @@ class MqttWatch:
         assert got == correlation, f"correlation data {got!r} != {correlation!r}"
         return _json(m.payload)
 
-    def retained_topics(self) -> set[str]:
-        return {m.topic.value for m in self.messages if m.retain or "/state" in m.topic.value}
+
+_json = payload_json
 
 
-def _json(payload: Any) -> dict[str, Any]:
-    raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-    data: dict[str, Any] = json.loads(raw)
-    return data
-
-
-@contextlib.asynccontextmanager
-async def mqtt_watch(prefix: str) -> AsyncIterator[MqttWatch]:
-    client = aiomqtt.Client(
-        "127.0.0.1", 1883, identifier=f"{prefix}-watch", protocol=aiomqtt.ProtocolVersion.V5
-    )
-    async with client:
-        await client.subscribe(f"{prefix}/#", qos=1)
-        await client.subscribe(f"{prefix}-replies/#", qos=1)
-        w = MqttWatch(client, prefix)
-        pump = asyncio.create_task(w.pump(), name="mqtt-watch-pump")
-        try:
-            yield w
-        finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await pump
-
-
-async def clear_retained(prefix: str, topics: set[str]) -> None:
-    """The system broker keeps retained messages forever: remove what this test left."""
-    client = aiomqtt.Client("127.0.0.1", 1883, identifier=f"{prefix}-clean")
-    with contextlib.suppress(aiomqtt.MqttError):
-        async with client:
-            for t in sorted(topics | {f"{prefix}/bridge/state", f"{prefix}/bridge/info"}):
-                await client.publish(t, b"", qos=1, retain=True)
+def mqtt_watch(prefix: str) -> contextlib.AbstractAsyncContextManager[MqttWatch]:
+    """Retained topics are left for the test to clear (:func:`clear_retained`) once the daemon
+    that may republish them has stopped."""
+    return recording_as(MqttWatch, prefix, timeout=DEADLINE, clear=False)
 
 
 # --- sd_notify ----------------------------------------------------------------------------
