@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from tests.support.ci_guard import (  # noqa: F401
     pytest_make_collect_report,
     pytest_runtest_makereport,
 )
-from tests.support.nginx_rtmp import RTMP_MODULE
+from tests.support.nginx_rtmp import RTMP_MODULE, NginxRtmp
 from tests.support.pgcluster import PgUnavailable, find_bindir
 
 _SERVICES: dict[str, tuple[str, int]] = {
@@ -76,6 +77,18 @@ def require_service() -> Callable[[str], None]:
         pytest.skip(msg)
 
     return _require
+
+
+@pytest.fixture
+def nginx_rtmp(tmp_path: Path, require_service: Callable[[str], None]) -> Iterator[NginxRtmp]:
+    """A private nginx-rtmp (tests/support/nginx_rtmp.py), stopped at teardown."""
+    require_service("nginx-rtmp")
+    server = NginxRtmp(tmp_path / "nginx")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)
