@@ -836,20 +836,10 @@ class Daemon:
         self, room_id: str, *, text: str, play_type: str, cause: str
     ) -> Mapping[str, Any]:
         self._need_room(room_id)
-        assert self.supervisor is not None and self.client is not None
-        snap = self.supervisor.snapshot(room_id)
-        if snap.job_id is None or snap.state not in (
-            model.RoomState.LIVE,
-            model.RoomState.DEGRADED,
-        ):
-            raise CommandError("not_live", f"room {room_id!r} has no live job (state {snap.state})")
-        try:
-            res = await self.client.insert_play_script(
-                room_id, snap.job_id, text, play_type=play_type
-            )
-        except OrchestratorError as exc:
-            raise CommandError("cloud_error", str(exc)) from exc
-        return {"command_id": res.command_id, "job_id": snap.job_id}
+        assert self.supervisor is not None
+        return await self.supervisor.insert_script(
+            room_id, text=text, play_type=play_type, cause=cause
+        )
 
     async def _schedule_override(
         self, room_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]

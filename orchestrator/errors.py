@@ -7,13 +7,16 @@
     ├── TemporaryError(retry_after) try again later (honour retry_after when given)
     │   ├── CloudUnavailable        5xx, network error, APIGW.0201 backend timeout, MSS.00000002/4
     │   ├── Throttled               429 APIGW.0308 (retry_after from Retry-After)
-    │   └── StartOutcomeUnknown     a start was sent but no answer came: LIST before retrying
+    │   ├── StartOutcomeUnknown     a start was sent but no answer came: LIST before retrying
+    │   └── StoreUnavailable        the database connection was lost or refused (also a
+    │                               StoreError; defined in ``store.base``)
     └── PermanentError              the same call will fail again; a human or a new input is needed
         ├── AuthError               401/403 (APIGW.0301/APIGW.0303/MSS.00000001) on a signed call
         ├── InvalidRequest          400 MSS.00000003, or our own validation before sending
         ├── NotFound                404 (room or job does not exist)
         └── Conflict                409 (e.g. a second job in a single-job room)
 
+A store outage is temporary like a cloud outage, so the same retry loops wait it out.
 Cloud errors carry the operation name, HTTP status, the service's ``error_code`` and
 ``error_msg`` and the ``X-Request-Id`` so an operator can quote it to support. They never
 carry credentials or stream keys: messages are built from the service's answer only.

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from orchestrator.clock import Clock
-from orchestrator.store.base import Lease, Store, StoreError
+from orchestrator.store.base import Lease, LeaseStore, StoreError
 from orchestrator.store.leases import (
     fair_share,
     is_member_key,
@@ -44,13 +44,22 @@ from orchestrator.store.leases import (
     plan_balance,
 )
 
-__all__ = ["OwnershipManager", "RoomLease"]
+__all__ = ["ROLE_PREFIX", "OwnershipManager", "RoomLease", "role_key"]
 
 log = structlog.get_logger(__name__)
 
 _NOBODY = "~nobody"  # placeholder owner of unassigned rooms for plan_balance (never live)
 
+ROLE_PREFIX = "~role:"
+"""Pseudo-rooms leased for a fleet-wide role (one holder at a time): ``~role:tenant-reader``."""
+
+
+def role_key(role: str) -> str:
+    return ROLE_PREFIX + role
+
+
 GainedCallback = Callable[[Mapping[str, int]], Awaitable[None]]
+RoleCallback = Callable[[str, bool], Awaitable[None]]
 LostCallback = Callable[[Sequence[str], str], Awaitable[None]]
 
 
@@ -71,6 +80,10 @@ async def _nothing_lost(rooms: Sequence[str], cause: str) -> None:
     return None
 
 
+async def _no_role_change(role: str, held: bool) -> None:
+    return None
+
+
 class OwnershipManager:
     """Keeps this instance's leases and tells the supervisor which rooms to work on.
 
@@ -78,11 +91,16 @@ class OwnershipManager:
     ``"lease:expiring"`` (we could not renew in time) or ``"lease:rebalance"`` (we give it up
     for a newcomer; the lease is released right after the callback returns, so the callback
     must have stopped acting on the room by then).
+
+    ``roles`` are fleet-wide duties held by one instance at a time (the tenant reader): each
+    is a lease of its own, taken when free and renewed like a room's, with the same safety
+    margin, so two instances never both think they hold it (clocks within the margin).
+    ``on_role(role, held)`` is told when this instance takes or loses one.
     """
 
     def __init__(
         self,
-        store: Store,
+        store: LeaseStore,
         *,
         owner: str,
         room_ids: Callable[[], Sequence[str]],
@@ -93,6 +111,8 @@ class OwnershipManager:
         safety_margin_s: float | None = None,
         on_gained: GainedCallback = _nothing_gained,
         on_lost: LostCallback = _nothing_lost,
+        roles: Sequence[str] = (),
+        on_role: RoleCallback = _no_role_change,
     ) -> None:
         if not owner:
             raise ValueError("owner must be a non-empty string")
@@ -112,6 +132,10 @@ class OwnershipManager:
         self._reported: dict[str, int] = {}  # rooms handed to on_gained (room → fence)
         self._owners: dict[str, str] = {}  # last known owner of every room (unexpired leases)
         self._share: int | None = None
+        self._roles = tuple(roles)
+        self.on_role = on_role
+        self._role_leases: dict[str, RoomLease] = {}  # role → our lease on it
+        self._roles_reported: set[str] = set()
         self.ticks = 0
         self.first_tick = asyncio.Event()
 
@@ -131,6 +155,16 @@ class OwnershipManager:
         """True while we hold the lease and ``now`` is before ``expires_at - margin``."""
         lease = self._held.get(room_id)
         return lease is not None and now < lease.expires_at - self._margin
+
+    def holds_role(self, role: str, now: datetime | None = None) -> bool:
+        """True while we hold ``role``'s lease, ``margin`` before it expires (like a room)."""
+        lease = self._role_leases.get(role)
+        at = now if now is not None else self._clock.now()
+        return lease is not None and at < lease.expires_at - self._margin
+
+    def role_fence(self, role: str) -> int | None:
+        lease = self._role_leases.get(role)
+        return lease.fence if lease is not None else None
 
     def owner_of(self, room_id: str) -> str | None:
         """Who held ``room_id`` at the last tick (None: nobody / unknown)."""
@@ -177,6 +211,7 @@ class OwnershipManager:
         except StoreError as exc:
             log.warning("lease_renew_failed", owner=self.owner, error=str(exc)[:300])
             await self._expire(self._clock.now())
+            await self._settle_roles(self._clock.now())
             return
         self._held = {
             lease.room_id: RoomLease(lease.room_id, lease.fence, lease.expires_at)
@@ -186,6 +221,7 @@ class OwnershipManager:
         for room in self._held:
             self._owners[room] = self.owner
         await self._settle(self._clock.now())
+        await self._renew_roles(now)
         try:
             leases = await self._observe(rooms, now)
         except StoreError as exc:
@@ -201,9 +237,12 @@ class OwnershipManager:
         Call only once nothing acts on the rooms any more (supervisor stopped).
         """
         rooms = sorted(self._held)
+        roles = [role_key(r) for r in sorted(self._role_leases)]
         self._held.clear()
         self._reported.clear()
-        await self._store.release_leases(self.owner, [*rooms, member_key(self.owner)])
+        self._role_leases.clear()
+        self._roles_reported.clear()
+        await self._store.release_leases(self.owner, [*rooms, *roles, member_key(self.owner)])
 
     # ------------------------------------------------------------------ internals
 
@@ -294,6 +333,40 @@ class OwnershipManager:
             await self._store.release_leases(self.owner, excess)
         except StoreError as exc:  # still ours then: the next tick renews it and gains it again
             log.warning("lease_release_failed", owner=self.owner, error=str(exc)[:300])
+
+    async def _renew_roles(self, now: datetime) -> None:
+        """Renew or take the role leases (a batch of their own: roles are not rooms)."""
+        if not self._roles:
+            return
+        try:
+            held = await self._store.acquire_leases(
+                self.owner, [role_key(r) for r in self._roles], ttl_s=self._ttl_s, now=now
+            )
+        except StoreError as exc:  # not renewed: the margin ends them in time
+            log.warning("role_renew_failed", owner=self.owner, error=str(exc)[:300])
+        else:
+            self._role_leases = {
+                lease.room_id[len(ROLE_PREFIX) :]: RoomLease(
+                    lease.room_id, lease.fence, lease.expires_at
+                )
+                for lease in held
+            }
+        await self._settle_roles(self._clock.now())
+
+    async def _settle_roles(self, now: datetime) -> None:
+        for role in self._roles:
+            holds = self.holds_role(role, now)
+            if holds == (role in self._roles_reported):
+                continue
+            if holds:
+                self._roles_reported.add(role)
+            else:
+                self._roles_reported.discard(role)
+            log.info("role_changed", owner=self.owner, role=role, held=holds)
+            try:
+                await self.on_role(role, holds)
+            except Exception as exc:  # a failing role hook must not stop the leases
+                log.error("role_hook_failed", owner=self.owner, role=role, error=str(exc)[:300])
 
     async def _call_lost(self, rooms: Sequence[str], cause: str) -> None:
         try:

@@ -51,11 +51,28 @@ from pydantic_settings import (
 )
 
 from orchestrator.errors import ConfigError
-from orchestrator.probe import ProbeSettings
-from orchestrator.schedule.windows import WindowSpec, parse_date_ranges, parse_hhmm
+from orchestrator.names import (
+    BRIDGE_ACTION_NAMES,
+    ROOM_ACTION_NAMES,
+    ROOM_ID,
+    TopicError,
+    check_mqtt_prefix,
+)
+from orchestrator.redaction import is_secret_key
+from orchestrator.rooms.policy import Policy
+from orchestrator.schedule.holidays import load_holidays
+from orchestrator.schedule.windows import (
+    DateRange,
+    RoomSchedule,
+    WindowSpec,
+    parse_date_ranges,
+    parse_hhmm,
+)
 
 DEFAULT_CONFIG = Path("config/liveorch.toml")
-_ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_POLICY = Policy()
+"""The recovery defaults live with the pure ladder (``rooms.policy``), which must not import
+this module; [recovery] documents and validates them here."""
 
 
 _STORE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
@@ -242,10 +259,8 @@ class MqttSettings(_Section):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        from orchestrator.mqtt.topics import TopicError, Topics
-
         try:
-            Topics.for_prefix(v)
+            check_mqtt_prefix(v)
         except TopicError as exc:
             raise ValueError(str(exc)) from None
         return v
@@ -260,9 +275,7 @@ class MqttSettings(_Section):
     @field_validator("acl")
     @classmethod
     def _acl(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
-        from orchestrator.mqtt.commands import BRIDGE_ACTIONS, ROOM_ACTIONS
-
-        known = set(ROOM_ACTIONS) | set(BRIDGE_ACTIONS) | {"*"}
+        known = ROOM_ACTION_NAMES | BRIDGE_ACTION_NAMES | {"*"}
         for client, actions in v.items():
             unknown = sorted(set(actions) - known)
             if unknown:  # a typo would silently deny the action forever
@@ -314,42 +327,59 @@ class CallbackSettings(_Section):
     _keys = field_validator("key", "previous_key")(lambda v: _header_value(v))
 
 
+class ProbeSettings(BaseModel):
+    """How one room's playback is probed. A global ``[probe]`` section, overridable per room."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    """Probe rooms that have a ``playback_url`` (rooms without one are never probed)."""
+    interval_s: float = Field(default=15.0, gt=0)
+    """Time between the starts of two probes of one room (±10 % jitter)."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Hard limit of one probe; no video stream by then = dead. The process group is killed."""
+    fail_after_s: float = Field(default=30.0, ge=0)
+    """Playback must be dead continuously this long (LIVE + CONNECTED) before the room is told."""
+    ffprobe: str = "ffprobe"
+    """ffprobe executable (name on $PATH or absolute path)."""
+
+
 class RecoverySettings(_Section):
     """The recovery ladder. Every number can be overridden per room."""
 
-    grace_s: float = Field(10.0, ge=0)
+    grace_s: float = Field(_POLICY.grace_s, ge=0)
     """DEGRADED: wait this long for the service's own reconnect before refreshing."""
-    widen_exit_minutes: int = Field(10, ge=0)
+    widen_exit_minutes: int = Field(_POLICY.widen_exit_minutes, ge=0)
     """RESET_EXIT_CONFIG max_exception_waiting_duration before the first refresh (0 = don't)."""
-    refresh_tries: int = Field(3, ge=0)
+    refresh_tries: int = Field(_POLICY.refresh_tries, ge=0)
     """REFRESH_OUTPUT_URL attempts per output URL (current, then each backup)."""
-    refresh_backoff_s: float = Field(2.0, ge=0)
-    refresh_backoff_factor: float = Field(1.5, ge=1)
-    refresh_confirm_s: float = Field(10.0, ge=0)
+    refresh_backoff_s: float = Field(_POLICY.refresh_backoff_s, ge=0)
+    refresh_backoff_factor: float = Field(_POLICY.refresh_backoff_factor, ge=1)
+    refresh_confirm_s: float = Field(_POLICY.refresh_confirm_s, ge=0)
     """How long a refresh may take to bring the link back to CONNECTED."""
-    jitter: float = Field(0.2, ge=0, le=1)
+    jitter: float = Field(_POLICY.jitter, ge=0, le=1)
     """± fraction applied to every backoff."""
-    restart_backoff_s: float = Field(5.0, ge=0)
+    restart_backoff_s: float = Field(_POLICY.restart_backoff_s, ge=0)
     """Restart attempts since the room was last LIVE: the first at once, then this, doubling."""
-    restart_backoff_max_s: float = Field(300.0, ge=0)
-    api_retry_s: float = Field(2.0, ge=0)
+    restart_backoff_max_s: float = Field(_POLICY.restart_backoff_max_s, ge=0)
+    api_retry_s: float = Field(_POLICY.api_retry_s, ge=0)
     """A list-and-start that failed on a temporary API error (5xx, 429) is retried after this,
     growing by api_retry_factor up to restart_backoff_max_s; Retry-After is a floor."""
-    api_retry_factor: float = Field(1.5, ge=1)
-    quarantine_after: int = Field(5, ge=0)
+    api_retry_factor: float = Field(_POLICY.api_retry_factor, ge=1)
+    quarantine_after: int = Field(_POLICY.quarantine_after, ge=0)
     """K consecutive failed restarts within quarantine_window_s → QUARANTINED."""
-    quarantine_window_s: float = Field(1800.0, ge=0)
-    stable_after_s: float = Field(60.0, ge=0)
+    quarantine_window_s: float = Field(_POLICY.quarantine_window_s, ge=0)
+    stable_after_s: float = Field(_POLICY.stable_after_s, ge=0)
     """A room that reached LIVE has recovered (the restart backoff and the quarantine count
     start over) only once it has stayed LIVE this long: a job that fails sooner was a failed
     restart, so a job that dies seconds after every start backs off and is quarantined instead
     of restarting at once forever (0 = recovered on reaching LIVE)."""
-    start_confirm_s: float = Field(120.0, ge=0)
+    start_confirm_s: float = Field(_POLICY.start_confirm_s, ge=0)
     """A started job must be PROCESSING+CONNECTED within this, or it is restarted."""
-    stop_confirm_s: float = Field(60.0, ge=0)
-    stale_after_s: float = Field(90.0, gt=0)
+    stop_confirm_s: float = Field(_POLICY.stop_confirm_s, ge=0)
+    stale_after_s: float = Field(_POLICY.stale_after_s, gt=0)
     """LIVE with no confirming observation for this long → re-read the job."""
-    stall_after_s: float = Field(10.0, ge=0)
+    stall_after_s: float = Field(_POLICY.stall_after_s, ge=0)
     """A read of the job shows its ``stream_duration`` fell this many seconds behind its
     ``duration`` since the last read that showed it pushing, with no link callback meanwhile:
     the push is dead and the callbacks were lost → handled as a drop (0 = off). Relies on the
@@ -363,15 +393,11 @@ class RecoverySettings(_Section):
     poll_min_interval_s: float = Field(5.0, gt=0)
     poll_queries_per_s: float = Field(3.0, gt=0)
     """Queries per second the poll may spend (the tenant's limit is 20/s for all queries)."""
-    stray_jobs: Literal["stop", "alert"] = "stop"
+    stray_jobs: Literal["stop", "alert"] = _POLICY.stray_jobs
     """Extra jobs found in a room we own: stop them, or only alert."""
-    unrecovered_alert_s: float = Field(120.0, ge=0)
+    unrecovered_alert_s: float = Field(_POLICY.unrecovered_alert_s, ge=0)
     """Alert when a drop is not recovered within this many seconds."""
-    key_refused_markers: tuple[str, ...] = (
-        "STREAM_KEY_REFUSED",
-        "stream key refused",
-        "NetStream.Publish.BadName",
-    )
+    key_refused_markers: tuple[str, ...] = _POLICY.key_refused_markers
     """(unconfirmed) How a refused stream key is told from a dead link: a read of the job,
     while its link is down, whose ``error_info`` (code or message) contains one of these
     (case-insensitive). The documentation only calls ``error_info`` the job's "failure
@@ -431,7 +457,7 @@ class RoomSettings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> RoomSettings:
-        if not _ROOM_ID.match(self.id):
+        if not ROOM_ID.match(self.id):
             raise ValueError(f"room id {self.id!r} must be 1-128 of [A-Za-z0-9_.-]")
         parse_date_ranges(self.exclude)
         if self.daily_restart:
@@ -875,11 +901,30 @@ def load_settings(
     return settings
 
 
+def schedule_for_room(
+    room: RoomSettings,
+    settings: Settings,
+    holiday_lists: Mapping[str, tuple[DateRange, ...]] | None = None,
+) -> RoomSchedule:
+    """Build a room's :class:`RoomSchedule` from settings (the app, ``schedule preview`` and
+    the load-time check below use this one function)."""
+    sch = settings.schedule
+    lists = holiday_lists if holiday_lists is not None else load_holidays(sch.holidays_file)
+    return RoomSchedule.build(
+        room.windows,
+        timezone=room.timezone or sch.timezone,
+        exclude=room.exclude,
+        holidays=room.holidays,
+        holiday_lists=lists,
+        daily_restart=room.daily_restart,
+        overlap=getattr(room, "overlap", "merge"),
+        min_remaining_s=sch.min_remaining_s,
+        rollover_before_h=sch.rollover_before_h,
+    )
+
+
 def _check_schedules(s: Settings, locate: _Locator) -> None:
     """Build every room's schedule once: unknown holiday lists or a bad holidays file fail here."""
-    from orchestrator.schedule.holidays import load_holidays
-    from orchestrator.schedule.preview import schedule_for_room
-
     lists = load_holidays(s.schedule.holidays_file)
     for i, room in enumerate(s.rooms):
         try:
@@ -1013,8 +1058,6 @@ def url_secrets(url: str) -> list[str]:
     token-like path segments or query values."""
     from urllib.parse import parse_qsl, unquote, urlsplit
 
-    from orchestrator.logging import is_secret_key
-
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -1049,8 +1092,6 @@ def mask_url(url: str) -> str:
         path = "/".join("***" if _token_like(seg) else seg for seg in path.split("/"))
     query = parts.query
     if query:
-        from orchestrator.logging import is_secret_key
-
         items = []
         for item in query.split("&"):
             key, sep, value = item.partition("=")

@@ -1,7 +1,7 @@
 """SLA accounting: scheduled seconds, live seconds, drops and recovery times per room and day.
 
 A pure accumulator (no clock: every call carries its time) fed with room transitions and a
-periodic ``tick``; ``drain`` hands the accumulated deltas to the store (``Store.add_sla``) and
+periodic ``tick``; ``drain`` hands the accumulated deltas to the store (``Store.add_sla_rows``) and
 ``restore`` takes them back when the store could not take them, so an outage loses nothing.
 
 * scheduled: the order was ON; live: LIVE while scheduled (so live <= scheduled, always).

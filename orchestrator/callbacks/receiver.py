@@ -44,7 +44,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from orchestrator.bounds import LabelSet
 from orchestrator.callbacks.parse import (
     EVENT_REPLY,
     EVENT_RTMP,
@@ -67,7 +66,8 @@ from orchestrator.callbacks.verify import (
 )
 from orchestrator.rooms.model import Poked, RoomSink, RtmpStateReported
 from orchestrator.settings import CallbackSettings
-from orchestrator.store.base import InboxItem, Store, StoreError
+from orchestrator.store.base import InboxItem, InboxStore, StoreError
+from orchestrator.store.groupcommit import GroupCommit
 
 __all__ = [
     "CallbackIntake",
@@ -77,7 +77,6 @@ __all__ = [
     "IntakeResult",
     "NullMetrics",
     "OnEvent",
-    "PrometheusCallbackMetrics",
     "RawCallback",
     "StreamTracker",
     "callback_routes",
@@ -112,65 +111,31 @@ class NullMetrics:
         return None
 
 
-class PrometheusCallbackMetrics:
-    """``liveorch_callbacks_total{type,result}`` and ``liveorch_callback_lag_seconds``."""
-
-    def __init__(self, registry: Any) -> None:
-        from prometheus_client import Counter, Histogram
-
-        self._count = Counter(
-            "liveorch_callbacks_total",
-            "Callbacks received, by event type and result",
-            ["type", "result"],
-            registry=registry,
-        )
-        self._lag = Histogram(
-            "liveorch_callback_lag_seconds",
-            "Receive time minus the callback's signing time (hwTime)",
-            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300),
-            registry=registry,
-        )
-        # the type comes from the unauthenticated body: one series per invented type was
-        # unbounded memory; unknown types share "other"
-        self._type = LabelSet([EVENT_RTMP, EVENT_SCRIPT, EVENT_REPLY, "-"])
-
-    def callback(self, event_type: str, result: str) -> None:
-        self._count.labels(type=self._type(event_type or "-"), result=result).inc()
-
-    def lag(self, seconds: float) -> None:
-        self._lag.observe(max(0.0, seconds))
-
-
 # --- group-committing inbox writer -----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Pending:
-    item: InboxItem
-    done: asyncio.Future[bool]
 
 
 class InboxWriter:
     """Group commit for ``store.inbox_append``: one transaction for all requests waiting.
 
-    Each :meth:`append` awaits its own item's commit. While a commit runs, new items queue up
-    and go together in the next one; under load, ``linger_s`` waits a little for company. The
-    flusher task exits when the queue is empty (started again on demand), so there is nothing
-    to start or stop. Done-marking is batched the same way.
+    Each :meth:`append` awaits its own item's commit (:mod:`orchestrator.store.groupcommit`).
+    While a commit runs, new items queue up and go together in the next one; under load,
+    ``linger_s`` waits a little for company, while a lone callback on an idle daemon is
+    committed at once, since its room's reaction waits for that commit (the react bench: 2 ms
+    of every drop). Done-marking is batched too, without waiters.
     """
 
     def __init__(
         self,
-        store: Store,
+        store: InboxStore,
         *,
         linger_s: float = 0.002,
         max_batch: int = 500,
     ) -> None:
         self._store = store
         self._linger_s = linger_s
-        self._max_batch = max_batch
-        self._queue: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._group: GroupCommit[InboxItem, bool] = GroupCommit(
+            self._commit, name="callback-inbox-writer", max_batch=max_batch, linger_s=linger_s
+        )
         self._done_keys: dict[str, None] = {}  # insertion-ordered set
         self._done_ids: list[int] = []
         self._doner: asyncio.Task[None] | None = None
@@ -179,48 +144,19 @@ class InboxWriter:
 
     async def append(self, item: InboxItem) -> bool:
         """True when stored, False when an item with the same dedupe key already exists."""
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop(), name="callback-inbox-writer")
-        return await fut
+        return await self._group.submit(item)
 
-    async def _flush_loop(self) -> None:
-        busy = False
-        while self._queue:
-            # Linger for company only under load (the last commit had company, or this one
-            # already has): a lone callback on an idle daemon is committed at once, since its
-            # room's reaction waits for that commit (the react bench: 2 ms of every drop).
-            if busy and self._linger_s > 0 and len(self._queue) < self._max_batch:
-                await asyncio.sleep(self._linger_s)  # group concurrent requests into one commit
-            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-            await self._commit(batch)
-            busy = len(batch) > 1 or bool(self._queue)
-
-    async def _commit(self, batch: list[_Pending]) -> None:
-        first: dict[str, int] = {}
-        unique: list[_Pending] = []
-        for p in batch:
-            if p.item.dedupe_key in first:
-                continue
-            first[p.item.dedupe_key] = len(unique)
-            unique.append(p)
-        try:
-            flags = await self._store.inbox_append([p.item for p in unique])
-            if len(flags) != len(unique):
-                raise StoreError("inbox_append returned a wrong number of flags")
-        except Exception as exc:  # every waiter must learn the outcome, whatever it was
-            for p in batch:
-                if not p.done.done():
-                    p.done.set_exception(exc)
-            return
+    async def _commit(self, items: list[InboxItem]) -> list[bool]:
+        first: dict[str, int] = {}  # dedupe key -> position of its first item in the batch
+        for pos, it in enumerate(items):
+            first.setdefault(it.dedupe_key, pos)
+        flags = await self._store.inbox_append([items[pos] for pos in first.values()])
+        if len(flags) != len(first):
+            raise StoreError("inbox_append returned a wrong number of flags")
         self.batches += 1
-        for p in batch:
-            if p.done.done():
-                continue
-            i = first[p.item.dedupe_key]
-            new = flags[i] and unique[i] is p
-            p.done.set_result(new)
+        flag = dict(zip(first, flags, strict=True))
+        # a key repeated within the batch is new at most for its first item
+        return [flag[it.dedupe_key] and first[it.dedupe_key] == pos for pos, it in enumerate(items)]
 
     def mark_done(self, *, item_id: int | None = None, key: str | None = None) -> None:
         """Queue a processed item for ``inbox_done`` (by id) or ``inbox_done_keys`` (by key)."""
@@ -253,7 +189,7 @@ class InboxWriter:
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait for queued commits and done-marks (graceful shutdown, tests)."""
-        tasks = [t for t in (self._flusher, self._doner) if t is not None and not t.done()]
+        tasks = [t for t in (self._group.flusher, self._doner) if t is not None and not t.done()]
         if tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout_s)
@@ -435,7 +371,7 @@ class CallbackIntake:
         self,
         settings: CallbackSettings,
         *,
-        store: Store,
+        store: InboxStore,
         sink: RoomSink,
         room_for_job: Callable[[str], str | None],
         key_for_room: Callable[[str], Sequence[str]],
@@ -693,7 +629,7 @@ def _json(result: IntakeResult, background: BackgroundTask | None = None) -> JSO
 def callback_routes(
     settings: CallbackSettings,
     *,
-    store: Store,
+    store: InboxStore,
     sink: RoomSink,
     room_for_job: Callable[[str], str | None],
     key_for_room: Callable[[str], Sequence[str]],
@@ -724,7 +660,7 @@ class _ReplayStats:
 
 
 async def replay_inbox(
-    store: Store,
+    store: InboxStore,
     sink: RoomSink,
     *,
     room_for_job: Callable[[str], str | None],

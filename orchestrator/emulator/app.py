@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import json
-import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,15 +20,15 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.emulator.clock import ManualClock
-from orchestrator.emulator.constraints import ConstraintViolation, check_app_user_id
-from orchestrator.emulator.platform import key_fingerprint
-from orchestrator.emulator.service import EmulatorService, Fault
+from orchestrator.emulator.admin import admin_routes
+from orchestrator.emulator.httpbits import INTERNAL, error_response, parse_json
+from orchestrator.emulator.service import EmulatorService
 from orchestrator.emulator.validation import ApiError, bad_request
+from orchestrator.metastudio.constraints import ConstraintViolation, check_app_user_id
 from orchestrator.metastudio.signer import SignatureError, verify
 
 __all__ = ["create_app"]
@@ -43,12 +40,6 @@ _JOB = _P + "/smart-live-rooms/{room_id}/smart-live-jobs/{job_id}"
 _AUTH_PREFIX = "Incorrect IAM authentication information: "
 # error codes of the StartSmartLive page's examples (seed lines 1797-1816)
 UNAUTHORIZED = "MSS.00000001"
-INTERNAL = "MSS.00000004"
-ADMIN_REFUSED = "EMULATOR.0403"  # the admin API is ours, not MetaStudio's
-
-
-def _error(status: int, code: str, msg: str) -> JSONResponse:
-    return JSONResponse({"error_code": code, "error_msg": msg}, status_code=status)
 
 
 class _RequestIdMiddleware:
@@ -73,16 +64,6 @@ class _RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def _is_loopback(request: Request) -> bool:
-    host = request.client.host if request.client else ""
-    if host in ("localhost", "testclient"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _utf8_headers(request: Request) -> dict[str, str]:
     """Header values as the SDK meant them: it signs the Unicode value and sends its UTF-8 bytes.
 
@@ -98,15 +79,6 @@ def _utf8_headers(request: Request) -> dict[str, str]:
         name = raw_name.decode("latin-1").lower()
         out[name] = f"{out[name]},{value}" if name in out else value
     return out
-
-
-def _json(body: bytes) -> Any:
-    if not body.strip():
-        return {}
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request("request body is not valid JSON") from exc
 
 
 def create_app(service: EmulatorService) -> Starlette:
@@ -162,15 +134,15 @@ def create_app(service: EmulatorService) -> Starlette:
                 if fault.latency_ms > 0:
                     await asyncio.sleep(fault.latency_ms / 1000.0)
                 if fault.ghost and operation == "start":
-                    handler(_json(body))
+                    handler(parse_json(body))
                     log.info("emulator_ghost_start", room_id=request.path_params.get("room_id"))
                     await _hold_until_disconnect(request)
-                    return _error(504, "APIGW.0201", "Backend timeout")
+                    return error_response(504, "APIGW.0201", "Backend timeout")
                 if fault.status is not None:
                     raise ApiError(fault.status, fault.error_code, fault.error_msg)
-            result = handler(_json(body))
+            result = handler(parse_json(body))
         except ApiError as exc:
-            return _error(exc.status, exc.error_code, exc.error_msg)
+            return error_response(exc.status, exc.error_code, exc.error_msg)
         if result is None:
             return Response(status_code=status, media_type="application/json")
         return JSONResponse(result, status_code=status)
@@ -237,13 +209,13 @@ def create_app(service: EmulatorService) -> Starlette:
             )
             if not ok:
                 # the service's own check (no gateway in front of the report URL's key)
-                return _error(401, UNAUTHORIZED, "Unauthorized")
+                return error_response(401, UNAUTHORIZED, "Unauthorized")
             try:
                 service.record_call("report")
                 service.check_rate("report")
-                service.report_events(p["room_id"], p["job_id"], _json(body))
+                service.report_events(p["room_id"], p["job_id"], parse_json(body))
             except ApiError as exc:
-                return _error(exc.status, exc.error_code, exc.error_msg)
+                return error_response(exc.status, exc.error_code, exc.error_msg)
             return JSONResponse(
                 {"live_event_report_url": service.jobs[p["job_id"]].live_event_report_url}
             )
@@ -304,205 +276,32 @@ def create_app(service: EmulatorService) -> Starlette:
     async def tokens(request: Request) -> Response:
         try:
             token, body = service.issue_token(
-                _json(await request.body()), nocatalog=bool(request.query_params.get("nocatalog"))
+                parse_json(await request.body()),
+                nocatalog=bool(request.query_params.get("nocatalog")),
             )
         except ApiError as exc:
-            return _error(exc.status, exc.error_code, exc.error_msg)
+            return error_response(exc.status, exc.error_code, exc.error_msg)
         return JSONResponse(body, status_code=201, headers={"X-Subject-Token": token})
 
     async def projects(request: Request) -> Response:
         try:
             authenticate(request, await request.body())
         except ApiError as exc:
-            return _error(exc.status, exc.error_code, exc.error_msg)
+            return error_response(exc.status, exc.error_code, exc.error_msg)
         return JSONResponse(service.list_projects(request.query_params.get("name")))
-
-    # ------------------------------------------------------------- admin
-
-    def admin(
-        fn: Callable[[Request], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def wrapped(request: Request) -> Response:
-            if not _is_loopback(request):
-                return _error(403, ADMIN_REFUSED, "The emulator admin API is loopback-only")
-            try:
-                return await fn(request)
-            except ApiError as exc:
-                return _error(exc.status, exc.error_code, exc.error_msg)
-
-        return wrapped
-
-    async def admin_body(request: Request) -> dict[str, Any]:
-        body = _json(await request.body())
-        if not isinstance(body, dict):
-            raise bad_request("body must be an object")
-        return body
-
-    @admin
-    async def admin_jobs(request: Request) -> Response:
-        return JSONResponse({"jobs": service.admin_jobs()})
-
-    @admin
-    async def admin_rtmp(request: Request) -> Response:
-        body = await admin_body(request)
-        hold = body.get("hold_s")
-        if hold is not None and (isinstance(hold, bool) or not isinstance(hold, int | float)):
-            raise bad_request("hold_s must be a number")
-        service.force_rtmp(
-            request.path_params["job_id"],
-            str(body.get("state")),
-            None if hold is None else float(hold),
-        )
-        return JSONResponse({"job": _admin_job(service, request.path_params["job_id"])})
-
-    @admin
-    async def admin_fail(request: Request) -> Response:
-        service.fail_job(request.path_params["job_id"], "Internal error (injected by emulator)")
-        return JSONResponse({"job": _admin_job(service, request.path_params["job_id"])})
-
-    @admin
-    async def admin_faults(request: Request) -> Response:
-        body = await admin_body(request)
-        try:
-            fault = Fault(
-                operation=str(body.get("operation", "any")),
-                status=None if body.get("status") is None else int(body["status"]),
-                error_code=str(body.get("error_code") or INTERNAL),
-                error_msg=str(body.get("error_msg") or "Internal Error"),
-                count=int(body.get("count", 1)),
-                latency_ms=float(body.get("latency_ms") or 0),
-                ghost=bool(body.get("ghost", False)),
-                for_s=None if body.get("for_s") is None else float(body["for_s"]),
-                probability=float(body.get("probability", 1.0)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise bad_request("malformed fault") from exc
-        service.add_fault(fault)
-        return JSONResponse({"faults": len(service.faults)})
-
-    @admin
-    async def admin_clear_faults(request: Request) -> Response:
-        return JSONResponse({"cleared": service.clear_faults(), "faults": 0})
-
-    @admin
-    async def admin_callbacks(request: Request) -> Response:
-        body = await admin_body(request)
-        knobs = service.callbacks.knobs
-        try:
-            for key in ("drop_rate", "duplicate_rate"):
-                if key in body:
-                    value = float(body[key])
-                    if not 0.0 <= value <= 1.0:
-                        raise bad_request(f"{key} must be within [0, 1]")
-                    setattr(knobs, key, value)
-            if "reorder" in body:
-                knobs.reorder = bool(body["reorder"])
-            if "delay_ms" in body:
-                knobs.delay_ms = max(0.0, float(body["delay_ms"]))
-        except (TypeError, ValueError) as exc:
-            raise bad_request("malformed callback knobs") from exc
-        return JSONResponse(
-            {
-                "drop_rate": knobs.drop_rate,
-                "duplicate_rate": knobs.duplicate_rate,
-                "reorder": knobs.reorder,
-                "delay_ms": knobs.delay_ms,
-            }
-        )
-
-    def _opt_seconds(body: dict[str, Any], key: str) -> float | None:
-        value = body.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad_request(f"{key} must be a number")
-        return float(value)
-
-    @admin
-    async def admin_ingest_fault(request: Request) -> Response:
-        body = await admin_body(request)
-        fault = service.ingest_fault(
-            request.path_params["ingest"],
-            str(body.get("kind")),
-            for_s=_opt_seconds(body, "for_s"),
-            up_s=_opt_seconds(body, "up_s"),
-            delay_s=_opt_seconds(body, "delay_s"),
-        )
-        return JSONResponse({"ingest": request.path_params["ingest"].lower(), "fault": fault})
-
-    @admin
-    async def admin_ingest_clear(request: Request) -> Response:
-        return JSONResponse({"cleared": service.clear_ingest(request.path_params["ingest"])})
-
-    @admin
-    async def admin_key(request: Request) -> Response:
-        body = await admin_body(request)
-        key = body.get("stream_key")
-        if not isinstance(key, str) or not key:
-            raise bad_request("stream_key must be a non-empty string")
-        if request.path_params["action"] == "revoke":
-            service.revoke_key(key)
-            return JSONResponse({"revoked": True, "at": service.now()})
-        if request.path_params["action"] == "restore":
-            return JSONResponse({"restored": service.restore_key(key)})
-        raise ApiError(404, "APIGW.0101", "The API does not exist or has not been published")
-
-    @admin
-    async def admin_on_publish(request: Request) -> Response:
-        """nginx-rtmp's ``on_publish`` hook (form-encoded; ``name`` is the stream key, the last
-        segment of the push URL): 403 refuses the publish for a revoked key, as a platform's
-        ingest would, so under ``--push-ffmpeg`` a revoked key is a real media fault."""
-        form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
-        key = (form.get("name") or [""])[0]
-        if service.platform.key_refused(key):
-            log.info("emulator_publish_refused", key=key_fingerprint(key))
-            return PlainTextResponse("stream key refused", status_code=403)
-        return PlainTextResponse("ok")
-
-    @admin
-    async def admin_platform(request: Request) -> Response:
-        return JSONResponse(service.platform.view(service.now()))
-
-    @admin
-    async def admin_reset(request: Request) -> Response:
-        service.reset()
-        return JSONResponse({"reset": True})
-
-    @admin
-    async def admin_credentials(request: Request) -> Response:
-        # what `liveorch run --emulator` needs; loopback-only like all of /_emulator
-        ak, sk = next(iter(service.credentials.items()))
-        return JSONResponse(
-            {"project_id": service.project_id, "region": service.region, "ak": ak, "sk": sk}
-        )
-
-    @admin
-    async def admin_stats(request: Request) -> Response:
-        return JSONResponse(service.admin_stats())
-
-    @admin
-    async def admin_advance(request: Request) -> Response:
-        if not isinstance(service.clock, ManualClock):
-            raise ApiError(409, "MSS.00000003", "the emulator runs on a real clock")
-        body = await admin_body(request)
-        seconds = body.get("seconds")
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-            raise bad_request("seconds must be a non-negative number")
-        await service.advance(float(seconds))
-        return JSONResponse({"now": service.now()})
 
     # ------------------------------------------------------------- errors + wiring
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         # the page's 500 body; the traceback goes to the log, never to the caller
         log.error("emulator_internal_error", path=request.url.path, error=type(exc).__name__)
-        return _error(500, INTERNAL, "Internal Error")
+        return error_response(500, INTERNAL, "Internal Error")
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
         if status == 405:
-            return _error(405, "APIGW.0101", "The API does not support this method")
-        return _error(404, "APIGW.0101", "The API does not exist or has not been published")
+            return error_response(405, "APIGW.0101", "The API does not support this method")
+        return error_response(404, "APIGW.0101", "The API does not exist or has not been published")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -527,21 +326,7 @@ def create_app(service: EmulatorService) -> Starlette:
         Route(_P + "/smart-live-rooms/{room_id}", room, methods=["GET", "PUT", "DELETE"]),
         Route("/v3/auth/tokens", tokens, methods=["POST"]),
         Route("/v3/projects", projects, methods=["GET"]),
-        Route("/_emulator/jobs", admin_jobs, methods=["GET"]),
-        Route("/_emulator/jobs/{job_id}/rtmp", admin_rtmp, methods=["POST"]),
-        Route("/_emulator/jobs/{job_id}/fail", admin_fail, methods=["POST"]),
-        Route("/_emulator/faults", admin_faults, methods=["POST"]),
-        Route("/_emulator/faults", admin_clear_faults, methods=["DELETE"]),
-        Route("/_emulator/callbacks", admin_callbacks, methods=["POST"]),
-        Route("/_emulator/reset", admin_reset, methods=["POST"]),
-        Route("/_emulator/ingests/{ingest}/faults", admin_ingest_fault, methods=["POST"]),
-        Route("/_emulator/ingests/{ingest}/faults", admin_ingest_clear, methods=["DELETE"]),
-        Route("/_emulator/stream-keys/{action}", admin_key, methods=["POST"]),
-        Route("/_emulator/platform", admin_platform, methods=["GET"]),
-        Route("/_emulator/rtmp/on_publish", admin_on_publish, methods=["POST"]),
-        Route("/_emulator/stats", admin_stats, methods=["GET"]),
-        Route("/_emulator/credentials", admin_credentials, methods=["GET"]),
-        Route("/_emulator/clock/advance", admin_advance, methods=["POST"]),
+        *admin_routes(service),
     ]
     app = Starlette(
         routes=routes,
@@ -550,13 +335,6 @@ def create_app(service: EmulatorService) -> Starlette:
     )
     app.add_middleware(_RequestIdMiddleware)
     return app
-
-
-def _admin_job(service: EmulatorService, job_id: str) -> dict[str, Any]:
-    for item in service.admin_jobs():
-        if item["job_id"] == job_id:
-            return item
-    raise ApiError(404, "MSS.00000003", f"Smart live job {job_id} does not exist")
 
 
 async def _hold_until_disconnect(request: Request) -> None:

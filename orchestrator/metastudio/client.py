@@ -17,7 +17,6 @@ Each attempt is logged as ``metastudio_call`` and reported to the optional ``on_
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import random
 import time
@@ -30,19 +29,16 @@ import httpx
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from orchestrator.backoff import capped, jittered
 from orchestrator.errors import (
-    AuthError,
     CloudError,
     CloudUnavailable,
-    Conflict,
     InvalidRequest,
-    NotFound,
-    PermanentError,
     StartOutcomeUnknown,
     TemporaryError,
-    Throttled,
 )
 from orchestrator.metastudio import signer
+from orchestrator.metastudio.errormap import error_from_response, parse_retry_after
 from orchestrator.metastudio.models import (
     Command,
     CommandResult,
@@ -81,14 +77,6 @@ CallHook = Callable[[str, str, float], None]
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=10.0)
 
-# MSS.00000004 is "Internal Error" with 500 on the StartSmartLive page (an older table spelled it
-# as an auth code): a 401/403 status still makes any code an AuthError
-_AUTH_CODES = frozenset({"APIGW.0301", "APIGW.0303"})
-_UNAVAILABLE_CODES = frozenset({"APIGW.0201", "MSS.00000002", "MSS.00000004"})
-_THROTTLE_CODES = frozenset({"APIGW.0308"})
-_INVALID_CODES = frozenset({"MSS.00000003"})
-_CODE_KEYS = (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message"))
-_MAX_MSG = 300
 # network errors that prove the request never left us: a start can safely be called failed
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -106,75 +94,6 @@ class _Paged(Protocol[J]):
 
 
 # ------------------------------------------------------------------------- error mapping
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now or datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
-
-
-def _error_fields(body: Any) -> tuple[str | None, str | None, str | None]:
-    """(code, message, request_id) from any of the SDK-accepted error body shapes (§11.1)."""
-    if not isinstance(body, dict):
-        return None, None, None
-    request_id = body.get("request_id") if isinstance(body.get("request_id"), str) else None
-    candidates: list[dict[str, Any]] = [body]
-    candidates += [v for v in body.values() if isinstance(v, dict)]
-    for candidate in candidates:
-        for code_key, msg_key in _CODE_KEYS:
-            code = candidate.get(code_key)
-            if code is not None:
-                msg = candidate.get(msg_key)
-                return str(code), (str(msg) if msg is not None else None), request_id
-    return None, None, request_id
-
-
-def error_from_response(operation: str, response: httpx.Response) -> CloudError:
-    """Map a non-2xx answer to our error tree (status + ``error_code``)."""
-    try:
-        body = json.loads(response.content) if response.content else None
-    except ValueError:
-        body = None
-    code, msg, body_request_id = _error_fields(body)
-    status = response.status_code
-    request_id = response.headers.get("X-Request-Id") or body_request_id
-    text = (msg or response.reason_phrase or "error")[:_MAX_MSG]
-    kw: dict[str, Any] = {
-        "operation": operation,
-        "status": status,
-        "error_code": code,
-        "request_id": request_id,
-    }
-    message = f"MetaStudio {operation} failed: {text}"
-    if status == 429 or code in _THROTTLE_CODES:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return Throttled(message, retry_after=retry_after, **kw)
-    if code in _AUTH_CODES or status in (401, 403):
-        return AuthError(message, **kw)
-    if status >= 500 or code in _UNAVAILABLE_CODES:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return CloudUnavailable(message, retry_after=retry_after, **kw)
-    if status == 404:
-        return NotFound(message, **kw)
-    if status == 409:
-        return Conflict(message, **kw)
-    if status == 400 or code in _INVALID_CODES:
-        return InvalidRequest(message, **kw)
-    return PermanentError(message, **kw)
 
 
 def _q(segment: str, what: str) -> str:
@@ -292,8 +211,8 @@ class MetaStudioClient:
                 log.exception("metastudio_on_call_hook_failed", operation=operation)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(self._backoff_cap, self._backoff_base * float(2**attempt))
-        delay *= 0.5 + 0.5 * self._jitter()
+        nominal = capped(attempt, base_s=self._backoff_base, cap_s=self._backoff_cap)
+        delay = jittered(nominal, self._jitter())  # equal jitter: [d/2, d)
         if retry_after is not None:
             delay = max(delay, retry_after)
         return delay

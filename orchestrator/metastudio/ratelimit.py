@@ -129,6 +129,27 @@ class TokenBucket:
         self._recent: deque[float] = deque(maxlen=2 * self._per_window)
         self._sent: deque[float] = deque(maxlen=self._per_window)  # when calls were let go
 
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    def set_rate(self, rate: float, capacity: float | None = None) -> None:
+        """Change the rate in place (a new share of a tenant limit shared by instances).
+
+        Saved-up tokens are kept, clamped to the new capacity, and the remembered slots stay:
+        replacing the bucket would hand out a fresh full burst at every rebalance, which is how
+        several instances together would overshoot the tenant's limit.
+        """
+        if rate <= 0:
+            raise ValueError("rate must be positive (pause a group instead)")
+        self._refill()
+        self._rate = rate
+        self._capacity = max(1.0, capacity if capacity is not None else rate)
+        self._tokens = min(self._tokens, self._capacity)
+        self._per_window = max(1, math.floor(rate))
+        self._recent = deque(self._recent, maxlen=2 * self._per_window)
+        self._sent = deque(self._sent, maxlen=self._per_window)
+
     def _refill(self) -> None:
         now = self._clock()
         elapsed = max(0.0, now - self._stamp)
@@ -200,11 +221,49 @@ class RateLimits:
     stats: dict[ApiGroup, GroupStats] = field(default_factory=dict, init=False)
     _buckets: dict[ApiGroup, TokenBucket] = field(default_factory=dict, init=False, repr=False)
 
+    _shares: dict[ApiGroup, float] = field(default_factory=dict, init=False, repr=False)
+    _resumed: dict[ApiGroup, asyncio.Event] = field(default_factory=dict, init=False, repr=False)
+
     def __post_init__(self) -> None:
         for group, spec in self.specs.items():
             self._buckets[group] = TokenBucket(spec, clock=self.clock, sleep=self.sleep)
         for group in ApiGroup:
             self.stats[group] = GroupStats()
+            self._shares[group] = 1.0
+            self._resumed[group] = asyncio.Event()
+            self._resumed[group].set()
+
+    def share(self, group: ApiGroup) -> float:
+        """This instance's fraction of ``group``'s tenant limit (1.0 when alone)."""
+        return self._shares[group]
+
+    def rate(self, group: ApiGroup) -> float | None:
+        """Calls per second this instance may make in ``group`` now (None: unlimited)."""
+        bucket = self._buckets.get(group)
+        if bucket is None:
+            return None
+        return bucket.rate if self._shares[group] > 0 else 0.0
+
+    def apply_shares(self, shares: Mapping[ApiGroup, float]) -> None:
+        """Use ``shares[g]`` of each group's tenant limit (several instances, one tenant).
+
+        A share of 0 pauses the group: callers wait until a share is given back (an instance
+        that owns no room makes no calls for rooms, so the others may use the whole limit).
+        Groups not named keep their share.
+        """
+        for group, fraction in shares.items():
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"share of {group} must be within [0, 1], got {fraction}")
+            self._shares[group] = fraction
+            bucket = self._buckets.get(group)
+            if fraction == 0.0:
+                self._resumed[group].clear()
+                continue
+            if bucket is not None:
+                spec = self.specs[group]
+                burst = spec.burst * fraction if spec.burst is not None else None
+                bucket.set_rate(spec.rate * fraction, burst)
+            self._resumed[group].set()
 
     @classmethod
     def for_region(cls, region: str, **kw: object) -> RateLimits:
@@ -220,7 +279,14 @@ class RateLimits:
         """Wait for a slot in ``group``; return the seconds waited."""
         stats = self.stats[group]
         bucket = self._buckets.get(group)
-        waited = 0.0 if bucket is None else await bucket.acquire()
+        waited = 0.0
+        resumed = self._resumed[group]
+        if not resumed.is_set():  # this instance's share is 0 right now
+            start = self.clock()
+            await resumed.wait()
+            waited = self.clock() - start
+        if bucket is not None:
+            waited += await bucket.acquire()
         stats.acquired += 1
         if waited > 0:
             stats.delayed += 1

@@ -66,9 +66,9 @@ from orchestrator.mqtt.topics import (
     TopicError,
     Topics,
     is_valid_room_id,
-    snapshot_json,
     validate_publish_topic,
 )
+from orchestrator.payloads import snapshot_json
 from orchestrator.rooms.model import Snapshot
 from orchestrator.settings import MqttSettings
 from orchestrator.store.base import StoreError
@@ -249,7 +249,7 @@ class MqttBridge:
     def publish_state(self, room_id: str, snapshot: Snapshot | Mapping[str, Any]) -> None:
         """Queue a room's retained state. Never blocks; call from the event loop's thread.
 
-        ``snapshot`` is a :class:`Snapshot` (rendered with ``topics.snapshot_json``) or that
+        ``snapshot`` is a :class:`Snapshot` (rendered with ``payloads.snapshot_json``) or that
         JSON already. Latest per room wins; at most ``queue_limit`` rooms wait. A room beyond
         that is dropped (counted) and every room is republished from Control once the backlog
         drains, so the retained view still converges.
@@ -268,7 +268,7 @@ class MqttBridge:
     def publish_event(self, room_id: str, event: Mapping[str, Any]) -> None:
         """Queue a non-retained room event. Never blocks; drops (and counts) the oldest.
 
-        Build payloads with ``topics.transition_event`` / ``alert_event`` / ``script_event``.
+        Build payloads with ``orchestrator.payloads`` (transition, alert and callback events).
         """
         if not is_valid_room_id(room_id):
             log.warning("mqtt_event_invalid_room", room_id=room_id[:128])
@@ -297,11 +297,6 @@ class MqttBridge:
         """The daemon re-read its config (SIGHUP or a reload command): rooms may have changed,
         so bridge/info, the discovery configs and every room state are published again."""
         self._after_reload()
-
-    def republish_all(self) -> None:
-        """Ask the sender to republish every room's state from Control (e.g. after a reload)."""
-        self._resync = True
-        self._wake.set()
 
     # ------------------------------------------------------------------ the connection loop
 

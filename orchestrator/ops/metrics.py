@@ -261,7 +261,7 @@ class Metrics:
     # --- SLA -----------------------------------------------------------------------------
 
     def sla(self, room_id: str, *, live_s: float = 0.0, scheduled_s: float = 0.0) -> None:
-        """Add accounted seconds for ``room_id`` (same numbers as ``Store.add_sla``)."""
+        """Add accounted seconds for ``room_id`` (same numbers as ``Store.add_sla_rows``)."""
         self._sla.add(room_id, live_s, scheduled_s)
 
     def forget_room(self, room_id: str) -> None:

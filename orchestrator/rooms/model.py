@@ -122,6 +122,20 @@ class RefreshRequested(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InsertScriptRequested(Event):
+    """An operator asked the room's live job to speak ``text`` (``INSERT_PLAY_SCRIPT``).
+
+    Accepted only while the room is on a job it holds live (LIVE, DEGRADED): the machine then
+    emits :class:`InsertScript`. Anything else is refused; either way the driver answers the
+    caller waiting under ``request_id`` (an id the driver hands out, opaque to the machine).
+    """
+
+    request_id: int
+    text: str
+    play_type: str = "PLAY_NOW"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Resumed(Event):
     """A worker (re)attached to the room (startup, reload, crash recovery): reconcile first.
 
@@ -309,6 +323,18 @@ class ResetExitConfig(Action):
     seq: int
     job_id: str
     minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class InsertScript(Action):
+    """``INSERT_PLAY_SCRIPT`` on ``job_id``. The answer goes to the caller ``request_id``, never
+    back into the room: it changes nothing the machine tracks, so it is not a call the room
+    waits for (no ``op``) and a repair in flight does not wait for it either."""
+
+    request_id: int
+    job_id: str
+    text: str
+    play_type: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,29 @@
-"""Persistence: the Store protocol (``base``), its SQL implementation (``sql``), lease helpers."""
+"""Persistence: the Store protocol and its roles (``base``), the SQL implementation (``sql`` and
+its ``sql_*`` role modules), an in-memory one (``memory``), group commit, lease helpers."""
 
 from orchestrator.store.base import (
+    AlertStore,
     FencedOut,
     InboxItem,
+    InboxStore,
+    IntentStore,
     Lease,
+    LeaseStore,
+    OverrideStore,
     PruneCutoffs,
+    ReplyStore,
+    RetentionStore,
+    RoomStore,
     RoomWrite,
     SlaRow,
+    SlaStore,
     StartIntent,
     Store,
     StoreError,
+    StoreLifecycle,
+    StoreUnavailable,
     TransitionRecord,
+    TransitionStore,
 )
 from orchestrator.store.leases import (
     MEMBER_PREFIX,
@@ -20,24 +33,35 @@ from orchestrator.store.leases import (
     member_key,
     plan_balance,
 )
-from orchestrator.store.sql import DEFAULT_URL, SCHEMA_VERSION, SqlStore, StoreUnavailable
+from orchestrator.store.sql import DEFAULT_URL, SCHEMA_VERSION, SqlStore
 
 __all__ = [
     "DEFAULT_URL",
     "MEMBER_PREFIX",
     "SCHEMA_VERSION",
+    "AlertStore",
     "FencedOut",
     "InboxItem",
+    "InboxStore",
+    "IntentStore",
     "Lease",
+    "LeaseStore",
+    "OverrideStore",
     "PruneCutoffs",
+    "ReplyStore",
+    "RetentionStore",
+    "RoomStore",
     "RoomWrite",
     "SlaRow",
+    "SlaStore",
     "SqlStore",
     "StartIntent",
     "Store",
     "StoreError",
+    "StoreLifecycle",
     "StoreUnavailable",
     "TransitionRecord",
+    "TransitionStore",
     "fair_share",
     "is_member_key",
     "live_instances",

@@ -1,10 +1,12 @@
 """The store contract: our only source of truth for desired state and our memory across restarts.
 
-One implementation (``store.sql.SqlStore``) serves SQLite and PostgreSQL through SQLAlchemy Core;
-the contract tests in ``tests/store`` run against both. Records are frozen dataclasses; JSON
-columns hold plain dicts. Every write that concerns one room may carry a ``fence`` (the lease's
-fencing token, multi-instance only): a write whose fence is older than the room's current lease
-raises :class:`FencedOut` and changes nothing.
+``Store`` is the union of role protocols (rooms, transitions, intents, inbox, replies, overrides,
+alerts, SLA, leases, retention); a caller that needs one role is typed with that role.
+``store.sql.SqlStore`` serves SQLite and PostgreSQL through SQLAlchemy Core and
+``store.memory.MemoryStore`` keeps everything in memory; the contract tests in ``tests/store`` run
+against all three. Records are frozen dataclasses; JSON columns hold plain dicts. Every write that
+concerns one room may carry a ``fence`` (the lease's fencing token, multi-instance only): a write
+whose fence is older than the room's current lease raises :class:`FencedOut` and changes nothing.
 """
 
 from __future__ import annotations
@@ -14,15 +16,47 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, TemporaryError
+
+# Defaults of the caps on stored free text from outside (settings [limits] override them).
+DEFAULT_PAYLOAD_BYTES = 8192
+DEFAULT_TEXT_BYTES = 16384
+
+# What replay needs to route a stored callback: kept first when a payload must be cut.
+PAYLOAD_FIRST = (
+    "event_type",
+    "message",
+    "hw_time",
+    "job_id",
+    "room_id",
+    "state",
+    "output_url",
+    "reply_id",
+    "scene_script_name",
+    "shoot_script_sequence_no",
+)
 
 
 class StoreError(OrchestratorError):
-    """The store failed (I/O, schema). Temporary for PostgreSQL connection loss."""
+    """The store failed (I/O, schema); :class:`StoreUnavailable` when it is temporary."""
 
 
 class FencedOut(StoreError):
     """This instance no longer owns the room: stop acting on it."""
+
+
+class StoreUnavailable(StoreError, TemporaryError):
+    """Temporary: the database connection was lost or refused (PostgreSQL). Retry later.
+
+    A StoreError (existing ``except StoreError`` handlers still catch it) and a TemporaryError
+    (retry loops treat a store outage like a cloud outage). ``temporary`` stays for callers
+    that test the flag instead of the class.
+    """
+
+    temporary = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +148,8 @@ class PruneCutoffs:
     """SLA rows of days before this."""
 
 
-class Store(Protocol):
-    """Async store. All methods are safe to call concurrently from many room workers."""
+class StoreLifecycle(Protocol):
+    """Opening, closing and readiness: every store has them."""
 
     async def open(self) -> None:
         """Connect and create/migrate the schema."""
@@ -125,7 +159,10 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreError unless the store is reachable and writable (readiness)."""
 
-    # rooms' runtime state (snapshot JSON of rooms.model.Room)
+
+class RoomStore(Protocol):
+    """Rooms' runtime state (snapshot JSON of ``rooms.model.Room``) and its audit rows."""
+
     async def load_rooms(self) -> dict[str, Mapping[str, Any]]: ...
     async def save_room(
         self,
@@ -144,29 +181,32 @@ class Store(Protocol):
 
     async def delete_room(self, room_id: str) -> None: ...
 
-    # audit log
-    async def append_transition(
-        self, rec: TransitionRecord, *, fence: int | None = None
-    ) -> None: ...
+
+class TransitionStore(Protocol):
+    """The audit log, written by :meth:`RoomStore.save_room` and read here."""
+
     async def transitions(
         self, room_id: str | None = None, *, since: datetime | None = None, limit: int = 100
-    ) -> list[TransitionRecord]: ...
+    ) -> list[TransitionRecord]:
+        """The latest ``limit`` transitions (at or after ``since``), returned oldest first."""
 
-    # jobs seen
-    async def record_job(self, room_id: str, job_id: str, state: str, at: datetime) -> None: ...
 
-    # start intents (never a duplicate push)
+class IntentStore(Protocol):
+    """Start intents: never a duplicate push."""
+
     async def put_start_intent(self, intent: StartIntent, *, fence: int | None = None) -> bool:
         """False when this (room, window_key, attempt) was already recorded."""
 
     async def resolve_start_intent(
         self, room_id: str, window_key: str, attempt: int, *, outcome: str, job_id: str | None
-    ) -> None: ...
-    async def start_intents(
-        self, room_id: str, *, pending_only: bool = False
-    ) -> list[StartIntent]: ...
+    ) -> None:
+        """Set the outcome; ``job_id=None`` keeps a job id already recorded. Raises StoreError
+        when no such intent exists."""
 
-    # callback inbox
+
+class InboxStore(Protocol):
+    """The callback inbox: durable before we answer 200, replayed at startup."""
+
     async def inbox_append(self, items: Sequence[InboxItem]) -> list[bool]:
         """Store new items in one transaction; per item False when it was a duplicate."""
 
@@ -175,45 +215,45 @@ class Store(Protocol):
     async def inbox_done_keys(self, keys: Sequence[str]) -> None:
         """Mark items processed by dedupe key (the live intake knows keys, not ids)."""
 
-    async def prune_older(self, cutoffs: PruneCutoffs) -> dict[str, int]:
-        """Delete what is older than the cutoffs, table by table in bounded transactions;
-        returns the rows deleted per table (retention, see ``settings.RetentionSettings``)."""
 
-    # MQTT command idempotency
+class ReplyStore(Protocol):
+    """MQTT command idempotency."""
+
     async def get_reply(self, command_id: str) -> Mapping[str, Any] | None: ...
     async def put_reply(self, command_id: str, reply: Mapping[str, Any], at: datetime) -> bool:
         """False when a reply for this id already exists (the stored one wins)."""
 
-    # schedule overrides made at runtime (pause/resume, one-off windows, skips)
+
+class OverrideStore(Protocol):
+    """Schedule overrides made at runtime (pause/resume, one-off windows, skips)."""
+
     async def get_overrides(self, room_id: str) -> Mapping[str, Any]: ...
     async def all_overrides(self) -> dict[str, Mapping[str, Any]]:
         """Every room's overrides in one read (startup: one query, not one per room)."""
 
     async def put_overrides(self, room_id: str, overrides: Mapping[str, Any]) -> None: ...
 
-    # alerts
+
+class AlertStore(Protocol):
+    """Alerts raised and cleared (an alert already active keeps its first raise time)."""
+
     async def set_alert(self, room_id: str, kind: str, message: str, at: datetime) -> None: ...
     async def clear_alert(self, room_id: str, kind: str, at: datetime) -> None: ...
-    async def active_alerts(self) -> list[tuple[str, str, str, datetime]]: ...
 
-    # SLA accounting (seconds accumulate per room and day)
-    async def add_sla(
-        self,
-        room_id: str,
-        day: date,
-        *,
-        scheduled_s: float = 0.0,
-        live_s: float = 0.0,
-        drops: int = 0,
-        recovery_s: float | None = None,
-    ) -> None: ...
+
+class SlaStore(Protocol):
+    """SLA accounting: seconds accumulate per room and day."""
+
     async def add_sla_rows(self, rows: Sequence[SlaRow]) -> None:
         """Accumulate every row into its (room, day) totals in one transaction (at most one row
-        per room and day); ``recovery_s_max`` keeps the larger value."""
+        per room and day, else ValueError); ``recovery_s_max`` keeps the larger value."""
 
     async def sla(self, since: date, room_id: str | None = None) -> list[SlaRow]: ...
 
-    # leases (multi-instance; with one instance every room is simply owned)
+
+class LeaseStore(Protocol):
+    """Leases (multi-instance; with one instance every room is simply owned)."""
+
     async def acquire_leases(
         self,
         owner: str,
@@ -227,3 +267,32 @@ class Store(Protocol):
 
     async def release_leases(self, owner: str, room_ids: Sequence[str]) -> None: ...
     async def leases(self) -> list[Lease]: ...
+
+
+class RetentionStore(Protocol):
+    """Pruning what is old enough (retention, see ``settings.RetentionSettings``)."""
+
+    async def prune_older(self, cutoffs: PruneCutoffs) -> dict[str, int]:
+        """Delete what is older than the cutoffs, table by table in bounded transactions;
+        returns the rows deleted per table."""
+
+
+class Store(
+    StoreLifecycle,
+    RoomStore,
+    TransitionStore,
+    IntentStore,
+    InboxStore,
+    ReplyStore,
+    OverrideStore,
+    AlertStore,
+    SlaStore,
+    LeaseStore,
+    RetentionStore,
+    Protocol,
+):
+    """Every role at once, for the callers that need everything (the daemon's wiring).
+
+    All methods are safe to call concurrently from many room workers. A caller that needs one
+    role takes that role's protocol, so a test can hand it a smaller double.
+    """

@@ -494,7 +494,7 @@ async def test_an_id_started_before_a_crash_is_never_run_again(
     control = RecordingControl()
     bridge, _, store = await bridges.run(control=control)
     marker = f"{reply_key('room-a', 'stop', 'k1')}\x1fstarted:{bridge.settings.client_id}"
-    store.replies[marker] = {"started": True}  # what the killed process left behind
+    await store.put_reply(marker, {"started": True}, datetime.now(UTC))  # what the kill left
     t = _room_cmd(prefix)
     await watcher.send(t, {"id": "k1", "action": "stop"})
     await watcher.send(t, {"id": "k2", "action": "stop"})

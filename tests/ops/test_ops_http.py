@@ -14,7 +14,7 @@ from orchestrator.ops.http import Readiness, redact
 from orchestrator.ops.status_page import timeline
 from orchestrator.rooms.model import RoomState
 from orchestrator.store.base import TransitionRecord
-from tests.support.ops_fakes import NOW, TOKEN, OpsFixture, make_ops
+from tests.support.ops_fakes import NOW, OUTAGE, TOKEN, OpsFixture, make_ops
 
 
 def client_for(ops: OpsFixture, token: str | None = None) -> httpx.AsyncClient:
@@ -68,7 +68,7 @@ async def test_readyz_store_failure_hides_its_message(
     ops: OpsFixture, client: httpx.AsyncClient
 ) -> None:
     ops.readiness.api_ok()
-    ops.store.broken = True
+    ops.store.outage = OUTAGE
     r = await client.get("/readyz")
     assert r.status_code == 503
     store = r.json()["checks"]["store"]
@@ -106,7 +106,7 @@ async def test_rooms_json_never_shows_a_secret(client: httpx.AsyncClient) -> Non
 
 
 async def test_rooms_without_store_still_lists(ops: OpsFixture, client: httpx.AsyncClient) -> None:
-    ops.store.broken = True
+    ops.store.outage = OUTAGE
     r = await client.get("/rooms")
     assert r.status_code == 200
     assert [x["sla_today"] for x in r.json()["rooms"]] == [None, None]

@@ -9,7 +9,7 @@ import httpx
 from starlette.applications import Starlette
 
 from orchestrator.ops.http import Readiness
-from tests.support.ops_fakes import make_ops
+from tests.support.ops_fakes import OUTAGE, make_ops
 
 
 def _value(text: str, series: str) -> float:
@@ -29,7 +29,7 @@ async def test_metrics_show_each_readiness_check_as_it_is_now() -> None:
         for check in ("store", "metastudio", "mqtt"):
             assert _value(text, f'liveorch_ready_check{{check="{check}"}}') == 1.0
 
-        ops.store.broken = True  # the store stops answering, MQTT drops
+        ops.store.outage = OUTAGE  # the store stops answering, MQTT drops
         ops.readiness.mqtt(False)
         text = (await c.get("/metrics")).text
         assert _value(text, 'liveorch_ready_check{check="store"}') == 0.0

@@ -107,7 +107,7 @@ def test_no_data_before_the_first_record() -> None:
 
 async def test_room_page_timeline_uses_no_data_for_a_new_daemon() -> None:
     ops = make_ops()
-    ops.store.transitions_ = [
+    ops.store.data.transitions = [
         TransitionRecord("room-a", NOW - timedelta(hours=3), "UNKNOWN", "IDLE", "JobsListed"),
     ]
     app = Starlette(routes=ops.routes())

@@ -221,9 +221,8 @@ _CHILD = textwrap.dedent(
         async with engine.connect() as conn:
             assert (await conn.execute(text("select 41 + 1"))).scalar() == 42
         await engine.dispose()
-        class Store:
-            async def ping(self): return None
-        routes = ops_routes(rooms=SnapshotRooms(list), store=Store(), metrics=Metrics(),
+        from orchestrator.store.memory import MemoryStore
+        routes = ops_routes(rooms=SnapshotRooms(list), store=MemoryStore(), metrics=Metrics(),
                             readiness=Readiness(), token=None)
         app = Starlette(routes=routes)
         async with serve(app, port=0) as served, httpx.AsyncClient() as client:

@@ -29,6 +29,7 @@ from orchestrator.httpserver import serve
 from orchestrator.settings import Settings
 from orchestrator.store.base import InboxItem, TransitionRecord
 from orchestrator.store.sql import SqlStore
+from tests.support.storepeek import add_transition
 
 WAIT_S = 15.0
 
@@ -85,7 +86,7 @@ async def test_the_daemon_prunes_on_its_clock(tmp_path: Path) -> None:
         ]
         await store.inbox_append(items)
         await store.inbox_append([InboxItem("fresh", "r1", "j1", "X", {}, now, now)])
-        await store.append_transition(TransitionRecord("r1", old, "IDLE", "LIVE", "X"))
+        await add_transition(store, TransitionRecord("r1", old, "IDLE", "LIVE", "X"))
         await store.put_reply("c-old", {"status": "ok"}, old)
         assert len(await store.inbox_pending()) == 21
 

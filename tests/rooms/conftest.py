@@ -1,4 +1,4 @@
-"""Fixtures for the room supervisor tests (helpers live in tests/support/rooms.py)."""
+"""Fixtures for the room supervisor tests (helpers live in rooms_support.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import pytest
 
 from orchestrator.clock import ManualClock
 from orchestrator.rooms.startreq import RoomConfig
-from orchestrator.rooms.supervisor import RoomSupervisor
 from orchestrator.store.sql import SqlStore
-from tests.support.rooms import FakeCloud, Harness, room_config
+from tests.support.rooms import FakeCloud, Harness, Rooms, make_supervisor, room_config
 
 
 @pytest.fixture
@@ -37,11 +36,10 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
 @pytest.fixture
 def make_harness(cloud: FakeCloud, store: SqlStore, clock: ManualClock) -> Callable[..., Harness]:
     def make(*configs: RoomConfig, cloud_: Any = None) -> Harness:
-        cfgs = {c.room_id: c for c in (configs or (room_config(),))}
-        sup = RoomSupervisor(
-            cloud=cloud_ or cloud, store=store, rooms=lambda: cfgs, clock=clock,
-            rng=random.Random(7),
-        )  # fmt: skip
-        return Harness(sup, clock)
+        rooms = Rooms(*(configs or (room_config(),)))
+        sup = make_supervisor(
+            rooms, cloud=cloud_ or cloud, store=store, clock=clock, rng=random.Random(7)
+        )
+        return Harness(sup, clock, rooms)
 
     return make

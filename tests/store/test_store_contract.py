@@ -1,4 +1,6 @@
-"""The Store contract, run unchanged on SQLite and PostgreSQL (the ``target`` fixture)."""
+"""The Store contract, run unchanged on SQLite, PostgreSQL and in memory (the ``target`` fixture).
+
+Tests about SQL itself (schema versions, connections) take ``sql_target`` instead."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ from orchestrator.store import (
     SCHEMA_VERSION,
     FencedOut,
     InboxItem,
+    PruneCutoffs,
     RoomWrite,
     SlaRow,
-    SqlStore,
     StartIntent,
     StoreError,
     TransitionRecord,
@@ -25,7 +27,8 @@ from orchestrator.store import (
 from orchestrator.store.roomwriter import RoomWriter
 from orchestrator.store.sql import schema_version
 from tests.support.pgcluster import PG_DSN
-from tests.support.storekit import StoreTarget
+from tests.support.storekit import AnyStore, AnyTarget, StoreTarget
+from tests.support.storepeek import active_alerts, start_intents_of
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -45,7 +48,8 @@ def item(key: str, *, room: str | None = "r1", at: datetime = T0) -> InboxItem:
 # --- schema / lifecycle --------------------------------------------------------------------
 
 
-async def test_open_twice_and_reopen_migrates_once(target: StoreTarget) -> None:
+async def test_open_twice_and_reopen_migrates_once(sql_target: StoreTarget) -> None:
+    target = sql_target
     first = await target.make()
     await first.open()  # a second open on the same instance is a no-op
     await first.save_room("r1", {"state": "LIVE"})
@@ -57,7 +61,8 @@ async def test_open_twice_and_reopen_migrates_once(target: StoreTarget) -> None:
     assert await second.load_rooms() == {"r1": {"state": "LIVE"}}
 
 
-async def test_schema_newer_than_this_build_is_refused(target: StoreTarget) -> None:
+async def test_schema_newer_than_this_build_is_refused(sql_target: StoreTarget) -> None:
+    target = sql_target
     first = await target.make()
     async with first.engine.begin() as conn:
         await conn.execute(schema_version.insert().values(version=99, applied_at=T0))
@@ -65,7 +70,8 @@ async def test_schema_newer_than_this_build_is_refused(target: StoreTarget) -> N
         await target.make()
 
 
-async def test_two_instances_opening_at_once_both_succeed(target: StoreTarget) -> None:
+async def test_two_instances_opening_at_once_both_succeed(sql_target: StoreTarget) -> None:
+    target = sql_target
     a, b = target.new(), target.new()
     await asyncio.gather(a.open(), b.open())
     await a.save_room("r1", {"n": 1})
@@ -75,7 +81,7 @@ async def test_two_instances_opening_at_once_both_succeed(target: StoreTarget) -
     assert count == SCHEMA_VERSION
 
 
-async def test_ping_succeeds_on_open_store_and_fails_when_closed(store: SqlStore) -> None:
+async def test_ping_succeeds_on_open_store_and_fails_when_closed(store: AnyStore) -> None:
     await store.ping()
     await store.close()
     with pytest.raises(StoreError):
@@ -85,7 +91,7 @@ async def test_ping_succeeds_on_open_store_and_fails_when_closed(store: SqlStore
 # --- rooms ---------------------------------------------------------------------------------
 
 
-async def test_rooms_save_load_overwrite_delete(store: SqlStore) -> None:
+async def test_rooms_save_load_overwrite_delete(store: AnyStore) -> None:
     assert await store.load_rooms() == {}
     await store.save_room("r1", {"state": "IDLE", "attempt": 0})
     await store.save_room("r2", {"state": "LIVE", "job_id": "j"})
@@ -102,10 +108,13 @@ async def test_rooms_save_load_overwrite_delete(store: SqlStore) -> None:
 # --- transitions ---------------------------------------------------------------------------
 
 
-async def test_transitions_filter_since_and_limit_oldest_first(store: SqlStore) -> None:
+async def test_transitions_filter_since_and_limit_oldest_first(store: AnyStore) -> None:
     for i in range(5):
-        await store.append_transition(
-            TransitionRecord(
+        rid = "r1" if i % 2 == 0 else "r2"
+        await store.save_room(
+            rid,
+            {"i": i},
+            transition=TransitionRecord(
                 room_id="r1" if i % 2 == 0 else "r2",
                 at=T0 + timedelta(minutes=i),
                 from_state="IDLE",
@@ -113,7 +122,7 @@ async def test_transitions_filter_since_and_limit_oldest_first(store: SqlStore) 
                 event="OrderChanged",
                 cause=f"mqtt:{i}",
                 detail={"i": i},
-            )
+            ),
         )
     everything = await store.transitions()
     assert [t.to_state for t in everything] == ["S0", "S1", "S2", "S3", "S4"]
@@ -126,24 +135,10 @@ async def test_transitions_filter_since_and_limit_oldest_first(store: SqlStore) 
     assert [t.to_state for t in await store.transitions(limit=2)] == ["S3", "S4"]
 
 
-# --- jobs ----------------------------------------------------------------------------------
-
-
-async def test_record_job_upserts_and_ignores_older_observations(store: SqlStore) -> None:
-    await store.record_job("r1", "j1", "WAITING", T0)
-    await store.record_job("r1", "j1", "PROCESSING", T0 + timedelta(seconds=10))
-    await store.record_job("r1", "j1", "WAITING", T0 + timedelta(seconds=5))  # reordered, older
-    await store.record_job("r1", "j2", "WAITING", T0 + timedelta(seconds=20))
-    assert await store.jobs("r1") == [
-        ("j2", "WAITING", T0 + timedelta(seconds=20), T0 + timedelta(seconds=20)),
-        ("j1", "PROCESSING", T0, T0 + timedelta(seconds=10)),
-    ]
-
-
 # --- start intents -------------------------------------------------------------------------
 
 
-async def test_start_intent_is_unique_per_room_window_attempt(store: SqlStore) -> None:
+async def test_start_intent_is_unique_per_room_window_attempt(store: AnyStore) -> None:
     intent = StartIntent(room_id="r1", window_key="w-2025-03-01T20", attempt=1, created_at=T0)
     assert await store.put_start_intent(intent) is True
     assert await store.put_start_intent(intent) is False
@@ -157,23 +152,23 @@ async def test_start_intent_is_unique_per_room_window_attempt(store: SqlStore) -
     assert await store.put_start_intent(
         StartIntent(room_id="r2", window_key="w-2025-03-01T20", attempt=1, created_at=T0)
     )
-    stored = await store.start_intents("r1")
+    stored = await start_intents_of(store, "r1")
     assert [(i.attempt, i.outcome, i.job_id) for i in stored] == [
         (1, "pending", None),
         (2, "pending", None),
     ]
 
 
-async def test_resolve_start_intent_and_pending_only(store: SqlStore) -> None:
+async def test_resolve_start_intent_and_pending_only(store: AnyStore) -> None:
     for attempt in (1, 2):
         await store.put_start_intent(
             StartIntent(room_id="r1", window_key="w", attempt=attempt, created_at=T0)
         )
     await store.resolve_start_intent("r1", "w", 1, outcome="started", job_id="job-9")
     await store.resolve_start_intent("r1", "w", 1, outcome="adopted", job_id=None)
-    pending = await store.start_intents("r1", pending_only=True)
+    pending = await start_intents_of(store, "r1", pending_only=True)
     assert [i.attempt for i in pending] == [2]
-    first = (await store.start_intents("r1"))[0]
+    first = (await start_intents_of(store, "r1"))[0]
     assert (first.outcome, first.job_id) == ("adopted", "job-9")
     with pytest.raises(StoreError, match="no start intent"):
         await store.resolve_start_intent("r1", "w", 3, outcome="failed", job_id=None)
@@ -182,7 +177,7 @@ async def test_resolve_start_intent_and_pending_only(store: SqlStore) -> None:
 # --- inbox ---------------------------------------------------------------------------------
 
 
-async def test_inbox_dedupes_across_and_within_batches(store: SqlStore) -> None:
+async def test_inbox_dedupes_across_and_within_batches(store: AnyStore) -> None:
     assert await store.inbox_append([]) == []
     flags = await store.inbox_append([item("a"), item("b"), item("a"), item("c")])
     assert flags == [True, True, False, True]
@@ -197,7 +192,7 @@ async def test_inbox_dedupes_across_and_within_batches(store: SqlStore) -> None:
     assert (first.room_id, first.job_id, first.event_type) == ("r1", "job-1", "RTMP_STATE")
 
 
-async def test_inbox_pending_limit_and_done(store: SqlStore) -> None:
+async def test_inbox_pending_limit_and_done(store: AnyStore) -> None:
     await store.inbox_append([item(f"k{i:03}", room=None) for i in range(250)])
     batch = await store.inbox_pending(limit=100)
     assert [b.dedupe_key for b in batch] == [f"k{i:03}" for i in range(100)]
@@ -210,7 +205,7 @@ async def test_inbox_pending_limit_and_done(store: SqlStore) -> None:
     assert await store.inbox_append([item("k000")]) == [False]
 
 
-async def test_inbox_done_keys_marks_by_dedupe_key(store: SqlStore) -> None:
+async def test_inbox_done_keys_marks_by_dedupe_key(store: AnyStore) -> None:
     await store.inbox_append([item(f"d{i:04}") for i in range(1200)])
     await store.inbox_done_keys([f"d{i:04}" for i in range(0, 1200, 2)] + ["absent"])
     await store.inbox_done_keys([])
@@ -221,20 +216,21 @@ async def test_inbox_done_keys_marks_by_dedupe_key(store: SqlStore) -> None:
     assert await store.inbox_append([item("d0000")]) == [False]  # still dedupes
 
 
-async def test_inbox_large_batch_spans_chunks(store: SqlStore) -> None:
+async def test_inbox_large_batch_spans_chunks(store: AnyStore) -> None:
     flags = await store.inbox_append([item(f"x{i}") for i in range(2500)] + [item("x0")])
     assert flags.count(True) == 2500
     assert flags[-1] is False
     assert len(await store.inbox_pending(limit=5000)) == 2500
 
 
-async def test_prune_removes_old_processed_rows(store: SqlStore) -> None:
+async def test_prune_removes_old_processed_rows(store: AnyStore) -> None:
     await store.inbox_append([item("old", at=T0), item("new", at=T0 + timedelta(days=2))])
     ids = [p.id for p in await store.inbox_pending() if p.id is not None]
     await store.inbox_done(ids)
     await store.put_reply("c-old", {"status": "ok"}, T0)
-    deleted = await store.prune(T0 + timedelta(days=1))
-    assert deleted == 2
+    cut = T0 + timedelta(days=1)
+    deleted = await store.prune_older(PruneCutoffs(inbox=cut, replies=cut, transitions=cut))
+    assert sum(deleted.values()) == 2
     assert await store.get_reply("c-old") is None
     assert await store.inbox_append([item("old"), item("new")]) == [True, False]
 
@@ -242,7 +238,7 @@ async def test_prune_removes_old_processed_rows(store: SqlStore) -> None:
 # --- command replies -----------------------------------------------------------------------
 
 
-async def test_reply_is_idempotent_first_wins(store: SqlStore) -> None:
+async def test_reply_is_idempotent_first_wins(store: AnyStore) -> None:
     assert await store.get_reply("cmd-1") is None
     assert await store.put_reply("cmd-1", {"id": "cmd-1", "status": "ok", "data": {}}, T0)
     assert not await store.put_reply("cmd-1", {"id": "cmd-1", "status": "error"}, T0)
@@ -252,7 +248,7 @@ async def test_reply_is_idempotent_first_wins(store: SqlStore) -> None:
 # --- overrides -----------------------------------------------------------------------------
 
 
-async def test_overrides_roundtrip(store: SqlStore) -> None:
+async def test_overrides_roundtrip(store: AnyStore) -> None:
     assert await store.get_overrides("r1") == {}
     await store.put_overrides("r1", {"paused": True})
     await store.put_overrides("r1", {"paused": False, "skips": ["2025-03-02"]})
@@ -268,31 +264,31 @@ async def test_overrides_roundtrip(store: SqlStore) -> None:
 # --- alerts --------------------------------------------------------------------------------
 
 
-async def test_alerts_keep_first_raise_time_until_cleared(store: SqlStore) -> None:
+async def test_alerts_keep_first_raise_time_until_cleared(store: AnyStore) -> None:
     await store.set_alert("r1", "quarantined", "restart ladder exhausted", T0)
     await store.set_alert("r1", "quarantined", "still exhausted", T0 + timedelta(minutes=5))
     await store.set_alert("r2", "stale", "no observation", T0)
-    assert await store.active_alerts() == [
+    assert await active_alerts(store) == [
         ("r1", "quarantined", "still exhausted", T0),
         ("r2", "stale", "no observation", T0),
     ]
     await store.clear_alert("r1", "quarantined", T0 + timedelta(minutes=6))
     await store.clear_alert("r9", "nothing", T0)
-    assert await store.active_alerts() == [("r2", "stale", "no observation", T0)]
+    assert await active_alerts(store) == [("r2", "stale", "no observation", T0)]
     later = T0 + timedelta(hours=1)
     await store.set_alert("r1", "quarantined", "again", later)
-    assert ("r1", "quarantined", "again", later) in await store.active_alerts()
+    assert ("r1", "quarantined", "again", later) in await active_alerts(store)
 
 
 # --- SLA -----------------------------------------------------------------------------------
 
 
-async def test_sla_accumulates_per_room_and_day(store: SqlStore) -> None:
+async def test_sla_accumulates_per_room_and_day(store: AnyStore) -> None:
     d1, d2 = date(2025, 3, 1), date(2025, 3, 2)
-    await store.add_sla("r1", d1, scheduled_s=3600, live_s=3500)
-    await store.add_sla("r1", d1, live_s=50, drops=1, recovery_s=12.5)
-    await store.add_sla("r1", d1, drops=1, recovery_s=4.0)
-    await store.add_sla("r2", d2, scheduled_s=10)
+    await store.add_sla_rows([SlaRow("r1", d1, 3600, 3500, 0, 0, 0.0, 0.0)])
+    await store.add_sla_rows([SlaRow("r1", d1, 0, 50, 1, 1, 12.5, 12.5)])
+    await store.add_sla_rows([SlaRow("r1", d1, 0, 0, 1, 1, 4.0, 4.0)])
+    await store.add_sla_rows([SlaRow("r2", d2, 10, 0, 0, 0, 0.0, 0.0)])
     rows = await store.sla(d1)
     assert [(r.room_id, r.day) for r in rows] == [("r1", d1), ("r2", d2)]
     r1 = rows[0]
@@ -316,17 +312,17 @@ async def test_sla_accumulates_per_room_and_day(store: SqlStore) -> None:
 # --- bad input -----------------------------------------------------------------------------
 
 
-async def test_naive_datetime_is_refused_and_chained(store: SqlStore) -> None:
+async def test_naive_datetime_is_refused_and_chained(store: AnyStore) -> None:
     with pytest.raises(StoreError, match="naive datetime") as info:
         await store.set_alert("r1", "k", "m", datetime(2025, 3, 1, 12, 0))
     assert info.value.__cause__ is not None
-    assert await store.active_alerts() == []
+    assert await active_alerts(store) == []
 
 
 # --- fencing -------------------------------------------------------------------------------
 
 
-async def test_fenced_writes_need_the_current_lease(target: StoreTarget) -> None:
+async def test_fenced_writes_need_the_current_lease(target: AnyTarget) -> None:
     store = await target.make()
     now = target.clock.now
     [lease] = await store.acquire_leases("a", ["r1"], ttl_s=30, now=now)
@@ -337,7 +333,7 @@ async def test_fenced_writes_need_the_current_lease(target: StoreTarget) -> None
     with pytest.raises(FencedOut):
         await store.save_room("r1", {"v": 2}, fence=0)
     with pytest.raises(FencedOut):
-        await store.append_transition(rec, fence=7)
+        await store.save_room("r1", {"v": 7}, fence=7, transition=rec)
     with pytest.raises(FencedOut):
         await store.put_start_intent(intent, fence=2)
     with pytest.raises(FencedOut):
@@ -345,15 +341,15 @@ async def test_fenced_writes_need_the_current_lease(target: StoreTarget) -> None
     # nothing written by the refused calls
     assert await store.load_rooms() == {"r1": {"v": 1}}
     assert await store.transitions() == []
-    assert await store.start_intents("r1") == []
+    assert await start_intents_of(store, "r1") == []
     # the right fence works, and fence=None is unconditional (single instance)
-    await store.append_transition(rec, fence=1)
+    await store.save_room("r1", {"v": 1}, fence=1, transition=rec)
     assert await store.put_start_intent(intent, fence=1)
     await store.save_room("r1", {"v": 3}, fence=None)
     assert await store.load_rooms() == {"r1": {"v": 3}}
 
 
-async def test_save_rooms_is_one_transaction_with_per_room_fences(target: StoreTarget) -> None:
+async def test_save_rooms_is_one_transaction_with_per_room_fences(target: AnyTarget) -> None:
     """Group commit: several rooms' writes and audit rows at once; a room whose fence no longer
     holds gets its FencedOut and writes nothing, the others are written."""
     store = await target.make()
@@ -372,7 +368,7 @@ async def test_save_rooms_is_one_transaction_with_per_room_fences(target: StoreT
     assert await store.save_rooms([]) == []
 
 
-async def test_room_writer_shares_commits_and_keeps_each_outcome(target: StoreTarget) -> None:
+async def test_room_writer_shares_commits_and_keeps_each_outcome(target: AnyTarget) -> None:
     store = await target.make()
     now = target.clock.now
     await store.acquire_leases("a", [f"r{i}" for i in range(50)], ttl_s=30, now=now)
@@ -388,7 +384,7 @@ async def test_room_writer_shares_commits_and_keeps_each_outcome(target: StoreTa
     assert await asyncio.wait_for(writer.save(RoomWrite("r1", {"alone": True}, 1)), 5) is None
 
 
-async def test_released_lease_fences_out_its_old_holder(target: StoreTarget) -> None:
+async def test_released_lease_fences_out_its_old_holder(target: AnyTarget) -> None:
     store = await target.make()
     now = target.clock.now
     await store.acquire_leases("a", ["r1"], ttl_s=30, now=now)
@@ -403,7 +399,7 @@ async def test_released_lease_fences_out_its_old_holder(target: StoreTarget) -> 
 # --- leases --------------------------------------------------------------------------------
 
 
-async def test_lease_expiry_takeover_increments_fence(target: StoreTarget) -> None:
+async def test_lease_expiry_takeover_increments_fence(target: AnyTarget) -> None:
     a, b = await target.make(), await target.make()
     clock = target.clock
     held_a = await a.acquire_leases("a", ["r1", "r2"], ttl_s=30, now=clock.now)
@@ -427,7 +423,7 @@ async def test_lease_expiry_takeover_increments_fence(target: StoreTarget) -> No
     assert owners == {"r1": ("a", 1), "r2": ("b", 2)}
 
 
-async def test_max_rooms_caps_what_one_instance_takes(target: StoreTarget) -> None:
+async def test_max_rooms_caps_what_one_instance_takes(target: AnyTarget) -> None:
     store = await target.make()
     now = target.clock.now
     rooms = [f"r{i:02}" for i in range(10)]
@@ -443,7 +439,7 @@ async def test_max_rooms_caps_what_one_instance_takes(target: StoreTarget) -> No
         await store.acquire_leases("", rooms, ttl_s=30, now=now)
 
 
-async def test_concurrent_acquire_never_owns_a_room_twice(target: StoreTarget) -> None:
+async def test_concurrent_acquire_never_owns_a_room_twice(target: AnyTarget) -> None:
     a, b = await target.make(), await target.make()
     now = target.clock.now
     rooms = [f"room-{i:03}" for i in range(60)]
@@ -464,7 +460,8 @@ async def test_concurrent_acquire_never_owns_a_room_twice(target: StoreTarget) -
 # --- resources -----------------------------------------------------------------------------
 
 
-async def test_pool_connections_are_returned_and_closed(target: StoreTarget) -> None:
+async def test_pool_connections_are_returned_and_closed(sql_target: StoreTarget) -> None:
+    target = sql_target
     store = await target.make()
     now = target.clock.now
     await asyncio.gather(
@@ -498,7 +495,7 @@ async def _pg_backends(target: StoreTarget) -> int:
 
 
 async def test_save_room_with_transition_is_one_all_or_nothing_write(
-    target: StoreTarget,
+    target: AnyTarget,
 ) -> None:
     store = await target.make()
     now = target.clock.now

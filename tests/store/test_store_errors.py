@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
+from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.store import FencedOut, SqlStore, StoreError, StoreUnavailable
 from tests.support.pgcluster import PG_DSN
 from tests.support.ports import free_port
@@ -18,9 +19,26 @@ async def test_unreachable_postgres_is_temporary_and_chained() -> None:
     with pytest.raises(StoreUnavailable, match="temporary") as info:
         await store.open()
     assert isinstance(info.value, StoreError)
+    assert isinstance(info.value, TemporaryError)  # retry loops wait it out like a 5xx
     assert info.value.temporary is True
     assert info.value.__cause__ is not None
     await store.close()
+
+
+def test_store_unavailable_sits_in_the_temporary_branch() -> None:
+    exc = StoreUnavailable("store load_rooms failed: PostgreSQL unreachable", retry_after=2.0)
+    assert isinstance(exc, StoreError) and isinstance(exc, TemporaryError)
+    assert not isinstance(exc, PermanentError)
+    assert (exc.retry_after, exc.temporary) == (2.0, True)
+    assert str(exc) == "store load_rooms failed: PostgreSQL unreachable"  # nothing added
+    caught: list[BaseException] = []
+    for handler in (TemporaryError, StoreError):  # a retry loop's clause, a store caller's
+        try:
+            raise exc
+        except handler as e:
+            caught.append(e)
+    assert caught == [exc, exc]
+    assert not isinstance(StoreError("disk full"), TemporaryError)  # the rest stays permanent
 
 
 async def test_unreadable_sqlite_path_is_a_permanent_store_error() -> None:
@@ -28,6 +46,7 @@ async def test_unreadable_sqlite_path_is_a_permanent_store_error() -> None:
     with pytest.raises(StoreError) as info:
         await store.open()
     assert not isinstance(info.value, StoreUnavailable)
+    assert not isinstance(info.value, TemporaryError)
 
 
 def test_unsupported_backend_is_refused() -> None:

@@ -1,4 +1,4 @@
-"""Retention and stored-size caps, on SQLite and PostgreSQL (the ``store`` fixture).
+"""Retention and stored-size caps, on SQLite, PostgreSQL and in memory (``sql_*``: SQL only).
 
 Every table that grows with traffic is pruned by its own cutoff, and nothing a caller sends is
 stored whole: 2,000 x 30 KB callbacks once made a 248 MB SQLite file that never shrank.
@@ -20,9 +20,12 @@ from orchestrator.store import (
     SqlStore,
     StartIntent,
     TransitionRecord,
+    sql_inbox,
 )
 from orchestrator.store import sql as store_sql
-from tests.support.storekit import StoreTarget
+from orchestrator.store.sql_schema import jobs_seen
+from tests.support.storekit import AnyStore, AnyTarget
+from tests.support.storepeek import active_alerts, add_transition, start_intents_of
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -46,7 +49,10 @@ async def _count(store: SqlStore, table: str) -> int:
         return int((await conn.execute(select(func.count()).select_from(t))).scalar_one())
 
 
-async def test_prune_older_prunes_every_growing_table_by_its_own_cutoff(store: SqlStore) -> None:
+async def test_prune_older_prunes_every_growing_table_by_its_own_cutoff(
+    sql_store: SqlStore,
+) -> None:
+    store = sql_store
     old, new = T0, T0 + 10 * DAY
     await store.inbox_append([item("old-pending", old), item("old-done", old), item("new", new)])
     done = [p.id for p in await store.inbox_pending() if p.dedupe_key == "old-done"]
@@ -54,9 +60,13 @@ async def test_prune_older_prunes_every_growing_table_by_its_own_cutoff(store: S
     await store.put_reply("c-old", {"status": "ok"}, old)
     await store.put_reply("c-new", {"status": "ok"}, new)
     for at in (old, new):
-        await store.append_transition(TransitionRecord("r1", at, "IDLE", "LIVE", "X"))
-    await store.record_job("r1", "job-old", "FINISHED", old)
-    await store.record_job("r1", "job-new", "PROCESSING", new)
+        await add_transition(store, TransitionRecord("r1", at, "IDLE", "LIVE", "X"))
+    # jobs_seen is no longer written (nothing read it), but old databases have rows to prune
+    async with store.engine.begin() as conn:
+        await conn.execute(jobs_seen.insert(), [
+            {"job_id": j, "room_id": "r1", "state": "X", "first_seen": at, "last_seen": at}
+            for j, at in (("job-old", old), ("job-new", new))
+        ])  # fmt: skip
     await store.put_start_intent(StartIntent("r1", "w-old", 1, old))
     await store.resolve_start_intent("r1", "w-old", 1, outcome="started", job_id="job-old")
     await store.put_start_intent(StartIntent("r1", "w-pending", 1, old))  # never pruned
@@ -81,23 +91,25 @@ async def test_prune_older_prunes_every_growing_table_by_its_own_cutoff(store: S
     assert [p.dedupe_key for p in await store.inbox_pending()] == ["new"]
     assert await store.get_reply("c-old") is None and await store.get_reply("c-new") is not None
     assert [t.at for t in await store.transitions("r1")] == [new]
-    assert [j[0] for j in await store.jobs("r1")] == ["job-new"]
-    assert [i.window_key for i in await store.start_intents("r1")] == ["w-pending"]
-    assert [a[1] for a in await store.active_alerts()] == ["active-old"]
+    async with store.engine.connect() as conn:
+        assert list((await conn.execute(select(jobs_seen.c.job_id))).scalars()) == ["job-new"]
+    assert [i.window_key for i in await start_intents_of(store, "r1")] == ["w-pending"]
+    assert [a[1] for a in await active_alerts(store)] == ["active-old"]
     assert [r.day for r in await store.sla(date(2025, 1, 1))] == [date(2025, 3, 11)]
     assert await store.prune_older(PruneCutoffs(inbox=cut)) == {"inbox": 0}  # idempotent
 
 
 async def test_prune_deletes_a_backlog_in_bounded_transactions(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    sql_store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_sql, "_PRUNE_CHUNK", 7)
+    store = sql_store
+    monkeypatch.setattr(sql_inbox, "_PRUNE_CHUNK", 7)
     await store.inbox_append([item(f"k{i}", T0) for i in range(50)] + [item("keep", T0 + DAY)])
     assert await store.prune_older(PruneCutoffs(inbox=T0 + DAY / 2)) == {"inbox": 50}
     assert await _count(store, "inbox") == 1
 
 
-async def test_a_huge_callback_is_stored_capped_and_still_routable(target: StoreTarget) -> None:
+async def test_a_huge_callback_is_stored_capped_and_still_routable(target: AnyTarget) -> None:
     store = target.new()
     store._max_payload = 2048
     await store.open()
@@ -116,7 +128,7 @@ async def test_a_huge_callback_is_stored_capped_and_still_routable(target: Store
     assert [p.payload for p in await store.inbox_pending() if p.dedupe_key == "small"] == [small]
 
 
-async def test_identifiers_from_outside_fit_their_columns(store: SqlStore) -> None:
+async def test_identifiers_from_outside_fit_their_columns(store: AnyStore) -> None:
     """A 5,000-character job id or event type failed the whole group commit on PostgreSQL."""
     long_job, long_type = "j" * 5000, "T" * 5000
     items = [
@@ -133,19 +145,20 @@ async def test_identifiers_from_outside_fit_their_columns(store: SqlStore) -> No
     assert await store.get_reply("c" * 999 + "d") is None
 
 
-async def test_other_outside_text_is_capped(target: StoreTarget) -> None:
+async def test_other_outside_text_is_capped(target: AnyTarget) -> None:
     store = target.new()
     store._max_text = 1000
     await store.open()
     cloud_error = "E" * 50_000
-    await store.append_transition(
-        TransitionRecord("r1", T0, "LIVE", "RESTARTING", "Failed", cloud_error, {"e": cloud_error})
+    rec = TransitionRecord(
+        "r1", T0, "LIVE", "RESTARTING", "Failed", cloud_error, {"e": cloud_error}
     )
+    await store.save_room("r1", {"state": "RESTARTING"}, transition=rec)
     [t] = await store.transitions("r1")
     assert len(t.cause) < 1100 and t.cause.endswith("chars]")
     assert len(json.dumps(t.detail)) < 1100
     await store.set_alert("r1", "unrecovered", cloud_error, T0)
-    [(_, _, message, _)] = await store.active_alerts()
+    [(_, _, message, _)] = await active_alerts(store)
     assert len(message) < 1100
     await store.put_reply("c1", {"status": "error", "message": cloud_error}, T0)
     reply = await store.get_reply("c1")

@@ -1,4 +1,4 @@
-"""Test doubles for the bridge's own seams: a recording Control and an in-memory reply store.
+"""Test doubles for the bridge's own seams: a recording Control and the in-memory store.
 
 Also used by the runnable ``_mqtt_bridge_proc.py`` (LWT test and the docs examples).
 """
@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.control import CommandError
 from orchestrator.mqtt.commands import reply_key
+from orchestrator.store.memory import MemoryStore
 
 
 @dataclass
@@ -104,11 +105,18 @@ class RecordingControl:
         return await self._record("reload", None, cause=cause)
 
 
-@dataclass
-class MemoryReplyStore:
-    """get_reply/put_reply of the Store protocol, in memory (first reply per id wins)."""
+class MemoryReplyStore(MemoryStore):
+    """The in-memory store (first reply per id wins), with views of the replies it holds."""
 
-    replies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    def __init__(self, replies: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        super().__init__()
+        for command_id, reply in (replies or {}).items():  # what an earlier run left behind
+            self.data.replies[command_id] = (dict(reply), datetime.now(UTC))
+
+    @property
+    def replies(self) -> dict[str, Mapping[str, Any]]:
+        """Every stored reply by key (a copy: write through ``put_reply``)."""
+        return {k: v for k, (v, _) in self.data.replies.items()}
 
     @property
     def answers(self) -> dict[str, Mapping[str, Any]]:
@@ -118,12 +126,3 @@ class MemoryReplyStore:
     def answer(self, room_id: str | None, action: str, command_id: str) -> Mapping[str, Any]:
         """The reply stored for one (room, action, id)."""
         return self.replies[reply_key(room_id, action, command_id)]
-
-    async def get_reply(self, command_id: str) -> Mapping[str, Any] | None:
-        return self.replies.get(command_id)
-
-    async def put_reply(self, command_id: str, reply: Mapping[str, Any], at: datetime) -> bool:
-        if command_id in self.replies:
-            return False
-        self.replies[command_id] = dict(reply)
-        return True

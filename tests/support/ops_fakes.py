@@ -1,51 +1,34 @@
-"""Fakes for the ops tests: a snapshot provider and an in-memory store (our own seams).
+"""Fakes for the ops tests: a snapshot provider (our own seam) and the in-memory store.
 
 Imported as ``tests.support.ops_fakes``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from orchestrator.ops.http import Readiness, SnapshotRooms, ops_routes
 from orchestrator.ops.metrics import Metrics
 from orchestrator.rooms.model import Order, RoomState, Snapshot
-from orchestrator.store.base import SlaRow, Store, StoreError, TransitionRecord
+from orchestrator.store.base import SlaRow, StoreError, TransitionRecord
+from orchestrator.store.memory import MemoryStore
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TOKEN = "ops-token-s3cret"
 
 
-@dataclass
-class FakeStore:
-    transitions_: list[TransitionRecord] = field(default_factory=list)
-    sla_rows: list[SlaRow] = field(default_factory=list)
-    broken: bool = False
+# What a broken store says: the readiness check must not repeat it (it names a path).
+OUTAGE = StoreError("disk on fire at sqlite:////secret/path")
 
-    async def ping(self) -> None:
-        if self.broken:
-            raise StoreError("disk on fire at sqlite:////secret/path")
 
-    async def transitions(
-        self, room_id: str | None = None, *, since: datetime | None = None, limit: int = 100
-    ) -> list[TransitionRecord]:
-        if self.broken:
-            raise StoreError("down")
-        out = [
-            t
-            for t in self.transitions_
-            if (room_id is None or t.room_id == room_id) and (since is None or t.at >= since)
-        ]
-        return out[-limit:]
-
-    async def sla(self, since: date, room_id: str | None = None) -> list[SlaRow]:
-        if self.broken:
-            raise StoreError("down")
-        return [
-            r for r in self.sla_rows if r.day >= since and (room_id is None or r.room_id == room_id)
-        ]
+def memory_store(transitions: list[TransitionRecord], sla_rows: list[SlaRow]) -> MemoryStore:
+    """The in-memory store holding these rows (``store.outage = OUTAGE`` breaks it)."""
+    store = MemoryStore()
+    store.data.transitions = list(transitions)
+    store.data.sla = {(r.room_id, r.day): r for r in sla_rows}
+    return store
 
 
 class Rooms:
@@ -76,7 +59,7 @@ class Rooms:
 @dataclass
 class OpsFixture:
     rooms: Rooms
-    store: FakeStore
+    store: MemoryStore
     metrics: Metrics
     readiness: Readiness
     clock: list[float]
@@ -86,7 +69,7 @@ class OpsFixture:
 
         return ops_routes(
             rooms=SnapshotRooms(self.rooms.provider),
-            store=cast(Store, self.store),
+            store=self.store,
             metrics=self.metrics,
             readiness=self.readiness,
             token=SecretStr(token) if token else None,
@@ -118,8 +101,8 @@ def make_ops() -> OpsFixture:
         next_retry_at=NOW + timedelta(seconds=40),
         last_error="CloudUnavailable status=503",
     )
-    store = FakeStore(
-        transitions_=[
+    store = memory_store(
+        transitions=[
             TransitionRecord("room-a", NOW - timedelta(hours=30), "UNKNOWN", "IDLE", "Reconciled"),
             TransitionRecord(
                 "room-a", NOW - timedelta(hours=3), "IDLE", "STARTING", "WindowOpened"

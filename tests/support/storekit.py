@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from orchestrator.store.memory import MemoryData, MemoryStore
 from orchestrator.store.sql import SqlStore
 
 
@@ -44,3 +45,28 @@ class StoreTarget:
     async def close_all(self) -> None:
         for store in self._stores:
             await store.close()
+
+
+class MemoryTarget:
+    """Like :class:`StoreTarget` for ``MemoryStore``: its stores share one ``MemoryData``."""
+
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.data = MemoryData()
+
+    def new(self) -> MemoryStore:
+        return MemoryStore(clock=self.clock, data=self.data)
+
+    async def make(self) -> MemoryStore:
+        store = self.new()
+        await store.open()
+        return store
+
+    async def close_all(self) -> None:
+        return None
+
+
+AnyTarget = StoreTarget | MemoryTarget
+AnyStore = SqlStore | MemoryStore
