@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.names import TopicError, check_mqtt_prefix, is_valid_room_id
-from orchestrator.payloads import snapshot_json  # re-exported: app.py imports it from here
+from orchestrator.payloads import snapshot_json  # re-exported: older callers import it here
 
 __all__ = [
     "BRIDGE",

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import structlog
 
+from orchestrator.payloads import transition_event
 from orchestrator.rooms.explain import explain
 from orchestrator.rooms.model import (
     Action,
@@ -80,29 +81,23 @@ class Transition:
         return self.alerts[-1] if self.alerts else None
 
     def to_json(self) -> dict[str, Any]:
-        """The non-retained MQTT event (same shape as ``mqtt.topics.transition_event``)."""
+        """The non-retained MQTT event (:func:`orchestrator.payloads.transition_event`)."""
         after = self.after
-        out: dict[str, Any] = {
-            "type": "transition",
-            "room_id": self.room_id,
-            "at": self.at.isoformat(),
-            "from": self.before.state.value,
-            "to": after.state.value,
-            "event": self.event,
-            "cause": self.cause,
-            "detail": {
+        return transition_event(
+            self.room_id,
+            from_state=self.before.state.value,
+            to_state=after.state.value,
+            event=self.event,
+            at=self.at,
+            cause=self.cause,
+            detail={
                 "job_id": after.job_id,
                 "attempt": after.attempt,
                 "next_retry_at": after.next_retry_at.isoformat() if after.next_retry_at else None,
                 "last_error": after.last_error,
             },
-        }
-        if self.alerts:
-            out["alerts"] = [
-                {"kind": kind, "status": status, "message": message}
-                for kind, status, message in self.alerts
-            ]
-        return out
+            alerts=self.alerts,
+        )
 
 
 def alert_changes(actions: Sequence[Action]) -> tuple[AlertChange, ...]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.schedule.holidays import load_holidays
 from orchestrator.schedule.windows import RoomSchedule
-from orchestrator.settings import schedule_for_room  # re-exported: the app imports it here
+from orchestrator.settings import schedule_for_room  # re-exported: older callers import it here
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings

@@ -111,7 +111,7 @@ def test_templates_read_the_real_state_payload() -> None:
     assert [_render(scheduled, value_json=s) for s in (live, down, idle)] == ["OFF", "ON", "OFF"]
     sla = by_key["sla_today"]
     assert sla["state_topic"] == "liveorch/rooms/room-a/sla"
-    # what the daemon publishes there (orchestrator.app._publish_sla_today); None = unknown
+    # what the daemon publishes there (orchestrator.upkeep.SlaBook); None = unknown
     for pct, shown in ((99.5, "99.5"), (None, "None")):
         body = {"day": "2026-12-03", "scheduled_s": 600.0, "live_s": 597.0, "percent": pct}
         assert _render(sla["value_template"], value_json=body) == shown

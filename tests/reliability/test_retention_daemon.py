@@ -67,8 +67,8 @@ async def _daemon(tmp_path: Path, **sections: Any) -> AsyncIterator[tuple[Daemon
 
 async def _wait_runs(daemon: Daemon, n: int) -> None:
     async def until() -> None:
-        async with daemon.pruned:
-            await daemon.pruned.wait_for(lambda: daemon.prune_runs >= n)
+        async with daemon.retention.done:
+            await daemon.retention.done.wait_for(lambda: daemon.retention.runs >= n)
 
     await asyncio.wait_for(until(), WAIT_S)
 

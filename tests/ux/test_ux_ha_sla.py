@@ -56,7 +56,7 @@ async def test_sla_of_the_day_is_published_for_the_discovered_sensor(
             assert config["payload"]["state_topic"] == sla_topic
             await st.wait_state("ux-s", RoomState.LIVE)
             st.clock.advance(100)
-            await st.daemon._flush_sla()
+            await st.daemon.sla_book.flush()
             first = await tap.messages.wait(sla(lambda p: p["scheduled_s"] >= 100))
             body = first["payload"]
             assert set(body) == {"day", "scheduled_s", "live_s", "percent"}
@@ -65,9 +65,9 @@ async def test_sla_of_the_day_is_published_for_the_discovered_sensor(
             assert body["percent"] == round(100 * body["live_s"] / body["scheduled_s"], 2)
 
             # nothing changed: no new message; then a minute more LIVE: a new one
-            await st.daemon._flush_sla()
+            await st.daemon.sla_book.flush()
             st.clock.advance(60)
-            await st.daemon._flush_sla()
+            await st.daemon.sla_book.flush()
             later = await tap.messages.wait(
                 sla(lambda p: p["scheduled_s"] >= body["scheduled_s"] + 60)
             )
