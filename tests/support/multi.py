@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ import httpx
 
 from tests.support.pgcluster import PG_DSN, sqlalchemy_url
 from tests.support.ports import free_port
-from tests.support.procs import DEADLINE, Proc, eventually, orchestrator_argv
+from tests.support.procs import DEADLINE, REPO, Proc, eventually, orchestrator_argv
 
 RUNNING = frozenset({"WAITING", "PROCESSING"})
 TTL_S = 3.0
@@ -88,7 +89,10 @@ class DuplicateWatch:
 class Cluster:
     """The emulator and N daemons of one test, with a private PostgreSQL schema."""
 
-    def __init__(self, log_dir: Path, rooms: Sequence[str], *, dsn: str = PG_DSN) -> None:
+    def __init__(
+        self, log_dir: Path, rooms: Sequence[str], *, dsn: str = PG_DSN, poll_s: float = POLL_S
+    ) -> None:
+        self.poll_s = poll_s  # [recovery] poll_interval_s of every daemon
         self.dsn = dsn  # a private server's for tests that restart it (support/pgcluster)
         self.log_dir = log_dir
         self.rooms = list(rooms)
@@ -101,11 +105,22 @@ class Cluster:
     def diag(self) -> str:
         return "\n".join(p.tail() for p in self.procs)
 
-    async def start_emulator(self) -> Emulator:
-        args = ["emulate", "--port", "0", "--time-scale", "10", "--seed", "3"]
+    async def start_emulator(self, *, journal: bool = False) -> Emulator:
+        """``journal``: the emulator of ``_journal_emulator.py`` (every call and 429 timestamped,
+        on a real-time clock so its rate limits are the documented ones per real second)."""
+        scale = "1" if journal else "10"
+        args = ["emulate", "--port", "0", "--time-scale", scale, "--seed", "3"]
         for r in self.rooms:
             args += ["--room", r]
-        proc = Proc("emulator", orchestrator_argv(*args), log_dir=self.log_dir)
+        if journal:  # a script run by path, next to the multi tests
+            argv = [
+                sys.executable,
+                str(REPO / "tests" / "multi" / "_journal_emulator.py"),
+                *args[1:],
+            ]
+        else:
+            argv = orchestrator_argv(*args)
+        proc = Proc("emulator", argv, log_dir=self.log_dir)
         self.procs.append(proc)
 
         async def announced() -> dict[str, Any] | None:
@@ -146,7 +161,7 @@ public_callback_url = "http://127.0.0.1:{port}/callbacks/metastudio"
 auth_type = "MSS_A_HEAD"
 key = "{uuid.uuid4().hex}"
 [recovery]
-poll_interval_s = {POLL_S}
+poll_interval_s = {self.poll_s}
 grace_s = 1.0
 stale_after_s = 10.0
 [schedule]
