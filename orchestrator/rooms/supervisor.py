@@ -422,6 +422,7 @@ class RoomSupervisor:
                 await asyncio.Event().wait()
         finally:
             self._tg = None
+            await self._recorder.drain()  # the group-commit task must not outlive the rooms
 
     def _spawn(self, w: RoomWorker) -> None:
         assert self._tg is not None

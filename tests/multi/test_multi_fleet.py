@@ -24,7 +24,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from multi_support import PG_DSN, TTL_S, Cluster, DuplicateWatch, Proc, eventually
+
+from tests.support.multi import TTL_S, Cluster, DuplicateWatch, eventually
+from tests.support.pgcluster import PG_DSN
+from tests.support.procs import Proc
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -8,11 +8,12 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from _storekit import PG_DSN, AnyTarget, StoreTarget
 
 from orchestrator.ownership import role_key
 from orchestrator.store import FencedOut
 from orchestrator.store.notify import channel_name
+from tests.support.pgcluster import PG_DSN
+from tests.support.storekit import AnyTarget, StoreTarget
 
 KEY = role_key("tenant-reader")
 JOBS = {"r1": [{"job_id": "j1", "state": "PROCESSING", "rtmp_state": "CONNECTED"}], "r2": []}
