@@ -13,7 +13,6 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from test_machine_ladder import S, Sim
 
 from orchestrator.rooms.model import (
     JobObserved,
@@ -32,6 +31,7 @@ from orchestrator.rooms.model import (
     Wait,
 )
 from orchestrator.rooms.policy import Policy
+from tests.rooms.test_machine_ladder import S, Sim
 
 JOB = "job-1"
 

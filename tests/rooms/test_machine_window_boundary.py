@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from test_machine_ladder import T0, S, Sim
 
 from orchestrator.rooms.model import (
     Action,
@@ -33,6 +32,7 @@ from orchestrator.rooms.model import (
     WindowClosed,
     WindowOpened,
 )
+from tests.rooms.test_machine_ladder import T0, S, Sim
 
 JOB = "job-1"
 THROTTLED = "Throttled: 429 APIGW.0308"
