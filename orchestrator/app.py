@@ -6,6 +6,11 @@ Start order (each step finishes before the next begins)::
     → inbox replay → adoption of running jobs → schedule (catch-up) → MQTT → poller
     → READY=1 (systemd)
 
+With leases (several instances) a callback may reach any instance: one whose room is owned
+elsewhere is left in the shared inbox and announced over LISTEN/NOTIFY; the owner claims it
+(``fleet.callbacks``), and claims its rooms' pending callbacks when it gains them (this replaces
+the startup inbox replay).
+
 Every long-running service is a named task in one TaskGroup. A service that crashes is logged
 with context and brings the whole process down with exit code 1 (systemd restarts it): never a
 silent half-alive daemon. Room workers are the exception: the supervisor restarts a crashed room
@@ -47,6 +52,7 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.control import CommandError
 from orchestrator.control_service import ControlService
 from orchestrator.errors import ConfigError
+from orchestrator.fleet.callbacks import CallbackHandoff, fleet_signals, inbox_channel
 from orchestrator.handover import Handover, adopt_at_boot
 from orchestrator.httpserver import GuardStats
 from orchestrator.listeners import TransitionFanout
@@ -63,6 +69,7 @@ from orchestrator.schedule.scheduler import WindowScheduler
 from orchestrator.settings import Settings, config_url_secrets, mask_url
 from orchestrator.sla import SlaAccumulator
 from orchestrator.store.base import Store, StoreError
+from orchestrator.store.notify import Signals
 from orchestrator.store.sql import SqlStore
 from orchestrator.upkeep import Retention, SlaBook, TenantPoller, log_repeats_loop, probe_runner
 
@@ -157,6 +164,8 @@ class Daemon:
         self.bridge: MqttBridge | None = None
         self.webhook: WebhookSender | None = None
         self._reload: ConfigReload | None = None
+        self.signals: Signals | None = None
+        self.handoff: CallbackHandoff | None = None
 
     def _current(self) -> Settings:
         """The settings in force (a reload replaces them); what every part re-reads."""
@@ -225,6 +234,8 @@ class Daemon:
         self.attach_rooms(sup)
         assert self._reload is not None
         self._reload.cloud = (self._http, self.client)
+        if self.ownership is not None:
+            self._fleet_callbacks(sup)
         await self.overrides.load_outputs()
         rc = 0
         refused: ConfigError | None = None
@@ -233,7 +244,11 @@ class Daemon:
                 tg.create_task(self._stop_during_startup(), name="startup-stop")
                 tg.create_task(sup.run(), name="supervisor")
                 await self._start_http(tg, sup)
-                await self._replay_inbox()
+                if self.signals is not None and self.handoff is not None:
+                    tg.create_task(self.signals.run(), name="signals")
+                    tg.create_task(self.handoff.run(), name="callback-handoff")
+                else:  # several instances: each owner claims its rooms' items as it gains them
+                    await self._replay_inbox()
                 if self.ownership is None:
                     report = await adopt_at_boot(sup, self.rng)
                     log.info("adoption_done", **report.to_log())
@@ -301,11 +316,28 @@ class Daemon:
     async def _start_http(self, tg: asyncio.TaskGroup, sup: RoomSupervisor) -> None:
         self.callback_intake = endpoints.callback_intake(
             self._current, store=self.store, rooms=sup, clock=self.clock, metrics=self.metrics,
-            on_event=self.fanout.on_callback_event,
+            on_event=self.fanout.on_callback_event, route=self.handoff,
         )  # fmt: skip
+        if self.handoff is not None:  # claimed callbacks share the intake's ordering state
+            self.handoff.dispatcher = self.callback_intake.dispatcher
         routes = [*self.callback_intake.routes(), *self.ops_routes()]
         server = await endpoints.start_server(tg, Starlette(routes=routes), self.settings)
         self.http_port, self.http_guard = server.port, server.guard
+
+    def _fleet_callbacks(self, sup: RoomSupervisor) -> None:
+        """Several instances: callbacks to any instance reach the owner of their room."""
+        store = self.settings.store
+        self.signals = fleet_signals(store)
+        self.handoff = CallbackHandoff(
+            self.store,
+            owner=self.instance_id,
+            rooms=sup,
+            configured=lambda room_id: self.settings.room(room_id) is not None,
+            clock=self.clock,
+            signals=self.signals,
+            channel=inbox_channel(store),
+        )
+        self._handover.inbox = self.handoff.gained
 
     async def _replay_inbox(self) -> None:
         assert self.callback_intake is not None
