@@ -29,11 +29,15 @@ def _err(msg: str) -> None:
 
 
 def _load(args: argparse.Namespace, *, check_target: bool = True) -> Any:
+    from orchestrator.rooms.startreq import check_start_requests
     from orchestrator.settings import load_settings
 
     # report and schedule preview never call the cloud: no project id or AK/SK needed there
     return load_settings(
-        args.config, require_file=args.config is not None, check_target=check_target
+        args.config,
+        require_file=args.config is not None,
+        check_target=check_target,
+        checks=(check_start_requests,),
     )
 
 

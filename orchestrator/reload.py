@@ -22,6 +22,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.metastudio.client import MetaStudioClient
 from orchestrator.ops import systemd
 from orchestrator.overrides import Overrides
+from orchestrator.rooms.startreq import check_start_requests
 from orchestrator.rooms.supervisor import RoomSupervisor
 from orchestrator.settings import Settings, load_settings
 from orchestrator.upkeep import SlaBook
@@ -73,7 +74,7 @@ class ConfigReload:
         """Re-read the config; apply rooms and schedules without touching jobs still desired."""
         systemd.reloading()
         try:
-            new = load_settings(self._path)
+            new = load_settings(self._path, checks=(check_start_requests,))
         except ConfigError as exc:
             systemd.ready(self._status())  # end the reload systemd saw begin; nothing changed
             raise CommandError("bad_config", str(exc)) from exc

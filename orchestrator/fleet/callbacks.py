@@ -35,8 +35,8 @@ from typing import Protocol
 
 import structlog
 
+from orchestrator.callbacks.dispatch import Dispatcher, order_time
 from orchestrator.callbacks.parse import CallbackEvent, CallbackParseError, event_from_message
-from orchestrator.callbacks.receiver import Dispatcher, order_time
 from orchestrator.clock import Clock
 from orchestrator.settings import StoreSettings
 from orchestrator.store.base import InboxItem, InboxStore, StoreError

@@ -98,7 +98,7 @@ async def test_outboxes_stay_bounded_while_disconnected_then_converge(
     assert bridge.pending_states() == limit
     assert bridge.stats.states_dropped == n - limit
     # the oldest events were dropped: the last `limit` rooms' events remain
-    assert bridge._events[0].topic.endswith(f"/{rooms[n - limit]}/events")
+    assert bridge.outbox.events[0].topic.endswith(f"/{rooms[n - limit]}/events")
     for r in rooms:
         control.states[r] = {"room_id": r, "state": "LIVE", "v": 2}
     latest: dict[str, int] = {}
