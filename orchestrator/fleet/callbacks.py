@@ -35,6 +35,7 @@ from typing import Protocol
 
 import structlog
 
+from orchestrator.backoff import Backoff
 from orchestrator.callbacks.dispatch import Dispatcher, order_time
 from orchestrator.callbacks.parse import CallbackEvent, CallbackParseError, event_from_message
 from orchestrator.clock import Clock
@@ -108,6 +109,7 @@ class CallbackHandoff:
         self.dispatcher: Dispatcher | None = None
         """Set once the intake exists: claimed items go through its ordering state."""
         self._wanted: set[int] = set()
+        self._wanted_rooms: set[str] = set()  # announced without an id: claim the room's rows
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one claim-and-dispatch at a time: a job's events in order
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,8 +148,8 @@ class CallbackHandoff:
         task.add_done_callback(self._tasks.discard)
 
     async def _announce(self, entry: Sequence[object]) -> None:
-        if entry[0] is None:  # the id is not known without a read: the owner's replay finds it
-            return
+        # The intake's item has no id (the store assigned it): announced as [null, room, job],
+        # on which the owner claims the room's pending items.
         try:
             await self._signals.publish(INBOX_TOPIC, json.dumps([entry]))
         except Exception as exc:  # the owner's resync or gain still finds the row
@@ -158,13 +160,15 @@ class CallbackHandoff:
     def on_signal(self, payload: str) -> None:
         """Items announced by a receiver: keep those of rooms this instance works on."""
         try:
-            entries = json.loads(payload)
-            mine = [int(e[0]) for e in entries if self._mine(e[1], e[2])]
+            entries = [e for e in json.loads(payload) if self._mine(e[1], e[2])]
+            ids = {int(e[0]) for e in entries if e[0] is not None}
+            rooms = {str(e[1]) for e in entries if e[0] is None and isinstance(e[1], str)}
         except (ValueError, TypeError, IndexError, KeyError):
             log.warning("callback_signal_unreadable", payload=payload[:200])
             return
-        if mine:
-            self._wanted.update(mine)
+        if ids or rooms:
+            self._wanted.update(ids)
+            self._wanted_rooms.update(rooms)
             self._wake.set()
 
     def _mine(self, room: object, job: object) -> bool:
@@ -173,15 +177,31 @@ class CallbackHandoff:
         return isinstance(job, str) and self._rooms.room_for_job(job) is not None
 
     async def run(self) -> None:
-        """Claim and dispatch announced items until cancelled."""
+        """Claim and dispatch announced items until cancelled. A claim the store refused is
+        tried again (the rows stay pending meanwhile; a resync or a gain may get them first)."""
+        backoff = Backoff(base_s=0.2, cap_s=5.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
             ids, self._wanted = sorted(self._wanted), set()
+            rooms, self._wanted_rooms = sorted(self._wanted_rooms), set()
             try:
                 await self._claim(ids, owner=self._owner, cause="signal")
-            except StoreError as exc:  # left pending: the next resync or gain claims them
-                log.warning("callback_claim_failed", error=str(exc)[:300], items=len(ids))
+                await self._replay(rooms, cause="signal")
+            except StoreError as exc:
+                self._wanted.update(ids)
+                self._wanted_rooms.update(rooms)
+                delay = backoff.next_delay()
+                log.warning(
+                    "callback_claim_failed",
+                    error=str(exc)[:300],
+                    items=len(ids),
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                self._wake.set()
+            else:
+                backoff.reset()
 
     async def gained(self, room_ids: Sequence[str]) -> None:
         """Rooms just taken over: claim what was left for them (their previous owner's
