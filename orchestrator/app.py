@@ -6,10 +6,10 @@ Start order (each step finishes before the next begins)::
     → inbox replay → adoption of running jobs → schedule (catch-up) → MQTT → poller
     → READY=1 (systemd)
 
-With leases (several instances) a callback may reach any instance: one whose room is owned
-elsewhere is left in the shared inbox and announced over LISTEN/NOTIFY; the owner claims it
-(``fleet.callbacks``), and claims its rooms' pending callbacks when it gains them (this replaces
-the startup inbox replay).
+With leases, adoption is the ownership loop's and the poller the fleet's (``fleet.parts``).
+A callback may then reach any instance: one whose room is owned elsewhere is left in the shared
+inbox and announced over LISTEN/NOTIFY; the owner claims it (``fleet.callbacks``), and claims
+its rooms' pending callbacks when it gains them (this replaces the startup inbox replay).
 
 Every long-running service is a named task in one TaskGroup. A service that crashes is logged
 with context and brings the whole process down with exit code 1 (systemd restarts it): never a
@@ -23,7 +23,8 @@ The parts live in their own modules; this one only builds and connects them:
 ``control_service`` (commands → room events), ``listeners`` (transition fan-out), ``upkeep``
 (poll, SLA, retention, probe loops), ``overrides`` (stored output and schedule overrides),
 ``reload`` (SIGHUP / ``reload``), ``handover`` (leases, adoption at boot), ``cloud`` (the
-configured MetaStudio client), ``endpoints`` (the HTTP routes). docs/architecture.md maps them.
+configured MetaStudio client), ``endpoints`` (the HTTP routes), ``fleet`` (the tenant's budget
+and listing shared between instances). docs/architecture.md maps them.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.control import CommandError
 from orchestrator.control_service import ControlService
 from orchestrator.errors import ConfigError
-from orchestrator.fleet.callbacks import CallbackHandoff, fleet_signals, inbox_channel
+from orchestrator.fleet.callbacks import CallbackHandoff, inbox_channel
+from orchestrator.fleet.parts import Fleet
+from orchestrator.fleet.share import TENANT_READER
 from orchestrator.handover import Handover, adopt_at_boot
 from orchestrator.httpserver import GuardStats
 from orchestrator.listeners import TransitionFanout
@@ -69,7 +72,6 @@ from orchestrator.schedule.scheduler import WindowScheduler
 from orchestrator.settings import Settings, config_url_secrets, mask_url
 from orchestrator.sla import SlaAccumulator
 from orchestrator.store.base import Store, StoreError
-from orchestrator.store.notify import Signals
 from orchestrator.store.sql import SqlStore
 from orchestrator.upkeep import Retention, SlaBook, TenantPoller, log_repeats_loop, probe_runner
 
@@ -154,7 +156,9 @@ class Daemon:
                 rng=self.rng,
                 on_gained=self._handover.gained,
                 on_lost=self._handover.lost,
+                roles=[TENANT_READER],
             )
+        self.fleet: Fleet | None = None  # several instances: shared budget, one tenant read
         self._http: httpx.AsyncClient | None = None
         self.client: MetaStudioClient | None = None
         self.supervisor: RoomSupervisor | None = None
@@ -164,8 +168,7 @@ class Daemon:
         self.bridge: MqttBridge | None = None
         self.webhook: WebhookSender | None = None
         self._reload: ConfigReload | None = None
-        self.signals: Signals | None = None
-        self.handoff: CallbackHandoff | None = None
+        self.handoff: CallbackHandoff | None = None  # several instances: callbacks to the owner
 
     def _current(self) -> Settings:
         """The settings in force (a reload replaces them); what every part re-reads."""
@@ -219,6 +222,8 @@ class Daemon:
         self._http, self.client = cloud.build_client(
             s.cloud, transport=self._transport, on_call=self._on_api_call
         )
+        if self.ownership is not None:  # several instances share the tenant's API limits
+            self.fleet = Fleet(self.ownership, self.client.limits, self._current, self.metrics)
         sup = RoomSupervisor(
             cloud=self.client,
             store=self.store,
@@ -232,10 +237,10 @@ class Daemon:
             on_dropped=self.ownership.dropped if self.ownership else None,
         )
         self.attach_rooms(sup)
+        if self.fleet is not None:
+            self._fleet_callbacks(self.fleet, sup)
         assert self._reload is not None
         self._reload.cloud = (self._http, self.client)
-        if self.ownership is not None:
-            self._fleet_callbacks(sup)
         await self.overrides.load_outputs()
         rc = 0
         refused: ConfigError | None = None
@@ -244,10 +249,9 @@ class Daemon:
                 tg.create_task(self._stop_during_startup(), name="startup-stop")
                 tg.create_task(sup.run(), name="supervisor")
                 await self._start_http(tg, sup)
-                if self.signals is not None and self.handoff is not None:
-                    tg.create_task(self.signals.run(), name="signals")
+                if self.handoff is not None:  # each owner claims its rooms' items as it gains them
                     tg.create_task(self.handoff.run(), name="callback-handoff")
-                else:  # several instances: each owner claims its rooms' items as it gains them
+                else:
                     await self._replay_inbox()
                 if self.ownership is None:
                     report = await adopt_at_boot(sup, self.rng)
@@ -263,10 +267,15 @@ class Daemon:
                     )
                     self.fanout.alerts = self.webhook
                     tg.create_task(self.webhook.run(), name="alert-webhook")
-                poller = TenantPoller(
-                    sup, settings=self._current, rng=self.rng, status=self._status
-                )
-                tg.create_task(poller.run(), name="poller")
+                if self.fleet is None:
+                    poller = TenantPoller(
+                        sup, settings=self._current, rng=self.rng, status=self._status
+                    )
+                    tg.create_task(poller.run(), name="poller")
+                else:  # one tenant read for the fleet, by the elected reader
+                    self.fleet.start_read(
+                        tg, sup, self.store, clock=self.clock, rng=self.rng, status=self._status
+                    )
                 if s.probe.enabled and any(r.playback_url for r in s.rooms):
                     probes = probe_runner(sup, sup, settings=self._current, clock=self.clock)
                     tg.create_task(probes.run(), name="probe")
@@ -324,18 +333,17 @@ class Daemon:
         server = await endpoints.start_server(tg, Starlette(routes=routes), self.settings)
         self.http_port, self.http_guard = server.port, server.guard
 
-    def _fleet_callbacks(self, sup: RoomSupervisor) -> None:
-        """Several instances: callbacks to any instance reach the owner of their room."""
-        store = self.settings.store
-        self.signals = fleet_signals(store)
+    def _fleet_callbacks(self, fleet: Fleet, sup: RoomSupervisor) -> None:
+        """Several instances: callbacks to any instance reach the owner of their room, over the
+        fleet's one LISTEN connection (it starts with the fleet's tenant read)."""
         self.handoff = CallbackHandoff(
             self.store,
             owner=self.instance_id,
             rooms=sup,
             configured=lambda room_id: self.settings.room(room_id) is not None,
             clock=self.clock,
-            signals=self.signals,
-            channel=inbox_channel(store),
+            signals=fleet.signals,
+            channel=inbox_channel(self.settings.store),
         )
         self._handover.inbox = self.handoff.gained
 
@@ -353,6 +361,8 @@ class Daemon:
             start_rate_per_s=self.settings.cloud.rate_start_per_s,
         )
         self.overrides.scheduler = self.scheduler
+        if self.fleet is not None:  # the herd is spread at our share of the start rate
+            self.fleet.budget.attach_herd(self.scheduler.set_start_rate)
         await self.overrides.apply_schedules()
         for room_id, ev in self.scheduler.startup_events(self.clock.now()):
             sup.post(room_id, ev)

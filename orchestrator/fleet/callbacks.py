@@ -41,9 +41,9 @@ from orchestrator.callbacks.parse import CallbackEvent, CallbackParseError, even
 from orchestrator.clock import Clock
 from orchestrator.settings import StoreSettings
 from orchestrator.store.base import InboxItem, InboxStore, StoreError
-from orchestrator.store.notify import LocalSignals, PgSignals, Signals, channel_name
+from orchestrator.store.notify import Signals, channel_name
 
-__all__ = ["INBOX_TOPIC", "CallbackHandoff", "Rooms", "fleet_signals", "inbox_channel"]
+__all__ = ["INBOX_TOPIC", "CallbackHandoff", "Rooms", "inbox_channel"]
 
 log = structlog.get_logger(__name__)
 
@@ -51,16 +51,6 @@ INBOX_TOPIC = "inbox"
 """The signal topic of items left for their owner (payload: ``[[id, room, job], ...]``)."""
 
 _PENDING_PAGE = 500  # items read per replay query
-
-
-def fleet_signals(store: StoreSettings) -> Signals:
-    """LISTEN/NOTIFY on the store's PostgreSQL (namespaced by its schema); in-process otherwise."""
-    if not store.url.startswith("postgresql"):
-        return LocalSignals()
-    from sqlalchemy.engine import make_url  # the URL parser only; the driver is asyncpg's own
-
-    dsn = make_url(store.url).set(drivername="postgresql")
-    return PgSignals(dsn.render_as_string(hide_password=False), store.pg_schema or "")
 
 
 def inbox_channel(store: StoreSettings) -> str | None:

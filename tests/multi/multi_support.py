@@ -59,13 +59,15 @@ def _env() -> dict[str, str]:
 class Proc:
     """A child ``python -m orchestrator ...`` with stdout/stderr in files under ``log_dir``."""
 
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, args: Sequence[str], log_dir: Path, *, program: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.out_path = log_dir / f"{name}.out"
         self._out: IO[bytes] = self.out_path.open("wb")
         self._err: IO[bytes] = (log_dir / f"{name}.err").open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
+            [sys.executable, *(program or ("-m", "orchestrator")), *args],
             stdout=self._out,
             stderr=self._err,
             stdin=subprocess.DEVNULL,
@@ -184,7 +186,10 @@ class DuplicateWatch:
 class Cluster:
     """The emulator and N daemons of one test, with a private PostgreSQL schema."""
 
-    def __init__(self, log_dir: Path, rooms: Sequence[str], *, dsn: str = PG_DSN) -> None:
+    def __init__(
+        self, log_dir: Path, rooms: Sequence[str], *, dsn: str = PG_DSN, poll_s: float = POLL_S
+    ) -> None:
+        self.poll_s = poll_s  # [recovery] poll_interval_s of every daemon
         self.dsn = dsn  # a private server's for tests that restart it (support/pgcluster)
         self.log_dir = log_dir
         self.rooms = list(rooms)
@@ -202,11 +207,15 @@ class Cluster:
     def diag(self) -> str:
         return "\n".join(p.tail() for p in self.procs)
 
-    async def start_emulator(self) -> Emulator:
-        args = ["emulate", "--port", "0", "--time-scale", "10", "--seed", "3"]
+    async def start_emulator(self, *, journal: bool = False) -> Emulator:
+        """``journal``: the emulator of ``_journal_emulator.py`` (every call and 429 timestamped,
+        on a real-time clock so its rate limits are the documented ones per real second)."""
+        scale = "1" if journal else "10"
+        args = ["emulate", "--port", "0", "--time-scale", scale, "--seed", "3"]
         for r in self.rooms:
             args += ["--room", r]
-        proc = Proc("emulator", args, self.log_dir)
+        program = (str(Path(__file__).with_name("_journal_emulator.py")),) if journal else ()
+        proc = Proc("emulator", args[1:] if journal else args, self.log_dir, program=program)
         self.procs.append(proc)
 
         async def announced() -> dict[str, Any] | None:
