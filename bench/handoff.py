@@ -71,6 +71,12 @@ async def _measure(quick: bool) -> int:
             accepted = [e for e in b_proc.events("callback_accepted") if e["for_owner"]]
             left = len(accepted)
             accept_ms = [float(e["accept_ms"]) for e in accepted]
+            accept_by_key = {e["dedupe_key"]: float(e["accept_ms"]) for e in accepted}
+            owner_ms = [  # after B's commit: NOTIFY delivery, claim UPDATE, dispatch at A
+                float(e["handoff_ms"]) - accept_by_key[e["dedupe_key"]]
+                for e in handed
+                if e["dedupe_key"] in accept_by_key
+            ]
             moved = sum(1 for e in b_proc.events("callback_handed_over") if e["cause"] == "signal")
 
             b_room, b_job = sorted(split["B"].items())[0]
@@ -98,6 +104,8 @@ async def _measure(quick: bool) -> int:
         "rooms_moved_meanwhile_handed_by_b": moved,
         "b_accept_p50_ms": percentile(accept_ms, 50) if accept_ms else float("nan"),
         "b_accept_p95_ms": percentile(accept_ms, 95) if accept_ms else float("nan"),
+        "after_commit_p50_ms": percentile(owner_ms, 50) if owner_ms else float("nan"),
+        "after_commit_p95_ms": percentile(owner_ms, 95) if owner_ms else float("nan"),
         "handoff_p50_ms": percentile(ms, 50) if ms else float("nan"),
         "handoff_p95_ms": percentile(ms, 95) if ms else float("nan"),
         "handoff_max_ms": max(ms) if ms else float("nan"),

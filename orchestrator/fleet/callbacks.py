@@ -248,6 +248,7 @@ class CallbackHandoff:
         log.info(
             "callback_handed_over",
             item_id=item.id,
+            dedupe_key=item.dedupe_key,
             room_id=item.room_id,
             job_id=item.job_id,
             event_type=event.event_type,
