@@ -24,9 +24,7 @@ import time
 from pathlib import Path
 
 from bench._common import Target, percentile, record
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "multi"))
-from multi_support import TTL_S, Cluster  # the tests' harness, reused
+from tests.support.multi import TTL_S, Cluster  # the tests' harness, reused
 
 TARGET_MS = 50.0
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from callbacks_harness import KEY, PATH, T0, RecordingSink
 from pydantic import SecretStr
 
 from orchestrator.callbacks.receiver import CallbackIntake, RawCallback
@@ -28,6 +27,7 @@ from orchestrator.rooms.model import Event
 from orchestrator.settings import CallbackSettings
 from orchestrator.store.notify import LocalSignals
 from orchestrator.store.sql import SqlStore
+from tests.support.callbacks import KEY, PATH, T0, RecordingSink
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from multi_support import Cluster, DuplicateWatch, Emulator, eventually
+
+from tests.support.multi import Cluster, DuplicateWatch, Emulator, eventually
 
 pytestmark = pytest.mark.timeout(120)
 

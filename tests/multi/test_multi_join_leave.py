@@ -20,7 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
-from multi_support import Cluster, DuplicateWatch, Emulator
+
+from tests.support.multi import Cluster, DuplicateWatch, Emulator
 
 pytestmark = pytest.mark.timeout(120)
 

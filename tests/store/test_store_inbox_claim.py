@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from _storekit import PG_DSN, AnyStore, AnyTarget, StoreTarget
 
 from orchestrator.store.base import InboxItem
 from orchestrator.store.notify import PgSignals, channel_name
+from tests.support.pgcluster import PG_DSN
+from tests.support.storekit import AnyStore, AnyTarget, StoreTarget
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
