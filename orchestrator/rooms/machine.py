@@ -549,6 +549,11 @@ def _starting_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Resul
         return _restart(room, now, p, ev.jitter, f"job {ev.state or 'gone'} while starting")
     if ev.state == "PROCESSING" and room.rtmp_state in (None, "CONNECTED"):
         return _enter_live(room, now, p)
+    if ev.state == "PROCESSING" and (ev.stream_duration or 0.0) > 0.0:
+        # The read shows the job has pushed: it connected, whatever the last hint said (a
+        # CONNECTING callback whose CONNECTED was lost). Waiting on would stop a healthy stream
+        # after start_confirm_s; if the push has stopped since, LIVE's stall check sees it.
+        return _enter_live(replace(room, rtmp_state=None), now, p)
     return room, []
 
 
