@@ -38,9 +38,11 @@ from bench._common import room_ids as make_room_ids
 from bench._fleet import preseed, wait_daemon_states
 from bench._profile import profile_note, spy, spy_result
 from orchestrator import logging as olog
+from tests.support.pgcluster import PG_DSN as SHARED_PG_DSN
+from tests.support.pgcluster import sqlalchemy_url
 
-PG_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-PG_URL = PG_DSN.replace("postgresql://", "postgresql+asyncpg://", 1)
+PG_DSN = os.environ.get("BENCH_PG_DSN", SHARED_PG_DSN)
+PG_URL = sqlalchemy_url(PG_DSN)
 ROOMS = 200
 CONC = 64
 TARGET_PER_S = 5000.0

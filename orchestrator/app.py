@@ -6,6 +6,8 @@ Start order (each step finishes before the next begins)::
     → inbox replay → adoption of running jobs → schedule (catch-up) → MQTT → poller
     → READY=1 (systemd)
 
+With leases, adoption is the ownership loop's and the poller the fleet's (``fleet.parts``).
+
 Every long-running service is a named task in one TaskGroup. A service that crashes is logged
 with context and brings the whole process down with exit code 1 (systemd restarts it): never a
 silent half-alive daemon. Room workers are the exception: the supervisor restarts a crashed room
@@ -18,7 +20,8 @@ The parts live in their own modules; this one only builds and connects them:
 ``control_service`` (commands → room events), ``listeners`` (transition fan-out), ``upkeep``
 (poll, SLA, retention, probe loops), ``overrides`` (stored output and schedule overrides),
 ``reload`` (SIGHUP / ``reload``), ``handover`` (leases, adoption at boot), ``cloud`` (the
-configured MetaStudio client), ``endpoints`` (the HTTP routes). docs/architecture.md maps them.
+configured MetaStudio client), ``endpoints`` (the HTTP routes), ``fleet`` (the tenant's budget
+and listing shared between instances). docs/architecture.md maps them.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.control import CommandError
 from orchestrator.control_service import ControlService
 from orchestrator.errors import ConfigError
+from orchestrator.fleet.parts import Fleet
+from orchestrator.fleet.share import TENANT_READER
 from orchestrator.handover import Handover, adopt_at_boot
 from orchestrator.httpserver import GuardStats
 from orchestrator.listeners import TransitionFanout
@@ -147,7 +152,9 @@ class Daemon:
                 rng=self.rng,
                 on_gained=self._handover.gained,
                 on_lost=self._handover.lost,
+                roles=[TENANT_READER],
             )
+        self.fleet: Fleet | None = None  # several instances: shared budget, one tenant read
         self._http: httpx.AsyncClient | None = None
         self.client: MetaStudioClient | None = None
         self.supervisor: RoomSupervisor | None = None
@@ -210,6 +217,8 @@ class Daemon:
         self._http, self.client = cloud.build_client(
             s.cloud, transport=self._transport, on_call=self._on_api_call
         )
+        if self.ownership is not None:  # several instances share the tenant's API limits
+            self.fleet = Fleet(self.ownership, self.client.limits, self._current, self.metrics)
         sup = RoomSupervisor(
             cloud=self.client,
             store=self.store,
@@ -248,10 +257,15 @@ class Daemon:
                     )
                     self.fanout.alerts = self.webhook
                     tg.create_task(self.webhook.run(), name="alert-webhook")
-                poller = TenantPoller(
-                    sup, settings=self._current, rng=self.rng, status=self._status
-                )
-                tg.create_task(poller.run(), name="poller")
+                if self.fleet is None:
+                    poller = TenantPoller(
+                        sup, settings=self._current, rng=self.rng, status=self._status
+                    )
+                    tg.create_task(poller.run(), name="poller")
+                else:  # one tenant read for the fleet, by the elected reader
+                    self.fleet.start_read(
+                        tg, sup, self.store, clock=self.clock, rng=self.rng, status=self._status
+                    )
                 if s.probe.enabled and any(r.playback_url for r in s.rooms):
                     probes = probe_runner(sup, sup, settings=self._current, clock=self.clock)
                     tg.create_task(probes.run(), name="probe")
@@ -321,6 +335,8 @@ class Daemon:
             start_rate_per_s=self.settings.cloud.rate_start_per_s,
         )
         self.overrides.scheduler = self.scheduler
+        if self.fleet is not None:  # the herd is spread at our share of the start rate
+            self.fleet.budget.attach_herd(self.scheduler.set_start_rate)
         await self.overrides.apply_schedules()
         for room_id, ev in self.scheduler.startup_events(self.clock.now()):
             sup.post(room_id, ev)

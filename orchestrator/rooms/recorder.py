@@ -194,6 +194,10 @@ class Recorder:
         except StoreError as exc:
             log.error("room_alert_persist_failed", room_id=rid, error=short(exc))
 
+    async def drain(self) -> None:
+        """Wait for the state writes of rooms cancelled mid-save (they still commit)."""
+        await self._writer.drain()
+
     def notify(self, transition: Transition) -> None:
         self._changed.set()
         for listener in self.listeners:

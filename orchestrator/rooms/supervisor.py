@@ -43,6 +43,7 @@ from orchestrator.rooms.model import (
     Event,
     InsertScriptRequested,
     ListJobs,
+    ObservedJob,
     Order,
     OrderChanged,
     OutputChanged,
@@ -215,6 +216,16 @@ class RoomSupervisor:
     async def poll_once(self) -> None:
         """One paged tenant listing → an observation (or a poke) for every room."""
         await self._tenant.poll_once()
+
+    async def list_tenant_jobs(self) -> dict[str, list[ObservedJob]]:
+        """One paged tenant listing, room → running jobs, handed to nobody (the fleet reader)."""
+        return await self._tenant.list_jobs()
+
+    async def apply_listing(
+        self, by_room: Mapping[str, Sequence[ObservedJob]], *, jobs_seen: int
+    ) -> None:
+        """Another instance's listing (the fleet reader's sweep) → this instance's rooms."""
+        await self._tenant.apply_listing(by_room, jobs_seen=jobs_seen)
 
     # ------------------------------------------------------------------ operator requests
 
@@ -411,6 +422,7 @@ class RoomSupervisor:
                 await asyncio.Event().wait()
         finally:
             self._tg = None
+            await self._recorder.drain()  # the group-commit task must not outlive the rooms
 
     def _spawn(self, w: RoomWorker) -> None:
         assert self._tg is not None

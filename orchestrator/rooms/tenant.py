@@ -8,7 +8,7 @@ sees every room's truth at a cost of one paged call, not one call per room. The 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -78,6 +78,10 @@ class TenantPoll:
         self.tenant_jobs_seen = 0
         """Running jobs in the tenant's last full listing (ours or not): sizes the poll."""
 
+    async def list_jobs(self) -> dict[str, list[ObservedJob]]:
+        """One paged tenant listing: room → its running jobs (the fleet's reader shares it)."""
+        return await self._tenant_jobs()
+
     async def _tenant_jobs(self) -> dict[str, list[ObservedJob]]:
         by_room: dict[str, list[ObservedJob]] = {}
         seen = 0
@@ -127,8 +131,23 @@ class TenantPoll:
             self.running -= 1
             self._settled.set()
 
+    async def apply_listing(
+        self, by_room: Mapping[str, Sequence[ObservedJob]], *, jobs_seen: int
+    ) -> None:
+        """A listing made elsewhere (the fleet's tenant reader) → every supervised room's part,
+        exactly as :meth:`poll_once` would hand it its own listing."""
+        self.running += 1
+        try:
+            self.tenant_jobs_seen = jobs_seen
+            await self._post_listing(by_room)
+        finally:
+            self.running -= 1
+            self._settled.set()
+
     async def _poll_rooms(self) -> None:
-        by_room = await self._tenant_jobs()
+        await self._post_listing(await self._tenant_jobs())
+
+    async def _post_listing(self, by_room: Mapping[str, Sequence[ObservedJob]]) -> None:
         for i, (rid, w) in enumerate(list(self._workers.items())):
             if i % _POLL_CHUNK == _POLL_CHUNK - 1:
                 # Each room handles its observation on the next loop turn: posting 10,000 at

@@ -72,6 +72,10 @@ class StoreSettings(Section):
     every room, unfenced, as before)."""
     pg_schema: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     """PostgreSQL schema for every table (side-by-side deployments or tests in one database)."""
+    reader_query_share: float = Field(0.25, ge=0.0, lt=1.0)
+    """Several instances: the part of the tenant's job-query limit kept for the one instance
+    that lists the tenant's jobs for the whole fleet (the tenant reader); the rest, and every
+    other API group, is shared by leased rooms. docs/scale-out.md."""
 
     @field_validator("url")
     @classmethod

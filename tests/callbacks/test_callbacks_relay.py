@@ -7,7 +7,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 import ssl
 import subprocess
 import uuid
@@ -19,7 +18,6 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
-from callbacks_harness import PATH, T0, Harness, rtmp_body
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -33,6 +31,8 @@ from orchestrator.callbacks.relay import (
 from orchestrator.httpserver import serve
 from orchestrator.mqtt.link import tls_context
 from orchestrator.rooms.model import RtmpStateReported
+from tests.support.callbacks import PATH, T0, Harness, rtmp_body
+from tests.support.ports import free_port
 
 T = int(T0.timestamp())
 
@@ -123,22 +123,16 @@ async def test_consumer_down_while_relay_publishes(
     assert [s for _, s, _ in h.rtmp_posts()] == ["DISCONNECTED", "CONNECTED"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_relay_answers_503_without_broker(make_harness: Any) -> None:
     h: Harness = await make_harness()
-    async with running_relay("t/none", port=_free_port()) as (_relay, url):
+    async with running_relay("t/none", port=free_port()) as (_relay, url):
         r = await post_signed(h, url, "CONNECTED", T)
     assert r.status_code == 503
 
 
 async def test_relay_bounds_body_size(make_harness: Any) -> None:
     h: Harness = await make_harness()
-    async with running_relay("t/none", port=_free_port()) as (_relay, url):
+    async with running_relay("t/none", port=free_port()) as (_relay, url):
         r = await h.client.post(url, content=b"x" * 70_000)
     assert r.status_code == 413
 
@@ -247,9 +241,7 @@ def _tls_files(d: Path) -> tuple[Path, Path, Path]:
 async def tls_broker(d: Path) -> AsyncIterator[tuple[int, Path]]:
     """Our own mosquitto with only a TLS listener on a free port; yields (port, CA file)."""
     ca, crt, key = _tls_files(d)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     conf = d / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"

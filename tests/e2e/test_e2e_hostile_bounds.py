@@ -12,16 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import subprocess
-import sys
-from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 
 import pytest
-from e2e_support import ALWAYS, REPO, Daemon, Proc, Stack, child_env, room
 
 from orchestrator import logging as olog
+from tests.support.e2e import ALWAYS, Daemon, Stack, room
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -30,35 +26,12 @@ FLOOD = 500
 WAIT_S = 20.0
 
 
-class _LimitedProc(Proc):
-    """A daemon process started under ``prlimit --nofile``."""
-
-    def __init__(
-        self, name: str, args: Sequence[str], *, log_dir: Path, env: Mapping[str, str]
-    ) -> None:
-        self.name = name
-        self.out_path = log_dir / f"{name}.out"
-        self.err_path = log_dir / f"{name}.err"
-        self._out = self.out_path.open("wb")
-        self._err = self.err_path.open("wb")
-        cmd = ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"]
-        self.popen = subprocess.Popen(
-            [*cmd, sys.executable, "-m", "orchestrator", *args],
-            stdout=self._out,
-            stderr=self._err,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            env=dict(env),
-            start_new_session=True,
-        )
-
-
 async def _limited_daemon(stack: Stack) -> Daemon:
-    proc = _LimitedProc(
-        "daemon", ["run", "--config", str(stack.config_path)], log_dir=stack.tmp_path,
-        env=child_env(),
-    )  # fmt: skip
-    stack.procs.items.append(proc)
+    proc = stack.procs.start(
+        "daemon",
+        ["run", "--config", str(stack.config_path)],
+        wrap=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"],
+    )
     d = Daemon(proc, stack.http_port, stack.procs.diag)
     stack.daemons.append(d)
     await d.wait_ready()

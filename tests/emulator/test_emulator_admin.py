@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import httpx
-from emulator_support import PROJECT, SdkSigner, jobs_path
 
 from orchestrator.emulator.service import EmulatorService
 from orchestrator.httpserver import ServedApp
+from tests.support.emulator import PROJECT, SdkSigner, jobs_path
 
 
 async def test_admin_jobs_and_fail(client: httpx.AsyncClient, admin: httpx.AsyncClient) -> None:

@@ -17,8 +17,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from _mqtt_fakes import RecordingControl
-from _mqtt_helpers import BridgeRunner, Watcher, watching
 from jinja2.sandbox import SandboxedEnvironment
 
 from orchestrator.mqtt.commands import parse_command
@@ -26,6 +24,8 @@ from orchestrator.mqtt.discovery import HaDiscovery
 from orchestrator.mqtt.topics import CommandTarget, Topics, snapshot_json
 from orchestrator.rooms.model import Order, RoomState, Snapshot
 from orchestrator.settings import MqttSettings
+from tests.support.mqtt_bridge import BridgeRunner, Watcher, watching
+from tests.support.mqtt_fakes import RecordingControl
 
 
 def _render(template: str, **variables: Any) -> str:

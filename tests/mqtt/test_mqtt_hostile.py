@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from _mqtt_helpers import BridgeRunner, Watcher
 from structlog.testing import capture_logs
 
 from orchestrator.store.sql import SqlStore
+from tests.support.mqtt_bridge import BridgeRunner, Watcher
 
 
 def _room_cmd(prefix: str, room: str = "room-a") -> str:

@@ -9,17 +9,11 @@ repetition of a few faults. Asserts what the machinery did, never how fast: spee
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is a top-level package of the checkout, not installed
-    sys.path.insert(0, str(ROOT))
-
-from bench import downtime  # noqa: E402
-from orchestrator.settings import RecoverySettings  # noqa: E402
+from bench import downtime
+from orchestrator.settings import RecoverySettings
 
 
 def test_every_fault_has_a_floor_with_a_reason() -> None:

@@ -9,19 +9,14 @@ repaired as a miss.
 from __future__ import annotations
 
 import math
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is a top-level package of the checkout, not installed
-    sys.path.insert(0, str(ROOT))
-
-from bench._intake_load import _script_body  # noqa: E402
-from bench._profile import summarise_profile  # noqa: E402
-from bench.intake import _per_id, _seq  # noqa: E402
-from bench.scale import _median, _summary  # noqa: E402
-from orchestrator.callbacks.parse import dedupe_key, parse_body  # noqa: E402
+from bench._intake_load import _script_body
+from bench._profile import summarise_profile
+from bench.intake import _per_id, _seq
+from bench.scale import _median, _summary
+from orchestrator.callbacks.parse import dedupe_key, parse_body
 
 JOBS = [("room-a", "job-a"), ("room-b", "job-b")]
 AT = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)

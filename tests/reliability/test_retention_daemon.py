@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 from sqlalchemy import text
-from support.storepeek import add_transition
 
 from orchestrator.app import Daemon
 from orchestrator.clock import ManualClock
@@ -30,6 +29,7 @@ from orchestrator.httpserver import serve
 from orchestrator.settings import Settings
 from orchestrator.store.base import InboxItem, TransitionRecord
 from orchestrator.store.sql import SqlStore
+from tests.support.storepeek import add_transition
 
 WAIT_S = 15.0
 

@@ -18,17 +18,12 @@ journal. It asserts the soak's limits, not its speed:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is a top-level package of the checkout, not installed
-    sys.path.insert(0, str(ROOT))
-
-from bench.soak import SoakConfig, run_soak  # noqa: E402
+from bench.soak import SoakConfig, run_soak
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_service]
 

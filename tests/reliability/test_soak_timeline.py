@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is a top-level package of the checkout, not installed
-    sys.path.insert(0, str(ROOT))
-
-from bench.soak_timeline import (  # noqa: E402
+from bench.soak_timeline import (
     LinkTimeline,
     api_fault_class,
     clip,

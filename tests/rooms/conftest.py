@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rooms_support import FakeCloud, Harness, Rooms, make_supervisor, room_config
 
 from orchestrator.clock import ManualClock
 from orchestrator.rooms.startreq import RoomConfig
 from orchestrator.store.sql import SqlStore
+from tests.support.rooms import FakeCloud, Harness, Rooms, make_supervisor, room_config
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
-from test_supervisor_emulator import ROOM, RTMP, Env, env, go_live  # noqa: F401
 
 from orchestrator.app import Daemon
 from orchestrator.report import rows_to_dicts
 from orchestrator.rooms.model import RoomState
 from orchestrator.settings import Settings
+from tests.rooms.test_supervisor_emulator import ROOM, RTMP, Env, env, go_live  # noqa: F401
 
 S = RoomState
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
-from test_machine_ladder import T0, S, Sim
-from test_machine_push import armed, read
 
 from orchestrator.rooms.model import (
     Action,
@@ -31,6 +29,8 @@ from orchestrator.rooms.model import (
     TimerFired,
 )
 from orchestrator.rooms.policy import Policy
+from tests.rooms.test_machine_ladder import T0, S, Sim
+from tests.rooms.test_machine_push import armed, read
 
 REPAIRS = (RefreshOutput, ResetExitConfig, StopJob)
 

@@ -21,8 +21,6 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from rooms_support import Rooms, make_supervisor
-from support.storepeek import active_alerts
 
 from orchestrator.clock import ManualClock
 from orchestrator.emulator.app import create_app
@@ -45,6 +43,8 @@ from orchestrator.rooms.startreq import CallbackTarget, RoomConfig
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
 from orchestrator.settings import OutputTarget, RecoverySettings, RoomSettings
 from orchestrator.store.sql import SqlStore
+from tests.support.rooms import Rooms, make_supervisor
+from tests.support.storepeek import active_alerts
 
 AK = "ROOMSTESTAK00000000"
 SK = "ROOMSTESTSKroomstestsk0000000000000000"

@@ -9,8 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from rooms_support import FakeCloud, FakeJob, Harness, Rooms, make_supervisor, room_config
-from support.storepeek import active_alerts, start_intents_of
 
 from orchestrator.clock import ManualClock
 from orchestrator.errors import CloudUnavailable, InvalidRequest, Throttled
@@ -28,6 +26,8 @@ from orchestrator.rooms.model import (
 from orchestrator.rooms.supervisor import RoomSupervisor
 from orchestrator.settings import RoomSettings
 from orchestrator.store.sql import SqlStore
+from tests.support.rooms import FakeCloud, FakeJob, Harness, Rooms, make_supervisor, room_config
+from tests.support.storepeek import active_alerts, start_intents_of
 
 S = RoomState
 MakeHarness = Callable[..., Harness]

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import structlog
-from rooms_support import FakeCloud, Harness, Rooms, make_supervisor, room_config
 
 import orchestrator.rooms.model as model
 import orchestrator.rooms.supervisor as supervisor_module
@@ -22,6 +21,7 @@ from orchestrator.errors import CloudUnavailable
 from orchestrator.rooms.effects import AdoptHints, Effects, Replies
 from orchestrator.rooms.model import Order, OrderChanged, RoomState, RtmpStateReported
 from orchestrator.store.sql import SqlStore
+from tests.support.rooms import FakeCloud, Harness, Rooms, make_supervisor, room_config
 
 S = RoomState
 MakeHarness = Callable[..., Harness]

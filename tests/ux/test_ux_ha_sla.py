@@ -13,9 +13,9 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from ux_harness import mqtt_tap, running_stack
 
 from orchestrator.rooms.model import RoomState
+from tests.support.ux import mqtt_tap, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_service]
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ux_harness import per_day, running_stack
 
 from orchestrator.rooms.model import RoomState
 from orchestrator.store.sql import SqlStore
+from tests.support.ux import per_day, running_stack
 
 pytestmark = pytest.mark.e2e
 

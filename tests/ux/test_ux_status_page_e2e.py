@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.chromium import chromium
-from ux_harness import ARTIFACTS, per_day, running_stack
 
 from orchestrator.rooms.model import RoomState
+from tests.support.chromium import chromium
+from tests.support.ux import ARTIFACTS, per_day, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_service]
 
