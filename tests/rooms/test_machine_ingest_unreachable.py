@@ -14,8 +14,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from test_machine_key_refused import OUTAGE, REFUSED, _drop_read, _refresh, _through_grace
-from test_machine_ladder import Sim
 
 from orchestrator.rooms.machine import ALERT_QUARANTINED, ALERT_UNRECOVERED
 from orchestrator.rooms.model import (
@@ -29,6 +27,14 @@ from orchestrator.rooms.model import (
     StopJob,
 )
 from orchestrator.rooms.policy import Policy
+from tests.rooms.test_machine_key_refused import (
+    OUTAGE,
+    REFUSED,
+    _drop_read,
+    _refresh,
+    _through_grace,
+)
+from tests.rooms.test_machine_ladder import Sim
 
 S = RoomState
 
