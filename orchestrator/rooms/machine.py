@@ -413,7 +413,26 @@ def _order(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         return _list(_go(room, S.STARTING, last_error=None))
     if room.state is S.UNKNOWN:
         return _list(room)
+    if room.state is S.STOPPING:
+        return _keep_job(room)
     return room, []
+
+
+def _keep_job(room: Room) -> Result:
+    """The order is ON again while the room is still stopping (a stop failing through an API
+    storm past the next window's opening): the job it has not managed to stop is the stream
+    the new order wants. Keep it instead of stopping it and starting another. A stop already
+    sent is left to answer (it may have ended the job: then a new one starts); a start or list
+    in flight answers in STARTING; otherwise the pending stop is dropped and the room lists
+    as after lost contact (UNKNOWN): the running job is adopted, or, with none, one starts."""
+    if room.op is Op.STOP:
+        return room, []  # JobStopped → _stopped; StopFailed → _stop_failed (both see ON)
+    if room.job_id is None and room.op in (Op.START, Op.LIST):
+        return _go(room, S.STARTING, wait=None, next_retry_at=None), []
+    room = _go(room, S.UNKNOWN, wait=None, next_retry_at=None)
+    if room.op is Op.LIST:
+        return room, []  # its answer reconciles
+    return _list(replace(room, op=None))
 
 
 def _want_on(room: Room, window_id: str, start: datetime, deadline: datetime | None) -> Room:
@@ -554,6 +573,12 @@ def _starting_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Resul
         # CONNECTING callback whose CONNECTED was lost). Waiting on would stop a healthy stream
         # after start_confirm_s; if the push has stopped since, LIVE's stall check sees it.
         return _enter_live(replace(room, rtmp_state=None), now, p)
+    if ev.seq is not None and room.wait is None:
+        # the read asked for when start_confirm_s ran out (a poke's read leaves the timer
+        # running): it shows the job alive but not on air, so the start has failed
+        shown = ev.state if ev.state == "WAITING" else f"{ev.state}, no push seen"
+        why = f"not live within {p.start_confirm_s:g}s ({shown})"
+        return _restart(room, now, p, ev.jitter, why)
     return room, []
 
 
@@ -567,7 +592,35 @@ def _starting_rtmp(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
 
 
 def _starting_timer(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
-    return _restart(room, now, p, ev.jitter, f"not live within {p.start_confirm_s:g}s")
+    """``start_confirm_s`` passed with no CONNECTED applied: read the job, and let the read
+    decide (``_starting_observed``). Restarting on the room's belief stopped healthy jobs whose
+    CONNECTED callback was accepted late under load and still queued behind this timer."""
+    room = replace(room, wait=None)
+    if room.job_id is None:
+        return _restart(room, now, p, ev.jitter, f"not live within {p.start_confirm_s:g}s")
+    if room.op is Op.SHOW:
+        return room, []  # a read is already on its way: its answer decides
+    if room.op is not None:  # another call in flight: ask again once it is answered
+        return _with_timer(room, Wait.START_CONFIRM, _in(now, _reread_s(p, ev.jitter)))
+    return _show(room)
+
+
+def _starting_read_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """A failed list is handled like anywhere else; a failed confirmation read (the timer
+    spent) is asked again shortly: the start is only given up on a read's word. A poke's
+    failed read (the timer still running) changes nothing."""
+    assert isinstance(ev, QueryFailed)
+    if ev.op == "list":
+        return _list_failed(room, ev, now, p)
+    if room.wait is not None or room.job_id is None:
+        return room, []
+    room = _error(room, f"cannot confirm the start: {ev.error}")
+    return _with_timer(room, Wait.START_CONFIRM, _in(now, _reread_s(p, ev.jitter, ev.retry_after)))
+
+
+def _reread_s(p: Policy, u: float, retry_after: float | None = None) -> float:
+    """How soon to read again after a confirming read could not be made."""
+    return max(1.0, p.refresh_delay(0, u), retry_after or 0.0)
 
 
 # --- LIVE / DEGRADED / REFRESHING
@@ -883,6 +936,8 @@ def _restart_stopped(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
 def _stop_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     assert isinstance(ev, StopFailed)
     room = _error(room, f"stop failed: {ev.error}")
+    if room.state is S.STOPPING and room.order is Order.ON:
+        return _keep_job(room)  # wanted again meanwhile: keep the job, do not stop it again
     if not ev.temporary:
         if room.state is S.RESTARTING:
             return _quarantine(room, f"cannot stop broken job: {ev.error}")
@@ -933,7 +988,9 @@ def _stopping_started(room: Room, ev: Event, now: datetime, p: Policy) -> Result
 def _stopping_start_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     assert isinstance(ev, JobStartFailed)
     if ev.outcome_unknown:
-        return _list(room)
+        # a job may exist: look first; if the order comes back ON meanwhile, an empty answer
+        # in STARTING backs off before a new start, as after any unknown start
+        return _list(replace(room, start_unknown=True))
     return _stopped(room, ev, now, p)
 
 
@@ -942,7 +999,7 @@ def _stopped(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     room = _go(_retire(room), S.IDLE, op=None, wait=None, next_retry_at=None)
     if room.order is Order.ON:
         return _list(_go(room, S.STARTING))
-    return room, []
+    return replace(room, start_unknown=False), []  # at rest: no earlier start is in question
 
 
 def _stopping_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
@@ -973,6 +1030,7 @@ _RESTART = frozenset({S.RESTARTING, S.BACKOFF, S.QUARANTINED})
 _ADOPT = frozenset({S.LIVE, S.STARTING, S.DEGRADED, S.REFRESHING})
 _ON = {  # where an order ON leads from each state
     S.IDLE: {S.STARTING},
+    S.STOPPING: {S.STARTING, S.UNKNOWN},  # keep the job not yet stopped (_keep_job)
 }
 _OFF = {  # where an order OFF / window end leads from each state
     S.STARTING: {S.STOPPING, S.IDLE},
@@ -1024,7 +1082,7 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.STARTING, JobObserved): _rule(_starting_observed, S.LIVE, _RESTART),
     (S.STARTING, RtmpStateReported): _rule(_starting_rtmp, S.LIVE),
     (S.STARTING, TimerFired): _rule(_starting_timer, _RESTART),
-    (S.STARTING, QueryFailed): _rule(_list_failed, S.BACKOFF, S.QUARANTINED),
+    (S.STARTING, QueryFailed): _rule(_starting_read_failed, S.BACKOFF, S.QUARANTINED),
     (S.STARTING, Poked): _rule(_poke_show),
     # --- LIVE: watch; a drop degrades, a dead job restarts
     (S.LIVE, RtmpStateReported): _rule(_health_rtmp, S.DEGRADED, S.REFRESHING),
@@ -1063,7 +1121,7 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.STOPPING, JobStarted): _rule(_stopping_started),
     (S.STOPPING, JobStartFailed): _rule(_stopping_start_failed, S.IDLE, S.STARTING),
     (S.STOPPING, JobStopped): _rule(_stopped, S.IDLE, S.STARTING),
-    (S.STOPPING, StopFailed): _rule(_stop_failed, S.IDLE, S.STARTING),
+    (S.STOPPING, StopFailed): _rule(_stop_failed, S.IDLE, S.STARTING, S.UNKNOWN),
     (S.STOPPING, TimerFired): _rule(_retry_stop),
     (S.STOPPING, JobObserved): _rule(_stopping_observed, S.IDLE, S.STARTING),
     (S.STOPPING, QueryFailed): _rule(_list_failed, S.QUARANTINED),

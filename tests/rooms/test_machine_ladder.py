@@ -304,14 +304,19 @@ def test_temporary_start_error_backs_off_honouring_retry_after() -> None:
     assert isinstance(sim.one(ListJobs), ListJobs)  # list again before the next start
 
 
-def test_start_not_confirmed_in_time_restarts() -> None:
+def test_start_not_confirmed_in_time_restarts_once_a_read_confirms_it() -> None:
     sim = Sim()
     sim.feed(OrderChanged(order=Order.ON))
     sim.feed(JobsListed(seq=sim.room.op_seq, jobs=()))
     sim.feed(JobStarted(seq=sim.room.op_seq, job_id="slow"))
     assert sim.timer().at == sim.now + timedelta(seconds=120)
     sim.fire()
+    show = sim.one(ShowJob)  # the timer alone stops nothing: it reads
+    assert isinstance(show, ShowJob) and sim.room.state is S.STARTING
+    sim.feed(JobObserved(seq=show.seq, job_id="slow", state="WAITING"))
     assert sim.room.state is S.RESTARTING
+    assert isinstance(sim.one(StopJob), StopJob)
+    assert sim.room.last_error == "not live within 120s (WAITING)"
 
 
 def test_stale_watchdog_reads_the_job() -> None:

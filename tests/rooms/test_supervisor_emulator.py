@@ -68,6 +68,7 @@ class Env:
     rooms: Rooms | None = None
     task: asyncio.Task[None] | None = None
     changed: asyncio.Event | None = None
+    held: list[bytes] | None = None  # callbacks accepted but not yet applied (see ``deliver``)
 
     # ------------------------------------------------------------------ supervisor
 
@@ -94,7 +95,11 @@ class Env:
         self.task = None
 
     def deliver(self, body: bytes) -> None:
-        """The stand-in callback receiver: parse the real body, post a hint to the room."""
+        """The stand-in callback receiver: parse the real body, post a hint to the room (or,
+        while ``held`` is a list, keep it there: accepted, not yet in the room's queue)."""
+        if self.held is not None:
+            self.held.append(body)
+            return
         cb = parse_callback(body)
         ev = cb.event
         if self.sup is None or not isinstance(ev, RtmpStreamStateChange) or not ev.job_id:
@@ -285,6 +290,51 @@ async def test_job_failed_restarts(env: Env) -> None:
     await env.advance(3)
     await env.state(S.LIVE)
     assert len(await env.running()) == 1
+
+
+async def test_a_connected_callback_applied_late_does_not_cost_the_job(env: Env) -> None:
+    """Soak room bench-00030 (issue 24): under load the CONNECTED callback was accepted 6.6 s
+    late and the start-confirmation timer fired before the room applied it. The timer reads the
+    job instead of stopping it: the read shows the push, the room goes LIVE on its one job."""
+    env.cfg = make_cfg(start_confirm_s=2.0)
+    env.held = []
+    sup = env.start_supervisor()
+    sup.post(ROOM, OrderChanged(order=Order.ON, cause="test"))
+    await env.until(lambda: sup.snapshot(ROOM).job_id is not None, "job started")
+    job = sup.snapshot(ROOM).job_id
+    await env.tick(4)  # PROCESSING and CONNECTED at the emulator; start_confirm_s passes
+    await env.state(S.LIVE, "LIVE on the confirming read")
+    held, env.held = env.held, None
+    assert any(b"CONNECTED" in body for body in held)  # the callback never reached the room
+    for body in held:  # now it does: nothing changes
+        env.deliver(body)
+    await env.settle()
+    assert sup.snapshot(ROOM).state is S.LIVE and sup.snapshot(ROOM).job_id == job
+    assert env.service.starts == 1
+    assert [j["job_id"] for j in await env.running()] == [job]
+
+
+async def test_order_back_on_while_the_stop_still_fails_keeps_the_job(env: Env) -> None:
+    """Soak rooms bench-00104/00146/00189 (issue 24): a 429 storm on stop at a window's end,
+    the next window opens before a stop gets through. The room keeps the job it could not
+    stop (the stream the new window wants) instead of stopping it and starting another."""
+    job = await go_live(env)
+    assert env.sup is not None
+    sup = env.sup
+    await env.admin("POST", "/_emulator/faults", {"operation": "stop", "status": 429,
+                                                  "count": 1000})  # fmt: skip
+    sup.post(ROOM, OrderChanged(order=Order.OFF, cause="test:window end"))
+    await env.until(lambda: "stop failed" in (sup.snapshot(ROOM).last_error or ""), "stop fails")
+    assert sup.snapshot(ROOM).state is S.STOPPING
+    sup.post(ROOM, OrderChanged(order=Order.ON, cause="test:next window"))
+    await env.state(S.LIVE, "the job it could not stop adopted")
+    assert sup.snapshot(ROOM).job_id == job
+    await env.admin("DELETE", "/_emulator/faults")  # the storm ends: a stop would go through
+    for _ in range(6):  # past every retry the dropped stop had scheduled
+        await env.tick(10)
+    assert sup.snapshot(ROOM).state is S.LIVE and sup.snapshot(ROOM).job_id == job
+    assert env.service.starts == 1
+    assert [j["job_id"] for j in await env.running()] == [job]
 
 
 async def test_ghost_start_does_not_duplicate(env: Env) -> None:
