@@ -358,13 +358,16 @@ class DaemonProcess:
         profile = os.environ.get("BENCH_PROFILE_DAEMON")  # a path: pyinstrument text report
         if profile:
             cmd[1:2] = ["-m", "pyinstrument", "-o", profile, "-m"]
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=self.workdir,
-            stdout=self.log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        # the child keeps its own copy of the descriptor: ours is closed at once (an open
+        # handle left to the garbage collector is a ResourceWarning, an error under pytest)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     async def wait_ready(self, timeout_s: float = 120.0) -> float:
         """Seconds until ``/readyz`` answers 200; raises if the process died or timed out."""
