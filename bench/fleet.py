@@ -521,6 +521,9 @@ async def run_config(
                 f["run_queries_max_1s"] = max_window(
                     [t for t, op in whole["calls"] if op in QUERY_OPS], 1.0
                 )
+                f["run_queries_max_10s"] = max_window(
+                    [t for t, op in whole["calls"] if op in QUERY_OPS], 10.0
+                )
                 run_calls = [(t, op) for t, op in whole["calls"]]
                 f["run_worst_group_max_1s_over_limit"] = worst_ratio(run_calls, emu.limits, 1.0)
                 f["run_worst_group_max_10s_over_limit"] = worst_ratio(run_calls, emu.limits, 10.0)
