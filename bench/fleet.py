@@ -463,6 +463,7 @@ async def run_config(
     n_callbacks: int = 3,
     poll_s: float = POLL_S,
     phases: Sequence[str] = PHASES,
+    adopt_timeout_s: float | None = None,
     log_dir: Path,
     quick: bool,
 ) -> dict[str, object]:
@@ -472,8 +473,9 @@ async def run_config(
     names = [f"i{k + 1}" for k in range(n_inst)]
     f: dict[str, object] = {"rooms": n_rooms, "instances": n_inst}
     # with leases each gained room is reconciled by its own list call (20/s for the tenant):
-    # 10,000 rooms take 500 s at best; give a slow shared machine more than twice that
-    big = 120 + n_rooms / 8
+    # 3,000 rooms take 150 s at best. Past these bounds a phase is recorded as incomplete.
+    big = adopt_timeout_s or 60 + n_rooms / 12
+    move = ttl_s * 2 + 30 + n_rooms / 40  # a hand-over of 1/N of the rooms
     ok = False
     async with fleet_emulator(n_rooms, log_dir) as emu:
         fleet = Fleet(emu, rooms, schema, ttl_s, poll_s)
@@ -526,14 +528,14 @@ async def run_config(
                 # -- failover: SIGSTOP, SIGCONT, SIGKILL of the last instance
                 members = names
                 if n_inst >= 2 and "failover" in phases:
-                    members = await _failover_phase(fleet, f, names, big)
+                    members = await _failover_phase(fleet, f, names, move)
 
                 # -- join: one more instance takes its share
                 if "join" in phases:
-                    _, before, _ = await fleet.wait_split(members, big)
+                    _, before, _ = await fleet.wait_split(members, move)
                     joiner = f"i{n_inst + 1}-join"
                     fleet.start(joiner)
-                    join_s, after, missing = await fleet.wait_split([*members, joiner], big)
+                    join_s, after, missing = await fleet.wait_split([*members, joiner], move)
                     f["join_even_split_s"] = join_s
                     f["join_rooms_moved"] = sum(1 for r in rooms if before.get(r) != after.get(r))
                     if missing:
@@ -602,7 +604,8 @@ def _targets(f: Mapping[str, object], ttl_s: float) -> list[Target]:
 
 
 async def _bench(rooms: Sequence[int], counts: Sequence[int], steady_s: float, ttl_s: float,
-                 phases: Sequence[str], quick: bool) -> int:  # fmt: skip
+                 phases: Sequence[str], adopt_timeout_s: float | None,
+                 quick: bool) -> int:  # fmt: skip
     logs = os.environ.get("BENCH_FLEET_LOGS")  # the emulator's stderr; default: a fresh dir
     log_dir = Path(logs) if logs else Path(tempfile.mkdtemp(prefix="liveorch-fleet-"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -610,7 +613,8 @@ async def _bench(rooms: Sequence[int], counts: Sequence[int], steady_s: float, t
         for n_inst in counts:
             print(f"== fleet: {n_rooms} rooms, {n_inst} instance(s)", flush=True)
             f = await run_config(n_rooms, n_inst, steady_s=steady_s, ttl_s=ttl_s, phases=phases,
-                                 log_dir=log_dir, quick=quick)  # fmt: skip
+                                 adopt_timeout_s=adopt_timeout_s, log_dir=log_dir,
+                                 quick=quick)  # fmt: skip
             record(
                 "fleet",
                 f,
@@ -636,6 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--instances", default=None, help="comma-separated (default 1,2,3)")
     parser.add_argument("--steady-s", type=float, default=None)
     parser.add_argument("--lease-ttl-s", type=float, default=15.0)
+    parser.add_argument("--adopt-timeout-s", type=float, default=None)
     parser.add_argument("--phases", default=",".join(PHASES), help="subset of " + ",".join(PHASES))
     args = parser.parse_args(argv)
     olog.configure("warning", "json")
@@ -645,4 +650,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     phases = [p for p in args.phases.split(",") if p]
     if unknown := set(phases) - set(PHASES):
         parser.error(f"unknown phases {sorted(unknown)}")
-    return asyncio.run(_bench(rooms, counts, steady, args.lease_ttl_s, phases, args.quick))
+    return asyncio.run(
+        _bench(rooms, counts, steady, args.lease_ttl_s, phases, args.adopt_timeout_s, args.quick)
+    )
