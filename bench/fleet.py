@@ -589,8 +589,14 @@ def _targets(f: Mapping[str, object], ttl_s: float) -> list[Target]:
         return float(x) if isinstance(x, int | float) else math.nan
 
     out = [
+        # the daemon's client has one job-query budget (show + list + list_tenant): 20/s
+        Target("steady: job queries busiest 10 s (per s)", v("queries_max_10s"), "<=", 20.0),
+        Target("run: job queries busiest 10 s (per s)", v("run_queries_max_10s"), "<=", 20.0),
         Target(
-            "worst group busiest 1 s / its limit", v("worst_group_max_1s_over_limit"), "<=", 1.0
+            "steady: worst group busiest 1 s / its limit",
+            v("worst_group_max_1s_over_limit"),
+            "<=",
+            1.0,
         ),
         Target("429 (whole run)", v("total_429"), "<=", 0.0),
         Target("longest unread s", v("max_unread_s"), "<=", POLL_S),
