@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,15 @@ import httpx
 from orchestrator.emulator.app import create_app
 from orchestrator.emulator.service import DEFAULT_RATE_LIMITS, EmulatorService
 from orchestrator.httpserver import serve
+from tests.support.ports import free_port
+from tests.support.procs import (
+    Proc,
+    eventually,
+    json_lines,
+    orchestrator_argv,
+    stop_popen,
+    tail_text,
+)
 
 __all__ = [
     "AK",
@@ -241,12 +249,6 @@ async def emulator(
         yield Emulator(service, served.base_url)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ----------------------------------------------------------------------------- daemon
 
 
@@ -300,6 +302,7 @@ class DaemonProcess:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="liveorch-bench-")))
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    _child: Proc | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -311,7 +314,7 @@ class DaemonProcess:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / "daemon.log"
+        return self.workdir / "daemon.out"  # Proc's name for the one log of "daemon"
 
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {
@@ -353,35 +356,37 @@ class DaemonProcess:
 
     def start(self) -> None:
         config = self.write_config()
-        exe = Path(sys.executable)
-        cmd = [str(exe), "-m", "orchestrator", "run", "--config", str(config)]
+        cmd = orchestrator_argv("run", "--config", str(config))
         profile = os.environ.get("BENCH_PROFILE_DAEMON")  # a path: pyinstrument text report
         if profile:
             cmd[1:2] = ["-m", "pyinstrument", "-o", profile, "-m"]
-        # the child keeps its own copy of the descriptor: ours is closed at once (an open
-        # handle left to the garbage collector is a ResourceWarning, an error under pytest)
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        # the child-process plumbing of the tests (tests/support/procs.py): one log, own session
+        self._child = Proc(
+            "daemon",
+            cmd,
+            log_dir=self.workdir,
+            cwd=self.workdir,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stderr_to_stdout=True,
+        )
+        self.proc = self._child.popen
 
     async def wait_ready(self, timeout_s: float = 120.0) -> float:
         """Seconds until ``/readyz`` answers 200; raises if the process died or timed out."""
-        assert self.proc is not None
+        proc = self.proc
+        assert proc is not None
         started = time.monotonic()
         async with httpx.AsyncClient(timeout=2.0) as http:
-            while time.monotonic() - started < timeout_s:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(self.base_url + "/readyz")).status_code == 200:
-                        return time.monotonic() - started
-                await asyncio.sleep(0.1)
-        raise TimeoutError(f"daemon not ready after {timeout_s}s: {self.tail()}")
+
+            async def ready() -> bool | None:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"daemon exited with {proc.returncode}: {self.tail()}")
+                return (
+                    True if (await http.get(self.base_url + "/readyz")).status_code == 200 else None
+                )
+
+            await eventually(ready, what="daemon /readyz 200", timeout=timeout_s, diag=self.tail)
+        return time.monotonic() - started
 
     def spy(self, seconds: float, label: str) -> subprocess.Popen[bytes] | None:
         """With ``BENCH_PYSPY=<py-spy binary>``: sample the daemon for ``seconds`` into
@@ -398,17 +403,11 @@ class DaemonProcess:
         )  # fmt: skip
 
     def tail(self, n: int = 15) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        return ""
+        return tail_text(self.log_path, n)
 
     def logs(self) -> Iterator[dict[str, Any]]:
         """The daemon's JSON log lines (non-JSON lines skipped)."""
-        with contextlib.suppress(OSError), self.log_path.open(encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("{"):
-                    with contextlib.suppress(ValueError):
-                        yield json.loads(line)
+        yield from json_lines(self.log_path)
 
     def cpu_seconds(self) -> float:
         """utime + stime of the daemon so far (Linux /proc)."""
@@ -433,18 +432,12 @@ class DaemonProcess:
 
     async def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM (jobs keep streaming), then SIGKILL if it does not exit in time."""
-        proc = self.proc
-        if proc is None:
+        if self.proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        code = await stop_popen(self.proc, timeout_s)
+        if self._child is not None:
+            self._child.kill()  # reaped already: closes its log file
+        return code
 
     def cleanup(self, keep: bool = False) -> None:
         if not keep:

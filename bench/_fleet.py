@@ -24,8 +24,16 @@ from typing import Any
 import httpx
 
 from bench._common import CALLBACK_KEY, Emulator
+from orchestrator.emulator.callbacks import CallbackEvent
 
-__all__ = ["CallbackRecorder", "Probe", "daemon_states", "preseed", "wait_daemon_states"]
+__all__ = [
+    "CallbackRecorder",
+    "Probe",
+    "ScriptSwitches",
+    "daemon_states",
+    "preseed",
+    "wait_daemon_states",
+]
 
 
 async def preseed(emu: Emulator, rooms: Sequence[str], callback_url: str) -> None:
@@ -151,7 +159,13 @@ class CallbackRecorder(httpx.AsyncBaseTransport):
     """The emulator's callback transport: stamps each delivery (job, event, state) as it leaves."""
 
     def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
+        # The dispatcher sizes its pool at one connection per lane (1,024); a transport passed
+        # in replaces that pool, so mirror it. With httpx's default 100 connections, 1,000 lanes
+        # queued in the pool, whose request-to-connection matching is quadratic: the bench
+        # process (the emulator) spent seconds per callback and stopped answering the daemon.
+        self._inner = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=100)
+        )
         self.sent: list[tuple[float, str, str, str]] = []  # (t, job_id, event_type, state)
         self.on_sent: Callable[[str, str], None] | None = None
 
@@ -171,3 +185,61 @@ class CallbackRecorder(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class ScriptSwitches:
+    """Background ``SHOOT_SCRIPT_SWITCH`` callbacks at ``rate``/s, round-robin over the running
+    jobs, leaving through the emulator's own delivery lanes (so they share its sockets, lanes
+    and retries with every other callback, as the service's would).
+
+    Why paced here and not by the emulator's per-job script timer: jobs pre-seeded together
+    switch together (1,000 callbacks in one burst every period); a service whose jobs started at
+    different times spreads them, which is the realistic background. The message is the one
+    the emulator's own script switch builds (scene, sequence number, title).
+    """
+
+    def __init__(self, emu: Emulator, rate: float) -> None:
+        self.service = emu.service
+        self.rate = rate
+        self.submitted = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        jobs = [j for j in self.service.jobs.values() if j.running and j.callback_config]
+        if not jobs:
+            return
+        t0 = time.monotonic()
+        while True:
+            due = int((time.monotonic() - t0) * self.rate)
+            while self.submitted < due:
+                job = jobs[self.submitted % len(jobs)]
+                cfg = job.callback_config or {}
+                seq = self.submitted // len(jobs) % 3 + 1
+                self.service.callbacks.submit(
+                    CallbackEvent(
+                        url=str(cfg["live_event_type_callback_url"]),
+                        auth_type=str(cfg.get("auth_type") or "NONE"),
+                        key=str(cfg.get("key") or ""),
+                        event_type="SHOOT_SCRIPT_SWITCH",
+                        message={
+                            "room_id": job.room_id,
+                            "job_id": job.job_id,
+                            "scene_script_name": "default-scene",
+                            "shoot_script_sequence_no": str(seq),
+                            "shoot_script_title": "",
+                        },
+                        lane=job.job_id,
+                    )
+                )
+                self.submitted += 1
+            await asyncio.sleep(0.005)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="bench-script-switches")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

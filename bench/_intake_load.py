@@ -1,4 +1,5 @@
-"""Load generator for ``bench intake``: ``python -m bench._intake_load URL KEY SECONDS CONC RATE``.
+"""Load generator for ``bench intake``:
+``python -m bench._intake_load URL KEY SECONDS CONC RATE [JOBS_FILE OK_FILE]``.
 
 Why raw asyncio streams and not httpx: a client that spends a millisecond of CPU per request
 measures itself, not the receiver. Each of ``CONC`` keep-alive HTTP/1.1 connections writes a
@@ -10,6 +11,12 @@ arrives: maximum throughput). ``RATE`` > 0 = open loop at that many requests/s: 
 due at ``t0 + i/RATE`` and its latency counts from that due time, so a stalled server cannot hide
 its queue (no coordinated omission). Prints one JSON line with counts, elapsed time, latency
 percentiles and this process's CPU seconds.
+
+With ``JOBS_FILE`` (a JSON list of ``[room_id, job_id]``, the daemon's real jobs) each request is
+a ``SHOOT_SCRIPT_SWITCH`` for job ``i % len(jobs)`` whose sequence number is the request id
+``i``, so every request is a distinct event with its own inbox row; the ids answered 200 are
+written to ``OK_FILE`` (a JSON list) for the per-id persistence check. Without it, the bodies
+are RTMP ``CONNECTED`` callbacks for a distinct unknown job each (the bare-receiver mode).
 """
 
 from __future__ import annotations
@@ -66,7 +73,29 @@ def _body(i: int) -> bytes:
     return json.dumps({"event_type": "RTMP_STREAM_STATE_CHANGE", "message": msg}).encode()
 
 
-async def _main(url: str, key: str, seconds: float, conc: int, rate: float) -> dict[str, object]:
+def _script_body(i: int, jobs: list[tuple[str, str]]) -> bytes:
+    room, job = jobs[i % len(jobs)]
+    msg = json.dumps(
+        {
+            "room_id": room,
+            "job_id": job,
+            "scene_script_name": "bench",
+            "shoot_script_sequence_no": str(i),
+            "shoot_script_title": "",
+        }
+    )
+    return json.dumps({"event_type": "SHOOT_SCRIPT_SWITCH", "message": msg}).encode()
+
+
+async def _main(
+    url: str,
+    key: str,
+    seconds: float,
+    conc: int,
+    rate: float,
+    jobs: list[tuple[str, str]] | None = None,
+    ok_ids: list[int] | None = None,
+) -> dict[str, object]:
     parts = urlsplit(url)
     host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
     signer = _Signer(key, path)
@@ -96,7 +125,7 @@ async def _main(url: str, key: str, seconds: float, conc: int, rate: float) -> d
                     due = time.perf_counter()
                     if due >= stop_at:
                         return
-                body = _body(i)
+                body = _body(i) if jobs is None else _script_body(i, jobs)
                 writer.write(
                     head_b
                     + signer.headers()
@@ -121,6 +150,8 @@ async def _main(url: str, key: str, seconds: float, conc: int, rate: float) -> d
                 if status_line.split(b" ", 2)[1] == b"200":
                     ok += 1
                     latencies.append(time.perf_counter() - due)
+                    if ok_ids is not None:
+                        ok_ids.append(i)
                 else:
                     bad += 1
         finally:
@@ -145,7 +176,16 @@ async def _main(url: str, key: str, seconds: float, conc: int, rate: float) -> d
 
 def main() -> int:
     url, key, seconds, conc, rate = sys.argv[1:6]
-    out = asyncio.run(_main(url, key, float(seconds), int(conc), float(rate)))
+    jobs: list[tuple[str, str]] | None = None
+    ok_ids: list[int] | None = None
+    if len(sys.argv) > 7:
+        with open(sys.argv[6], encoding="utf-8") as f:
+            jobs = [(str(r), str(j)) for r, j in json.load(f)]
+        ok_ids = []
+    out = asyncio.run(_main(url, key, float(seconds), int(conc), float(rate), jobs, ok_ids))
+    if ok_ids is not None:
+        with open(sys.argv[7], "w", encoding="utf-8") as f:
+            json.dump(ok_ids, f)
     print(json.dumps(out), flush=True)
     return 0
 

@@ -23,9 +23,7 @@ import asyncpg
 import structlog
 
 from orchestrator.store import InboxItem, SqlStore
-
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+from tests.support.pgcluster import PG_DSN, PG_URL
 
 
 def _batch(writer: int, n: int, size: int) -> list[InboxItem]:

@@ -27,8 +27,8 @@ from typing import Any, Literal
 import httpx
 import structlog
 
-from orchestrator.metastudio.client import parse_retry_after
-from orchestrator.mqtt.topics import alert_event
+from orchestrator.backoff import capped, jittered, parse_retry_after
+from orchestrator.payloads import alert_event
 from orchestrator.redaction import mask_text
 
 __all__ = ["Alert", "WebhookSender"]
@@ -47,7 +47,7 @@ class Alert:
     at: datetime
 
     def to_json(self) -> dict[str, Any]:
-        """The payload for MQTT and the webhook (``mqtt.topics.alert_event``); the message may
+        """The payload for MQTT and the webhook (``payloads.alert_event``); the message may
         quote a cloud error, so it goes through the one redaction policy."""
         return alert_event(
             self.room_id,
@@ -117,10 +117,13 @@ class WebhookSender:
         await self._queue.join()
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff: float = min(self._max, self._base * 2.0**attempt) * (0.5 + self._rng.random())
+        # The daemon's one formula, scaled to keep this sender's range: [d/2, 3d/2) where
+        # d = min(max, base * 2**attempt); Retry-After is a floor, but never beyond max.
+        nominal = capped(attempt, base_s=1.5 * self._base, cap_s=1.5 * self._max)
+        delay = jittered(nominal, self._rng.random(), spread=2.0 / 3.0)
         if retry_after is not None:
-            return min(self._max, max(backoff, retry_after))
-        return backoff
+            return min(self._max, max(delay, retry_after))
+        return delay
 
     async def _deliver(self, alert: Alert) -> None:
         for attempt in range(self._retries + 1):

@@ -12,10 +12,12 @@ waiting less only earns another refusal.
 
 from __future__ import annotations
 
+import email.utils
 import random
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-__all__ = ["Backoff", "capped", "jittered"]
+__all__ = ["Backoff", "capped", "jittered", "parse_retry_after"]
 
 _MAX_EXPONENT = 60  # 2.0**60 is finite; beyond it only the cap matters
 
@@ -75,3 +77,22 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = now or datetime.now(UTC)
+    return max(0.0, (when - current).total_seconds())

@@ -1,7 +1,7 @@
 """Command line: ``liveorch <command>`` (also ``python -m orchestrator``).
 
 User errors (bad config, unreachable daemon) print one clear line to stderr and exit 2;
-no traceback. Exit codes: 0 ok, 1 runtime failure, 2 usage/config error, 3 not available.
+no traceback. Exit codes: 0 ok, 1 runtime failure, 2 usage/config error.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator import __version__
+from orchestrator import __version__, report, status
+from orchestrator.callbacks import relay
+from orchestrator.emulator import cli as emu_cli
 from orchestrator.errors import ConfigError
+from orchestrator.schedule import preview
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
 EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
 
 
 def _err(msg: str) -> None:
@@ -28,11 +29,15 @@ def _err(msg: str) -> None:
 
 
 def _load(args: argparse.Namespace, *, check_target: bool = True) -> Any:
+    from orchestrator.rooms.startreq import check_start_requests
     from orchestrator.settings import load_settings
 
     # report and schedule preview never call the cloud: no project id or AK/SK needed there
     return load_settings(
-        args.config, require_file=args.config is not None, check_target=check_target
+        args.config,
+        require_file=args.config is not None,
+        check_target=check_target,
+        checks=(check_start_requests,),
     )
 
 
@@ -91,40 +96,29 @@ def _console_logs() -> None:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    from orchestrator.emulator import cli as emu_cli
-
     _console_logs()
     return asyncio.run(emu_cli.run_from_args(args))
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
-    from orchestrator.callbacks import relay
-
     _console_logs()
     return asyncio.run(relay.run_from_args(args))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator import status
-
     return status.run_from_args(args)
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
-    from orchestrator import status
-
     return status.run_reset(args)
 
 
 def cmd_schedule_preview(args: argparse.Namespace) -> int:
-    from orchestrator.schedule import preview
-
     return preview.run_from_args(args, _load(args, check_target=False))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator import logging as olog
-    from orchestrator import report
 
     # stdout is the report (piped to jq or a spreadsheet); store logs go to stderr
     olog.configure("warning", "auto", stream=sys.stderr)
@@ -141,38 +135,18 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _optional(
+def _subcommand(
     sub: Any,
     name: str,
     help_: str,
-    module: str,
     func: Callable[[argparse.Namespace], int],
-    add_args: str | None = "add_arguments",
+    add_arguments: Callable[[argparse.ArgumentParser], None],
 ) -> argparse.ArgumentParser:
-    """Register a subcommand whose implementation lives in ``module``.
-
-    Its own arguments come from ``module.add_arguments`` when the module is importable; if the
-    capability is not built (import fails) the command stays listed and says so honestly.
-    """
+    """Register a subcommand whose implementation and arguments live in its own module."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
-    try:
-        mod = __import__(module, fromlist=["_"])
-    except ImportError as exc:
-        p.set_defaults(func=_unavailable(name, str(exc)))
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        return p
-    if add_args and hasattr(mod, add_args):
-        getattr(mod, add_args)(p)
+    add_arguments(p)
     p.set_defaults(func=func)
     return p
-
-
-def _unavailable(name: str, why: str) -> Callable[[argparse.Namespace], int]:
-    def _f(args: argparse.Namespace) -> int:
-        _err(f"'{name}' is not available in this build ({why})")
-        return EXIT_UNAVAILABLE
-
-    return _f
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,37 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    _optional(
-        sub, "emulate", "serve the MetaStudio emulator", "orchestrator.emulator.cli", cmd_emulate
-    )
-    _optional(
-        sub, "relay", "edge receiver: callbacks → MQTT", "orchestrator.callbacks.relay", cmd_relay
-    )
-    _optional(sub, "status", "show rooms from a running daemon", "orchestrator.status", cmd_status)
-    _optional(
+    _subcommand(sub, "emulate", "serve the MetaStudio emulator", cmd_emulate, emu_cli.add_arguments)
+    _subcommand(sub, "relay", "edge receiver: callbacks → MQTT", cmd_relay, relay.add_arguments)
+    _subcommand(sub, "status", "show rooms from a running daemon", cmd_status, status.add_arguments)
+    _subcommand(
         sub,
         "reset",
         "take a room out of QUARANTINED (ops HTTP, no MQTT needed)",
-        "orchestrator.status",
         cmd_reset,
-        add_args="add_reset_arguments",
+        status.add_reset_arguments,
     )
 
     p = sub.add_parser("schedule", help="schedule tools")
     ssub = p.add_subparsers(dest="schedule_command", metavar="SUBCOMMAND")
     ssub.required = True
-    sp = _optional(
-        ssub,
-        "preview",
-        "print the next windows",
-        "orchestrator.schedule.preview",
-        cmd_schedule_preview,
+    sp = _subcommand(
+        ssub, "preview", "print the next windows", cmd_schedule_preview, preview.add_arguments
     )
     _add_config(sp)
 
-    rp = _optional(sub, "report", "SLA report", "orchestrator.report", cmd_report)
-    if "rest" not in {a.dest for a in rp._actions}:
-        _add_config(rp)
+    rp = _subcommand(sub, "report", "SLA report", cmd_report, report.add_arguments)
+    _add_config(rp)
     return parser
 
 

@@ -2,7 +2,8 @@
 
 Adapters parse and validate their own input, then call one of these methods. Each method either
 returns JSON-able data or raises :class:`CommandError` with a stable ``code`` and a message that
-is safe to show (never a secret). The application (``orchestrator.app``) implements it.
+is safe to show (never a secret). :class:`orchestrator.control_service.ControlService` implements
+it; the daemon (``orchestrator.app``) builds it.
 """
 
 from __future__ import annotations

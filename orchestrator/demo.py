@@ -273,10 +273,9 @@ async def run_demo(
                     ):
                         await asyncio.sleep(_left(end_at))  # the operator watches the page
                 print("", file=out)
-                print(
-                    render_table([dict(r) for r in daemon.rooms_json()], datetime.now(UTC)),
-                    file=out,
-                )
+                assert daemon.control is not None  # built before ready
+                rooms = [dict(r) for r in daemon.control.rooms_json()]
+                print(render_table(rooms, datetime.now(UTC)), file=out)
                 jobs = service.admin_jobs()
                 running = [j for j in jobs if j["state"] in ("WAITING", "PROCESSING")]
                 print(

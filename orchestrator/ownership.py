@@ -37,6 +37,7 @@ import structlog
 from orchestrator.clock import Clock
 from orchestrator.store.base import Lease, LeaseStore, StoreError
 from orchestrator.store.leases import (
+    ROLE_PREFIX,
     fair_share,
     is_member_key,
     live_instances,
@@ -50,9 +51,6 @@ log = structlog.get_logger(__name__)
 
 _NOBODY = "~nobody"  # placeholder owner of unassigned rooms for plan_balance (never live)
 
-ROLE_PREFIX = "~role:"
-"""Pseudo-rooms leased for a fleet-wide role (one holder at a time): ``~role:tenant-reader``."""
-
 
 def role_key(role: str) -> str:
     return ROLE_PREFIX + role
@@ -60,6 +58,7 @@ def role_key(role: str) -> str:
 
 GainedCallback = Callable[[Mapping[str, int]], Awaitable[None]]
 RoleCallback = Callable[[str, bool], Awaitable[None]]
+ChangeCallback = Callable[["OwnershipManager"], None]
 LostCallback = Callable[[Sequence[str], str], Awaitable[None]]
 
 
@@ -84,6 +83,10 @@ async def _no_role_change(role: str, held: bool) -> None:
     return None
 
 
+def _no_change(manager: OwnershipManager) -> None:
+    return None
+
+
 class OwnershipManager:
     """Keeps this instance's leases and tells the supervisor which rooms to work on.
 
@@ -96,6 +99,11 @@ class OwnershipManager:
     is a lease of its own, taken when free and renewed like a room's, with the same safety
     margin, so two instances never both think they hold it (clocks within the margin).
     ``on_role(role, held)`` is told when this instance takes or loses one.
+
+    ``on_change(manager)`` (synchronous) is called whenever what this instance holds may have
+    changed: after gains and losses are settled, after the roles, before rooms given away for
+    balance are released, and at the end of every tick (a failed one too). The shared API
+    budget is recomputed there (:meth:`budget_view`).
     """
 
     def __init__(
@@ -113,6 +121,7 @@ class OwnershipManager:
         on_lost: LostCallback = _nothing_lost,
         roles: Sequence[str] = (),
         on_role: RoleCallback = _no_role_change,
+        on_change: ChangeCallback = _no_change,
     ) -> None:
         if not owner:
             raise ValueError("owner must be a non-empty string")
@@ -136,6 +145,10 @@ class OwnershipManager:
         self.on_role = on_role
         self._role_leases: dict[str, RoomLease] = {}  # role → our lease on it
         self._roles_reported: set[str] = set()
+        self.on_change = on_change
+        self.live = 0
+        """Live instances (membership leases) at the last good read; 0 before the first."""
+        self._room_count = 0  # configured rooms at the last tick
         self.ticks = 0
         self.first_tick = asyncio.Event()
 
@@ -165,6 +178,17 @@ class OwnershipManager:
     def role_fence(self, role: str) -> int | None:
         lease = self._role_leases.get(role)
         return lease.fence if lease is not None else None
+
+    def budget_view(self, now: datetime | None = None) -> tuple[int, int, int]:
+        """``(rooms we count as ours, configured rooms, live instances)`` for the API budget.
+
+        A room counts while its lease is still ours one tick from now (``now + ttl/3``): after
+        one failed renewal the share drops at once, well before the lease can expire and
+        another instance can count the room too (shares must never add up to more than 1).
+        """
+        at = (now if now is not None else self._clock.now()) + timedelta(seconds=self._ttl_s / 3)
+        mine = sum(1 for r in self._held if self.is_owned(r, at))
+        return mine, max(self._room_count, mine), self.live
 
     def owner_of(self, room_id: str) -> str | None:
         """Who held ``room_id`` at the last tick (None: nobody / unknown)."""
@@ -197,6 +221,7 @@ class OwnershipManager:
         """One round: renew/take, tell gains and losses, rebalance, learn the next share."""
         now = self._clock.now()
         rooms = sorted({r for r in self._room_ids() if not is_member_key(r)})
+        self._room_count = len(rooms)
         me = member_key(self.owner)
         try:
             if self._share is None:
@@ -204,6 +229,7 @@ class OwnershipManager:
                 await self._store.acquire_leases(self.owner, [me], ttl_s=self._ttl_s, now=now)
                 first = await self._observe(rooms, now)
                 live = set(live_instances(first, now)) | {self.owner}
+                self.live = len(live)
                 self._share = self._cap(fair_share(len(rooms), len(live)))
             held = await self._store.acquire_leases(
                 self.owner, [*rooms, me], ttl_s=self._ttl_s, now=now, max_rooms=self._share
@@ -212,6 +238,7 @@ class OwnershipManager:
             log.warning("lease_renew_failed", owner=self.owner, error=str(exc)[:300])
             await self._expire(self._clock.now())
             await self._settle_roles(self._clock.now())
+            self._changed()
             return
         self._held = {
             lease.room_id: RoomLease(lease.room_id, lease.fence, lease.expires_at)
@@ -221,13 +248,16 @@ class OwnershipManager:
         for room in self._held:
             self._owners[room] = self.owner
         await self._settle(self._clock.now())
+        self._changed()
         await self._renew_roles(now)
+        self._changed()
         try:
             leases = await self._observe(rooms, now)
         except StoreError as exc:
             log.warning("lease_read_failed", owner=self.owner, error=str(exc)[:300])
         else:
             await self._rebalance(rooms, leases, now)
+        self._changed()
         self.ticks += 1
         self.first_tick.set()
 
@@ -310,6 +340,7 @@ class OwnershipManager:
         self, rooms: Sequence[str], leases: Sequence[Lease], now: datetime
     ) -> None:
         live = sorted(set(live_instances(leases, now)) | {self.owner})
+        self.live = len(live)
         self._share = self._cap(fair_share(len(rooms), len(live)))
         # plan_balance counts assigned leases only; a configured room nobody holds (released,
         # never taken) still needs an owner, so it enters as a lease of nobody.
@@ -327,6 +358,7 @@ class OwnershipManager:
         for r in excess:
             self._reported.pop(r, None)
             self._held.pop(r, None)
+        self._changed()  # our share shrinks before the newcomer can take these rooms
         if reported:
             await self._call_lost(reported, "lease:rebalance")
         try:
@@ -367,6 +399,12 @@ class OwnershipManager:
                 await self.on_role(role, holds)
             except Exception as exc:  # a failing role hook must not stop the leases
                 log.error("role_hook_failed", owner=self.owner, role=role, error=str(exc)[:300])
+
+    def _changed(self) -> None:
+        try:
+            self.on_change(self)
+        except Exception as exc:  # a failing budget hook must not stop the leases
+            log.error("ownership_change_hook_failed", owner=self.owner, error=str(exc)[:300])
 
     async def _call_lost(self, rooms: Sequence[str], cause: str) -> None:
         try:

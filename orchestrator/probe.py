@@ -36,9 +36,9 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.rooms.model import RoomSink, RoomState, RtmpStateReported, Snapshot
+from orchestrator.settings import ProbeSettings
 
 __all__ = [
     "PROBE_CAUSE",
@@ -63,23 +63,8 @@ _MAX_REASON = 200
 _REAP_S = 5.0
 
 
-class ProbeSettings(BaseModel):
-    """How one room's playback is probed. A global ``[probe]`` section, overridable per room."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    """Probe rooms that have a ``playback_url`` (rooms without one are never probed)."""
-    interval_s: float = Field(default=15.0, gt=0)
-    """Time between the starts of two probes of one room (±10 % jitter)."""
-    timeout_s: float = Field(default=10.0, gt=0)
-    """Hard limit of one probe; no video stream by then = dead. The process group is killed."""
-    fail_after_s: float = Field(default=30.0, ge=0)
-    """Playback must be dead continuously this long (LIVE + CONNECTED) before the room is told."""
-    ffprobe: str = "ffprobe"
-    """ffprobe executable (name on $PATH or absolute path)."""
-
-
+# The settings module validates the [probe] section and must not import this adapter (it runs
+# subprocesses); the model lives there and is re-exported here, where it is used.
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """One playback check. ``reason`` is short and token-free ("ok", "timeout", "no_video", …).

@@ -1,8 +1,9 @@
 """Live-event callbacks: verify (MSS_A / MSS_A_HEAD), parse, durable intake, MQTT relay.
 
-``verify`` and ``parse`` are pure; ``receiver`` holds the HTTP route, the group-committing inbox
-writer and the startup replay; ``relay`` is the edge forwarder and its daemon-side consumer
-(import it explicitly: it pulls in aiomqtt).
+``verify`` and ``parse`` are pure; ``receiver`` holds the intake and its HTTP route, ``inbox``
+the group-committing inbox writer and the startup replay, ``dispatch`` the ordering and the
+hand-over to rooms; ``relay`` is the edge forwarder and its daemon-side consumer (import it
+explicitly: it pulls in aiomqtt).
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.redaction import MASK
 
 __all__ = [
     "EVENT_REPLY",
@@ -59,7 +60,7 @@ EVENT_RTMP = "RTMP_STREAM_STATE_CHANGE"
 EVENT_SCRIPT = "SHOOT_SCRIPT_SWITCH"
 EVENT_REPLY = "REPLY_COMMAND_FINISH"
 RTMP_STATES = frozenset({"CONNECTING", "CONNECTED", "DISCONNECTED", "RECONNECTING", "END"})
-REDACTED = "***"
+REDACTED = MASK  # the one redaction policy's mask (orchestrator.redaction)
 
 KNOWN_FIELDS: Mapping[str, frozenset[str]] = {
     EVENT_RTMP: frozenset({"room_id", "job_id", "output_url", "stream_key", "state"}),

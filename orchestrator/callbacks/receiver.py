@@ -24,17 +24,17 @@ Ordering: :class:`StreamTracker` keeps the last event time per (job, type) and d
 records) an older RTMP/script event, and suppresses a re-signed retry (same value as the last one
 applied for the job within ``retry_window_s``). Replies and unknown types are deduplicated but not
 ordered (two different replies are both real).
+
+This module holds the intake and its HTTP route; the inbox writer and replay are in
+:mod:`.inbox`, the ordering and hand-over to rooms in :mod:`.dispatch` (re-exported here).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import structlog
@@ -44,17 +44,20 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from orchestrator.bounds import LabelSet
+from orchestrator.callbacks.dispatch import (
+    CallbackMetrics,
+    Dispatcher,
+    NullMetrics,
+    OnEvent,
+    Outcome,
+    StreamTracker,
+    order_time,
+)
+from orchestrator.callbacks.inbox import InboxWriter, replay_inbox
 from orchestrator.callbacks.parse import (
-    EVENT_REPLY,
-    EVENT_RTMP,
-    EVENT_SCRIPT,
-    RTMP_STATES,
     CallbackEvent,
     CallbackParseError,
     dedupe_key,
-    discriminator,
-    event_from_message,
     event_time,
     parse_body,
     peek_ids,
@@ -65,10 +68,9 @@ from orchestrator.callbacks.verify import (
     parse_hw_time,
     verify_callback,
 )
-from orchestrator.rooms.model import Poked, RoomSink, RtmpStateReported
+from orchestrator.rooms.model import RoomSink
 from orchestrator.settings import CallbackSettings
-from orchestrator.store.base import InboxItem, InboxStore, StoreError
-from orchestrator.store.groupcommit import GroupCommit
+from orchestrator.store.base import InboxItem, InboxStore
 
 __all__ = [
     "CallbackIntake",
@@ -78,7 +80,6 @@ __all__ = [
     "IntakeResult",
     "NullMetrics",
     "OnEvent",
-    "PrometheusCallbackMetrics",
     "RawCallback",
     "StreamTracker",
     "callback_routes",
@@ -87,276 +88,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-OnEvent = Callable[[CallbackEvent, str | None], Awaitable[None]]
-"""Hook for applied events: (event, room id or None). The MQTT bridge publishes from it."""
-
-Outcome = Literal["applied", "duplicate", "stale", "unknown_job", "unknown_room"]
-
-
-# --- metrics ---------------------------------------------------------------------------------
-
-
-class CallbackMetrics(Protocol):
-    """Counters by event type/result and the signing→receive lag."""
-
-    def callback(self, event_type: str, result: str) -> None: ...
-
-    def lag(self, seconds: float) -> None: ...
-
-
-class NullMetrics:
-    def callback(self, event_type: str, result: str) -> None:
-        return None
-
-    def lag(self, seconds: float) -> None:
-        return None
-
-
-class PrometheusCallbackMetrics:
-    """``liveorch_callbacks_total{type,result}`` and ``liveorch_callback_lag_seconds``."""
-
-    def __init__(self, registry: Any) -> None:
-        from prometheus_client import Counter, Histogram
-
-        self._count = Counter(
-            "liveorch_callbacks_total",
-            "Callbacks received, by event type and result",
-            ["type", "result"],
-            registry=registry,
-        )
-        self._lag = Histogram(
-            "liveorch_callback_lag_seconds",
-            "Receive time minus the callback's signing time (hwTime)",
-            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300),
-            registry=registry,
-        )
-        # the type comes from the unauthenticated body: one series per invented type was
-        # unbounded memory; unknown types share "other"
-        self._type = LabelSet([EVENT_RTMP, EVENT_SCRIPT, EVENT_REPLY, "-"])
-
-    def callback(self, event_type: str, result: str) -> None:
-        self._count.labels(type=self._type(event_type or "-"), result=result).inc()
-
-    def lag(self, seconds: float) -> None:
-        self._lag.observe(max(0.0, seconds))
-
-
-# --- group-committing inbox writer -----------------------------------------------------------
-
-
-class InboxWriter:
-    """Group commit for ``store.inbox_append``: one transaction for all requests waiting.
-
-    Each :meth:`append` awaits its own item's commit (:mod:`orchestrator.store.groupcommit`).
-    While a commit runs, new items queue up and go together in the next one; under load,
-    ``linger_s`` waits a little for company, while a lone callback on an idle daemon is
-    committed at once, since its room's reaction waits for that commit (the react bench: 2 ms
-    of every drop). Done-marking is batched too, without waiters.
-    """
-
-    def __init__(
-        self,
-        store: InboxStore,
-        *,
-        linger_s: float = 0.002,
-        max_batch: int = 500,
-    ) -> None:
-        self._store = store
-        self._linger_s = linger_s
-        self._group: GroupCommit[InboxItem, bool] = GroupCommit(
-            self._commit, name="callback-inbox-writer", max_batch=max_batch, linger_s=linger_s
-        )
-        self._done_keys: dict[str, None] = {}  # insertion-ordered set
-        self._done_ids: list[int] = []
-        self._doner: asyncio.Task[None] | None = None
-        self.batches = 0
-        """Number of commits so far (observability for tests and the bench)."""
-
-    async def append(self, item: InboxItem) -> bool:
-        """True when stored, False when an item with the same dedupe key already exists."""
-        return await self._group.submit(item)
-
-    async def _commit(self, items: list[InboxItem]) -> list[bool]:
-        first: dict[str, int] = {}  # dedupe key -> position of its first item in the batch
-        for pos, it in enumerate(items):
-            first.setdefault(it.dedupe_key, pos)
-        flags = await self._store.inbox_append([items[pos] for pos in first.values()])
-        if len(flags) != len(first):
-            raise StoreError("inbox_append returned a wrong number of flags")
-        self.batches += 1
-        flag = dict(zip(first, flags, strict=True))
-        # a key repeated within the batch is new at most for its first item
-        return [flag[it.dedupe_key] and first[it.dedupe_key] == pos for pos, it in enumerate(items)]
-
-    def mark_done(self, *, item_id: int | None = None, key: str | None = None) -> None:
-        """Queue a processed item for ``inbox_done`` (by id) or ``inbox_done_keys`` (by key)."""
-        if item_id is not None:
-            self._done_ids.append(item_id)
-        elif key is not None:
-            self._done_keys[key] = None
-        else:
-            return
-        if self._doner is None or self._doner.done():
-            self._doner = asyncio.create_task(self._done_loop(), name="callback-inbox-done")
-
-    async def _done_loop(self) -> None:
-        while self._done_ids or self._done_keys:
-            if self._linger_s > 0:
-                await asyncio.sleep(self._linger_s)
-            try:
-                await self._flush_done()
-            except Exception:  # the items stay pending; replay at startup re-posts them
-                log.exception("callback_inbox_done_failed")
-                return
-
-    async def _flush_done(self) -> None:
-        ids, self._done_ids = self._done_ids, []
-        keys, self._done_keys = list(self._done_keys), {}
-        if keys:
-            await self._store.inbox_done_keys(keys)
-        if ids:
-            await self._store.inbox_done(ids)
-
-    async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait for queued commits and done-marks (graceful shutdown, tests)."""
-        tasks = [t for t in (self._group.flusher, self._doner) if t is not None and not t.done()]
-        if tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout_s)
-
-
-# --- ordering + retry suppression ------------------------------------------------------------
-
-
-class StreamTracker:
-    """Per-job ordering and re-signed-retry suppression (in memory, bounded LRU)."""
-
-    def __init__(self, *, retry_window_s: float = 120.0, max_entries: int = 100_000) -> None:
-        self._retry_window_s = retry_window_s
-        self._max = max_entries
-        self._last_at: OrderedDict[tuple[str, str], datetime] = OrderedDict()
-        self._last_value: OrderedDict[tuple[str, ...], tuple[str, datetime]] = OrderedDict()
-
-    def _remember(self, d: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-        d[key] = value
-        d.move_to_end(key)
-        while len(d) > self._max:
-            d.popitem(last=False)
-
-    def check(self, event: CallbackEvent, at: datetime) -> Literal["apply", "duplicate", "stale"]:
-        """Classify and, when "apply", remember the event."""
-        if event.job_id is None:
-            return "apply"
-        ordered = event.event_type in (EVENT_RTMP, EVENT_SCRIPT)
-        order_key = (event.job_id, event.event_type)
-        if ordered:
-            last = self._last_at.get(order_key)
-            if last is not None and at < last:
-                return "stale"
-        value = discriminator(event)
-        if event.event_type == EVENT_RTMP:
-            stream: tuple[str, ...] = (event.job_id, event.event_type, event.output_url or "")
-        elif event.event_type == EVENT_SCRIPT:
-            stream = (event.job_id, event.event_type)
-        else:
-            stream = (event.job_id, event.event_type, value)
-        prev = self._last_value.get(stream)
-        if (
-            prev is not None
-            and prev[0] == value
-            and abs((at - prev[1]).total_seconds()) <= self._retry_window_s
-        ):
-            return "duplicate"
-        self._remember(self._last_value, stream, (value, at))
-        if ordered:
-            self._remember(self._last_at, order_key, at)
-        return "apply"
-
-
-def order_time(item: InboxItem) -> datetime:
-    """When an item counts as having happened, for ordering a job's events: its signed time,
-    but never later than its receipt (whole seconds, as signed times are). The body is not
-    signed and a time ahead within the skew is still accepted: ordered by it, one forged
-    callback would make the job's genuine ones "stale" until then."""
-    received = item.received_at.replace(microsecond=0)
-    return received if item.event_time is None else min(item.event_time, received)
-
-
-# --- dispatch (shared by live intake and replay) ---------------------------------------------
-
-
-class Dispatcher:
-    """Hands a committed event to its room and the ``on_event`` hook. Synchronous up to the hook."""
-
-    def __init__(
-        self,
-        *,
-        sink: RoomSink,
-        room_for_job: Callable[[str], str | None],
-        on_event: OnEvent | None = None,
-        tracker: StreamTracker | None = None,
-        metrics: CallbackMetrics | None = None,
-    ) -> None:
-        self.sink = sink
-        self.room_for_job = room_for_job
-        self.on_event = on_event
-        self.tracker = tracker or StreamTracker()
-        self.metrics: CallbackMetrics = metrics or NullMetrics()
-
-    def post(self, event: CallbackEvent, at: datetime, key: str) -> tuple[Outcome, str | None]:
-        """Classify (ordering, retries) and post to the room. Never blocks; returns the room."""
-        verdict = self.tracker.check(event, at)
-        fields = {"event_type": event.event_type, "job_id": event.job_id, "dedupe_key": key}
-        if verdict != "apply":
-            log.info(
-                "callback_stale" if verdict == "stale" else "callback_retry_suppressed", **fields
-            )
-            self.metrics.callback(event.event_type, verdict)
-            return verdict, None
-        room = self.room_for_job(event.job_id) if event.job_id else None
-        outcome: Outcome = "applied"
-        if room is not None:
-            if event.event_type == EVENT_RTMP and event.state in RTMP_STATES:
-                assert event.job_id is not None and event.state is not None
-                self.sink.post(
-                    room,
-                    RtmpStateReported(
-                        job_id=event.job_id, rtmp_state=event.state, at=at, cause="callback"
-                    ),
-                )
-            elif event.event_type == EVENT_RTMP:
-                log.warning("callback_unknown_rtmp_state", room_id=room, **fields)
-                self.sink.post(room, Poked(cause="callback:unknown_rtmp_state"))
-        elif event.job_id is not None:
-            outcome = "unknown_job"
-            if event.room_id and self.sink.post(event.room_id, Poked(cause="callback:unknown_job")):
-                room = event.room_id
-            poked = room is not None
-            log.info("callback_unknown_job", room_id=event.room_id, poked=poked, **fields)
-        else:
-            room = event.room_id
-        if event.event_type not in (EVENT_RTMP, EVENT_SCRIPT, EVENT_REPLY):
-            log.info("callback_unknown_type", unknown_fields=list(event.unknown_fields), **fields)
-        self.metrics.callback(event.event_type, outcome)
-        return outcome, room
-
-    async def notify(self, outcome: Outcome, event: CallbackEvent, room: str | None) -> None:
-        """Run the ``on_event`` hook for an applied event (failures are logged, not raised)."""
-        if self.on_event is None or outcome not in ("applied", "unknown_job"):
-            return
-        try:
-            await self.on_event(event, room)
-        except Exception:  # a failing hook must not lose the room's event
-            log.exception("callback_hook_failed", event_type=event.event_type, job_id=event.job_id)
-
-    async def dispatch(self, event: CallbackEvent, at: datetime, key: str) -> Outcome:
-        outcome, room = self.post(event, at, key)
-        await self.notify(outcome, event, room)
-        return outcome
-
-
-# --- intake ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,57 +413,3 @@ def callback_routes(
         metrics=metrics,
         public_url=public_url,
     ).routes()
-
-
-@dataclass(slots=True)
-class _ReplayStats:
-    seen: set[int] = field(default_factory=set)
-    posted: int = 0
-
-
-async def replay_inbox(
-    store: InboxStore,
-    sink: RoomSink,
-    *,
-    room_for_job: Callable[[str], str | None],
-    on_event: OnEvent | None = None,
-    dispatcher: Dispatcher | None = None,
-    limit: int = 500,
-) -> int:
-    """Dispatch every pending inbox item (oldest event first) and mark it done; returns the count.
-
-    Run once at startup before serving callbacks: it is what makes "200 sent, then crashed"
-    lose nothing. Unreadable rows are logged and marked done (they can never succeed).
-    """
-    disp = dispatcher or Dispatcher(sink=sink, room_for_job=room_for_job, on_event=on_event)
-    stats = _ReplayStats()
-    while True:
-        batch = [
-            it
-            for it in await store.inbox_pending(limit)
-            if it.id is not None and it.id not in stats.seen
-        ]
-        if not batch:
-            break
-        batch.sort(key=lambda it: (it.event_time or it.received_at, it.id or 0))
-        done: list[int] = []
-        for it in batch:
-            assert it.id is not None
-            stats.seen.add(it.id)
-            done.append(it.id)
-            try:
-                payload = it.payload
-                event = event_from_message(
-                    str(payload.get("event_type", it.event_type)),
-                    payload.get("message") or {},
-                    payload.get("extra") or {},
-                )
-            except (CallbackParseError, TypeError, AttributeError) as exc:
-                reason = exc.reason if isinstance(exc, CallbackParseError) else "bad_payload"
-                log.error("callback_replay_unreadable", item_id=it.id, reason=reason)
-                continue
-            await disp.dispatch(event, order_time(it), it.dedupe_key)
-            stats.posted += 1
-        await store.inbox_done(done)
-        log.info("callback_replayed", count=len(done))
-    return stats.posted

@@ -34,7 +34,6 @@ import binascii
 import contextlib
 import json
 import os
-import random
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,12 +42,15 @@ from typing import Any
 
 import aiomqtt
 import structlog
+from pydantic import SecretStr, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchestrator.callbacks.receiver import CallbackIntake, IntakeResult, RawCallback
+from orchestrator.mqtt.link import Backoff, client_for, tls_context
+from orchestrator.settings import MqttSettings
 from orchestrator.store.base import StoreError
 
 __all__ = [
@@ -218,6 +220,8 @@ class Relay:
         max_body_bytes: int = 65536,
         publish_timeout_s: float = 5.0,
         reconnect_max_s: float = 30.0,
+        tls: bool = False,
+        ca_file: str | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.mqtt_host = mqtt_host
@@ -230,38 +234,48 @@ class Relay:
         self.max_body_bytes = max_body_bytes
         self.publish_timeout_s = publish_timeout_s
         self.reconnect_max_s = reconnect_max_s
+        # the bridge's own connection settings and client factory (mqtt.link): the relay gets
+        # TLS, the keepalive, the v5 packet-size cap and the in-flight window the same way
+        self._mqtt = MqttSettings(
+            host=mqtt_host,
+            port=mqtt_port,
+            client_id=self.client_id,
+            username=username,
+            password=SecretStr(password) if password else None,
+            tls=tls,
+            ca_file=ca_file,
+            reconnect_max_s=reconnect_max_s,
+        )
         self._clock = clock or (lambda: datetime.now(UTC))
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.app = Starlette(routes=[Route(path, self.endpoint, methods=["POST"])])
 
     async def run(self) -> None:
-        """Connect, and reconnect with capped jittered backoff, until cancelled."""
-        delay = 0.5
+        """Connect, and reconnect with the bridge's capped jittered backoff, until cancelled."""
+        backoff = Backoff(cap_s=self.reconnect_max_s)
+        tls = tls_context(self._mqtt)
         while True:
+            error: str | None = None
             try:
-                async with aiomqtt.Client(
-                    self.mqtt_host,
-                    self.mqtt_port,
-                    identifier=self.client_id,
-                    username=self._username,
-                    password=self._password,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    timeout=self.publish_timeout_s,
+                async with client_for(
+                    self._mqtt, tls=tls, timeout_s=self.publish_timeout_s
                 ) as client:
                     self._client = client
                     self.connected.set()
-                    delay = 0.5
+                    backoff.reset()
                     log.info("relay_mqtt_connected", host=self.mqtt_host, port=self.mqtt_port)
                     async for _ in client.messages:  # nothing subscribed: returns on disconnect
                         pass
             except aiomqtt.MqttError as exc:
-                log.warning("relay_mqtt_disconnected", error=str(exc), retry_in_s=delay)
+                error = str(exc)
             finally:
                 self._client = None
                 self.connected.clear()
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self.reconnect_max_s)
+            delay = backoff.next_delay()
+            if error is not None:
+                log.warning("relay_mqtt_disconnected", error=error, retry_in_s=round(delay, 2))
+            await asyncio.sleep(delay)
 
     async def endpoint(self, request: Request) -> Response:
         received_at = self._clock()
@@ -329,6 +343,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "$LIVEORCH_RELAY_MQTT_PASSWORD, never from the command line",
     )
     parser.add_argument(
+        "--mqtt-tls",
+        action="store_true",
+        help="connect to the broker over TLS, verified against the system CAs or --mqtt-ca-file",
+    )
+    parser.add_argument(
+        "--mqtt-ca-file", default=None, help="CA bundle for --mqtt-tls (default: system CAs)"
+    )
+    parser.add_argument(
         "--topic",
         default=DEFAULT_TOPIC,
         help=f"topic the callbacks are published on; the daemon's [mqtt] callbacks_topic "
@@ -367,16 +389,23 @@ async def run_from_args(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("relay_bad_arguments", error=str(exc))
         return 2
-    relay = Relay(
-        mqtt_host=args.mqtt_host,
-        mqtt_port=args.mqtt_port,
-        topic=args.topic,
-        path=args.path,
-        client_id=args.client_id,
-        username=args.mqtt_username,
-        password=os.environ.get("LIVEORCH_RELAY_MQTT_PASSWORD"),
-        max_body_bytes=args.max_body_bytes,
-    )
+    try:
+        relay = Relay(
+            mqtt_host=args.mqtt_host,
+            mqtt_port=args.mqtt_port,
+            topic=args.topic,
+            path=args.path,
+            client_id=args.client_id,
+            username=args.mqtt_username,
+            password=os.environ.get("LIVEORCH_RELAY_MQTT_PASSWORD"),
+            max_body_bytes=args.max_body_bytes,
+            tls=args.mqtt_tls or args.mqtt_ca_file is not None,
+            ca_file=args.mqtt_ca_file,
+        )
+    except ValidationError as exc:  # checked like the daemon's [mqtt] (a bad client id, CA file)
+        first = exc.errors()[0]
+        log.error("relay_bad_arguments", field=".".join(map(str, first["loc"])), error=first["msg"])
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

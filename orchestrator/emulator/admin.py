@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from orchestrator.emulator.clock import ManualClock
 from orchestrator.emulator.httpbits import INTERNAL, error_response, is_loopback, parse_json
+from orchestrator.emulator.journal import Journal
 from orchestrator.emulator.platform import key_fingerprint
 from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.emulator.validation import ApiError, bad_request
@@ -28,8 +29,9 @@ log = structlog.get_logger(__name__)
 ADMIN_REFUSED = "EMULATOR.0403"  # the admin API is ours, not MetaStudio's
 
 
-def admin_routes(service: EmulatorService) -> list[Route]:
-    """The ``/_emulator/...`` routes over ``service``."""
+def admin_routes(service: EmulatorService, journal: Journal | None = None) -> list[Route]:
+    """The ``/_emulator/...`` routes over ``service`` (and the app's ``journal``)."""
+    journal = journal if journal is not None else Journal()
 
     def admin(
         fn: Callable[[Request], Awaitable[Response]],
@@ -176,8 +178,17 @@ def admin_routes(service: EmulatorService) -> list[Route]:
         return JSONResponse(service.platform.view(service.now()))
 
     @admin
+    async def admin_journal(request: Request) -> Response:
+        try:
+            since = int(request.query_params.get("since", "0"))
+        except ValueError:
+            raise bad_request("since must be an integer") from None
+        return JSONResponse(journal.since(since))
+
+    @admin
     async def admin_reset(request: Request) -> Response:
         service.reset()
+        journal.clear()
         return JSONResponse({"reset": True})
 
     @admin
@@ -217,6 +228,7 @@ def admin_routes(service: EmulatorService) -> list[Route]:
         Route("/_emulator/platform", admin_platform, methods=["GET"]),
         Route("/_emulator/rtmp/on_publish", admin_on_publish, methods=["POST"]),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),
+        Route("/_emulator/journal", admin_journal, methods=["GET"]),
         Route("/_emulator/credentials", admin_credentials, methods=["GET"]),
         Route("/_emulator/clock/advance", admin_advance, methods=["POST"]),
     ]

@@ -25,10 +25,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.emulator.admin import admin_routes
-from orchestrator.emulator.constraints import ConstraintViolation, check_app_user_id
 from orchestrator.emulator.httpbits import INTERNAL, error_response, parse_json
-from orchestrator.emulator.service import EmulatorService
+from orchestrator.emulator.journal import Journal
+from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.emulator.validation import ApiError, bad_request
+from orchestrator.metastudio.constraints import ConstraintViolation, check_app_user_id
 from orchestrator.metastudio.signer import SignatureError, verify
 
 __all__ = ["create_app"]
@@ -83,6 +84,10 @@ def _utf8_headers(request: Request) -> dict[str, str]:
 
 def create_app(service: EmulatorService) -> Starlette:
     """Build the ASGI app; its lifespan starts/stops the service's background tasks."""
+    journal = Journal()
+    service.rtmp_listeners.append(
+        lambda job, state: journal.rtmp(job.job_id, job.room_id, job.stream_key, state)
+    )
 
     def authenticate(request: Request, body: bytes, *, project_scoped: bool = True) -> None:
         token = request.headers.get("x-auth-token")
@@ -117,6 +122,9 @@ def create_app(service: EmulatorService) -> Starlette:
         status: int = 200,
     ) -> Response:
         body = await request.body()
+        room_id = request.path_params.get("room_id")
+        fault: Fault | None = None
+        cause = "service"  # what the journal blames for an error answer
         try:
             authenticate(request, body)
             if request.path_params.get("project_id") != service.project_id:
@@ -128,21 +136,28 @@ def create_app(service: EmulatorService) -> Starlette:
                 except ConstraintViolation as exc:
                     raise bad_request(str(exc)) from None
             service.record_call(operation)
+            cause = "throttled"
             service.check_rate(operation)
+            cause = "service"
             fault = service.take_fault(operation)
             if fault is not None:
+                cause = "fault"
                 if fault.latency_ms > 0:
                     await asyncio.sleep(fault.latency_ms / 1000.0)
                 if fault.ghost and operation == "start":
                     handler(parse_json(body))
-                    log.info("emulator_ghost_start", room_id=request.path_params.get("room_id"))
+                    log.info("emulator_ghost_start", room_id=room_id)
+                    journal.call(operation, room_id, 504, cause)
                     await _hold_until_disconnect(request)
                     return error_response(504, "APIGW.0201", "Backend timeout")
                 if fault.status is not None:
                     raise ApiError(fault.status, fault.error_code, fault.error_msg)
             result = handler(parse_json(body))
         except ApiError as exc:
+            journal.call(operation, room_id, exc.status, cause)
             return error_response(exc.status, exc.error_code, exc.error_msg)
+        if fault is not None:  # delayed by an injected latency, answered all the same
+            journal.call(operation, room_id, status, cause)
         if result is None:
             return Response(status_code=status, media_type="application/json")
         return JSONResponse(result, status_code=status)
@@ -326,7 +341,7 @@ def create_app(service: EmulatorService) -> Starlette:
         Route(_P + "/smart-live-rooms/{room_id}", room, methods=["GET", "PUT", "DELETE"]),
         Route("/v3/auth/tokens", tokens, methods=["POST"]),
         Route("/v3/projects", projects, methods=["GET"]),
-        *admin_routes(service),
+        *admin_routes(service, journal),
     ]
     app = Starlette(
         routes=routes,

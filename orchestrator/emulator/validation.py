@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.emulator.constraints import ConstraintViolation, check_start_body
+from orchestrator.metastudio.constraints import ConstraintViolation, check_start_body
 
 __all__ = [
     "COMMANDS",
@@ -215,7 +215,7 @@ def _validate_play_policy(value: Any) -> None:
 def validate_start_body(body: Any) -> dict[str, Any]:
     """``StartSmartLiveReq`` (§4): every field optional, but each one present must be valid.
 
-    The document's own table (:mod:`orchestrator.emulator.constraints`) is checked first; the
+    The document's own table (:mod:`orchestrator.metastudio.constraints`) is checked first; the
     checks after it cover what the page leaves to other pages and the SDK model
     (``live_exit_config``, ``job_run_config``, required video fields).
     """

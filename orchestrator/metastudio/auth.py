@@ -21,7 +21,7 @@ import structlog
 
 from orchestrator.errors import AuthError, CloudUnavailable
 from orchestrator.metastudio import signer
-from orchestrator.metastudio.client import error_from_response
+from orchestrator.metastudio.errormap import error_from_response
 
 __all__ = ["AkSkAuth", "IamTokenAuth", "WallClock", "signable_headers"]
 
@@ -99,11 +99,6 @@ class AkSkAuth(httpx.Auth):
         self._project_id = project_id
         self._security_token = security_token
         self._clock = clock
-
-    @property
-    def access_key(self) -> str:
-        """The AK (an identifier, not a secret; still kept out of logs by callers)."""
-        return self._ak
 
     def __repr__(self) -> str:
         return f"AkSkAuth(project_id={self._project_id!r})"

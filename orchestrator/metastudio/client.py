@@ -16,33 +16,15 @@ Each attempt is logged as ``metastudio_call`` and reported to the optional ``on_
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
-import json
-import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
-import httpx
-import structlog
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from orchestrator.errors import (
-    AuthError,
-    CloudError,
-    CloudUnavailable,
-    Conflict,
-    InvalidRequest,
-    NotFound,
-    PermanentError,
-    StartOutcomeUnknown,
-    TemporaryError,
-    Throttled,
-)
-from orchestrator.metastudio import signer
+from orchestrator.errors import InvalidRequest
+from orchestrator.metastudio.errormap import error_from_response, parse_retry_after
 from orchestrator.metastudio.models import (
     Command,
     CommandResult,
@@ -61,10 +43,10 @@ from orchestrator.metastudio.models import (
     StartSmartLiveReq,
     StartSmartLiveResp,
     build,
-    describe_errors,
     to_wire,
 )
-from orchestrator.metastudio.ratelimit import ApiGroup, RateLimits
+from orchestrator.metastudio.ratelimit import ApiGroup
+from orchestrator.metastudio.transport import DEFAULT_TIMEOUT, CallHook, CloudTransport, M
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -74,25 +56,7 @@ __all__ = [
     "parse_retry_after",
 ]
 
-log = structlog.get_logger(__name__)
 
-CallHook = Callable[[str, str, float], None]
-"""``on_call(operation, status_or_error_code, seconds)``: e.g. feed a Prometheus histogram."""
-
-DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=10.0)
-
-# MSS.00000004 is "Internal Error" with 500 on the StartSmartLive page (an older table spelled it
-# as an auth code): a 401/403 status still makes any code an AuthError
-_AUTH_CODES = frozenset({"APIGW.0301", "APIGW.0303"})
-_UNAVAILABLE_CODES = frozenset({"APIGW.0201", "MSS.00000002", "MSS.00000004"})
-_THROTTLE_CODES = frozenset({"APIGW.0308"})
-_INVALID_CODES = frozenset({"MSS.00000003"})
-_CODE_KEYS = (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message"))
-_MAX_MSG = 300
-# network errors that prove the request never left us: a start can safely be called failed
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-
-M = TypeVar("M", bound=BaseModel)
 J = TypeVar("J", covariant=True)
 
 
@@ -105,76 +69,7 @@ class _Paged(Protocol[J]):
     def smart_live_jobs(self) -> Sequence[J]: ...
 
 
-# ------------------------------------------------------------------------- error mapping
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now or datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
-
-
-def _error_fields(body: Any) -> tuple[str | None, str | None, str | None]:
-    """(code, message, request_id) from any of the SDK-accepted error body shapes (§11.1)."""
-    if not isinstance(body, dict):
-        return None, None, None
-    request_id = body.get("request_id") if isinstance(body.get("request_id"), str) else None
-    candidates: list[dict[str, Any]] = [body]
-    candidates += [v for v in body.values() if isinstance(v, dict)]
-    for candidate in candidates:
-        for code_key, msg_key in _CODE_KEYS:
-            code = candidate.get(code_key)
-            if code is not None:
-                msg = candidate.get(msg_key)
-                return str(code), (str(msg) if msg is not None else None), request_id
-    return None, None, request_id
-
-
-def error_from_response(operation: str, response: httpx.Response) -> CloudError:
-    """Map a non-2xx answer to our error tree (status + ``error_code``)."""
-    try:
-        body = json.loads(response.content) if response.content else None
-    except ValueError:
-        body = None
-    code, msg, body_request_id = _error_fields(body)
-    status = response.status_code
-    request_id = response.headers.get("X-Request-Id") or body_request_id
-    text = (msg or response.reason_phrase or "error")[:_MAX_MSG]
-    kw: dict[str, Any] = {
-        "operation": operation,
-        "status": status,
-        "error_code": code,
-        "request_id": request_id,
-    }
-    message = f"MetaStudio {operation} failed: {text}"
-    if status == 429 or code in _THROTTLE_CODES:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return Throttled(message, retry_after=retry_after, **kw)
-    if code in _AUTH_CODES or status in (401, 403):
-        return AuthError(message, **kw)
-    if status >= 500 or code in _UNAVAILABLE_CODES:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return CloudUnavailable(message, retry_after=retry_after, **kw)
-    if status == 404:
-        return NotFound(message, **kw)
-    if status == 409:
-        return Conflict(message, **kw)
-    if status == 400 or code in _INVALID_CODES:
-        return InvalidRequest(message, **kw)
-    return PermanentError(message, **kw)
+# ------------------------------------------------------------------------- path and query values
 
 
 def _q(segment: str, what: str) -> str:
@@ -194,49 +89,10 @@ def _rfc3339(value: datetime | str | None) -> str | None:
 # ------------------------------------------------------------------------- client
 
 
-class MetaStudioClient:
-    """One tenant/project. Share one instance (and one :class:`RateLimits`) across all rooms."""
+class MetaStudioClient(CloudTransport):
+    """One tenant/project. Share one instance (and one :class:`RateLimits`) across all rooms.
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        base_url: str,
-        project_id: str,
-        auth: httpx.Auth | None = None,
-        limits: RateLimits | None = None,
-        app_user_id: str | None = None,
-        read_retries: int = 2,
-        on_call: CallHook | None = None,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 10.0,
-        max_retry_after: float = 30.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        jitter: Callable[[], float] = random.random,
-    ) -> None:
-        if not project_id:
-            raise ValueError("project_id is required")
-        if app_user_id is not None and any(ord(c) > 127 for c in app_user_id):
-            raise ValueError("X-App-UserId must not contain non-ASCII (e.g. Chinese) characters")
-        self._http = http
-        self._base_url = base_url.rstrip("/")
-        self._project_id = project_id
-        self._auth = auth
-        self._limits = limits if limits is not None else RateLimits()
-        self._app_user_id = app_user_id
-        self._read_retries = max(0, read_retries)
-        self._on_call = on_call
-        self._timeout = timeout
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._max_retry_after = max_retry_after
-        self._sleep = sleep
-        self._jitter = jitter
-
-    def set_auth(self, auth: httpx.Auth | None) -> None:
-        """Swap the credentials (AK/SK rotation on reload); calls in flight keep their own."""
-        self._auth = auth
+    The typed smart-live operations; sending, retries and error mapping are the transport's."""
 
     def __repr__(self) -> str:
         return f"MetaStudioClient(base_url={self._base_url!r}, project_id={self._project_id!r})"
@@ -247,161 +103,6 @@ class MetaStudioClient:
         if not region or not all(c.isalnum() or c == "-" for c in region):
             raise ValueError(f"not a region id: {region!r}")
         return f"https://metastudio.{region}.myhuaweicloud.com"
-
-    @property
-    def limits(self) -> RateLimits:
-        return self._limits
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _path(self, *parts: str) -> str:
-        return "/v1/" + quote(self._project_id, safe="") + "/" + "/".join(parts)
-
-    def _report(
-        self,
-        operation: str,
-        outcome: str,
-        started: float,
-        *,
-        status: int | None,
-        error_code: str | None,
-        request_id: str | None,
-        attempt: int,
-        waited: float,
-        failed: bool,
-    ) -> None:
-        seconds = time.monotonic() - started
-        fields: dict[str, Any] = {
-            "operation": operation,
-            "status": status,
-            "error_code": error_code,
-            "request_id": request_id,
-            "duration_s": round(seconds, 4),
-            "attempt": attempt,
-            "rate_wait_s": round(waited, 4),
-            "outcome": outcome,
-        }
-        if failed:
-            log.warning("metastudio_call", **fields)
-        else:
-            log.info("metastudio_call", **fields)
-        if self._on_call is not None:
-            try:
-                self._on_call(operation, outcome, seconds)
-            except Exception:  # a metrics hook must never break a cloud call
-                log.exception("metastudio_on_call_hook_failed", operation=operation)
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(self._backoff_cap, self._backoff_base * float(2**attempt))
-        delay *= 0.5 + 0.5 * self._jitter()
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return delay
-
-    async def _call(
-        self,
-        operation: str,
-        group: ApiGroup,
-        method: str,
-        path: str,
-        *,
-        query: Sequence[tuple[str, str]] = (),
-        body: Mapping[str, Any] | None = None,
-        retry: bool = False,
-        is_start: bool = False,
-    ) -> httpx.Response:
-        """Send one logical call (with retries for safe reads); return a 2xx response."""
-        url = self._base_url + path
-        wire_query = signer.canonical_query(list(query))
-        if wire_query:
-            url += "?" + wire_query
-        headers = {"Content-Type": "application/json"}
-        if self._app_user_id:
-            headers["X-App-UserId"] = self._app_user_id
-        content = json.dumps(body).encode("ascii") if body is not None else None
-        attempts = 1 + (self._read_retries if retry else 0)
-        for attempt in range(attempts):
-            waited = await self._limits.acquire(group)
-            started = time.monotonic()
-            last = attempt == attempts - 1
-            try:
-                response = await self._http.request(
-                    method,
-                    url,
-                    content=content,
-                    headers=headers,
-                    auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
-                    timeout=self._timeout,
-                )
-            except httpx.HTTPError as exc:
-                kind = type(exc).__name__
-                self._report(
-                    operation, kind, started, status=None, error_code=None, request_id=None,
-                    attempt=attempt, waited=waited, failed=True,
-                )  # fmt: skip
-                if is_start and not isinstance(exc, _NOT_SENT):
-                    raise StartOutcomeUnknown(
-                        f"MetaStudio {operation}: request sent but no answer ({kind}); "
-                        "list the room's jobs before starting again",
-                        operation=operation,
-                    ) from exc
-                error: CloudError = CloudUnavailable(
-                    f"MetaStudio {operation}: network error ({kind})", operation=operation
-                )
-                if last:
-                    raise error from exc
-                await self._sleep(self._backoff(attempt, None))
-                continue
-            except CloudError as exc:  # raised by an auth flow (e.g. IAM token fetch)
-                self._report(
-                    operation, exc.error_code or type(exc).__name__, started, status=exc.status,
-                    error_code=exc.error_code, request_id=exc.request_id, attempt=attempt,
-                    waited=waited, failed=True,
-                )  # fmt: skip
-                raise
-            request_id = response.headers.get("X-Request-Id")
-            if response.is_success:
-                self._report(
-                    operation, str(response.status_code), started, status=response.status_code,
-                    error_code=None, request_id=request_id, attempt=attempt, waited=waited,
-                    failed=False,
-                )  # fmt: skip
-                return response
-            error = error_from_response(operation, response)
-            self._report(
-                operation, error.error_code or str(response.status_code), started,
-                status=response.status_code, error_code=error.error_code,
-                request_id=error.request_id, attempt=attempt, waited=waited, failed=True,
-            )  # fmt: skip
-            retry_after = error.retry_after if isinstance(error, TemporaryError) else None
-            too_long = retry_after is not None and retry_after > self._max_retry_after
-            if last or not isinstance(error, TemporaryError) or too_long:
-                raise error
-            await self._sleep(self._backoff(attempt, retry_after))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _parse(
-        operation: str, model: type[M], response: httpx.Response, *, is_start: bool = False
-    ) -> M:
-        request_id = response.headers.get("X-Request-Id")
-        try:
-            result = model.model_validate_json(response.content or b"{}")
-        except ValidationError as exc:
-            message = f"MetaStudio {operation}: unexpected answer ({describe_errors(exc)})"
-            kw: dict[str, Any] = {
-                "operation": operation,
-                "status": response.status_code,
-                "request_id": request_id,
-            }
-            if is_start:
-                raise StartOutcomeUnknown(message, **kw) from exc
-            raise CloudUnavailable(message, **kw) from exc
-        if hasattr(result, "request_id"):
-            result.request_id = request_id
-        return result
-
-    # ------------------------------------------------------------------ jobs
 
     async def start_job(self, room_id: str, req: StartSmartLiveReq) -> StartSmartLiveResp:
         """Start a job (202). Never retried; a lost answer raises StartOutcomeUnknown."""

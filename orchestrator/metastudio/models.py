@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.emulator.constraints import ConstraintViolation, check_start_body
+from orchestrator.metastudio.constraints import ConstraintViolation, check_start_body
 from orchestrator.metastudio.responses import (
     CallbackEvent,
     CommandResult,

@@ -150,6 +150,16 @@ class TokenBucket:
         self._recent = deque(self._recent, maxlen=2 * self._per_window)
         self._sent = deque(self._sent, maxlen=self._per_window)
 
+    def drain(self) -> None:
+        """No saved-up tokens: the next call waits one interval at the current rate.
+
+        For a share that grows (rooms moved here from another instance): the instance that
+        gave them up may have used that part of the limit a moment ago, so the new part is
+        earned at the new rate from now instead of being spent at once.
+        """
+        self._refill()
+        self._tokens = min(self._tokens, 0.0)
+
     def _refill(self) -> None:
         now = self._clock()
         elapsed = max(0.0, now - self._stamp)
@@ -249,11 +259,13 @@ class RateLimits:
 
         A share of 0 pauses the group: callers wait until a share is given back (an instance
         that owns no room makes no calls for rooms, so the others may use the whole limit).
-        Groups not named keep their share.
+        A share that grows starts with an empty bucket (:meth:`TokenBucket.drain`): another
+        instance may just have used the part that moves here. Groups not named keep their share.
         """
         for group, fraction in shares.items():
             if not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"share of {group} must be within [0, 1], got {fraction}")
+            rising = fraction > self._shares[group]
             self._shares[group] = fraction
             bucket = self._buckets.get(group)
             if fraction == 0.0:
@@ -263,6 +275,8 @@ class RateLimits:
                 spec = self.specs[group]
                 burst = spec.burst * fraction if spec.burst is not None else None
                 bucket.set_rate(spec.rate * fraction, burst)
+                if rising:
+                    bucket.drain()
             self._resumed[group].set()
 
     @classmethod

@@ -40,6 +40,7 @@ from pydantic import (
 
 from orchestrator.control import CommandError, Control
 from orchestrator.mqtt.topics import CommandTarget
+from orchestrator.names import BRIDGE_ACTION_NAMES, ROOM_ACTION_NAMES
 from orchestrator.redaction import mask_text, redact
 
 __all__ = [
@@ -307,6 +308,10 @@ ROOM_ACTIONS: Mapping[str, type[Command]] = _table(
     Get,
 )
 BRIDGE_ACTIONS: Mapping[str, type[Command]] = _table(ListRooms, Reload)
+# settings checks the ACL against the names in orchestrator.names (it must not import this
+# adapter): a command added here without its name there would be refused by every ACL.
+if set(ROOM_ACTIONS) != ROOM_ACTION_NAMES or set(BRIDGE_ACTIONS) != BRIDGE_ACTION_NAMES:
+    raise RuntimeError("mqtt.commands and orchestrator.names disagree on the action names")
 
 
 def peek_id(payload: bytes) -> str | None:

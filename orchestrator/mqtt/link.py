@@ -2,22 +2,22 @@
 
 aiomqtt 2.x has no automatic reconnect and an ``aiomqtt.Client`` is not safely re-enterable
 after a lost connection, so the bridge builds a fresh client per attempt with
-:func:`make_client` and waits :class:`Backoff` delays between attempts: exponential, capped at
-``reconnect_max_s``, with "equal jitter" (half fixed, half random) so a fleet of daemons does
-not reconnect in lockstep after a broker restart, and reset after every successful connect.
+:func:`make_client` and waits :class:`~orchestrator.backoff.Backoff` delays between attempts
+(the daemon's one retry formula): exponential, capped at ``reconnect_max_s``, with "equal
+jitter" (half fixed, half random) so a fleet of daemons does not reconnect in lockstep after a
+broker restart, and reset after every successful connect.
 """
 
 from __future__ import annotations
 
-import random
 import ssl
-from dataclasses import dataclass, field
 
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from orchestrator.backoff import Backoff  # re-exported: the bridge's reconnect delays
 from orchestrator.mqtt.topics import OFFLINE, Topics
 from orchestrator.settings import MqttSettings
 
@@ -26,6 +26,7 @@ __all__ = [
     "MIN_PACKET_BYTES",
     "RELAY_SESSION_EXPIRY_S",
     "Backoff",
+    "client_for",
     "make_client",
     "max_packet_bytes",
     "tls_context",
@@ -38,25 +39,6 @@ republish after a reconnect twice as slow on loopback."""
 RELAY_SESSION_EXPIRY_S = 7 * 24 * 3600
 """v5 session expiry when consuming the relay: the broker keeps our subscription and queued
 QoS 1 callbacks this long while the daemon is down (mosquitto may cap it)."""
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Capped exponential backoff with equal jitter; :meth:`reset` after a success."""
-
-    cap_s: float
-    base_s: float = 0.5
-    rng: random.Random = field(default_factory=random.Random)
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        """Delay before the next attempt: in [d/2, d] where d = min(cap, base * 2**attempt)."""
-        d = min(self.cap_s, self.base_s * (2.0 ** min(self.attempt, 32)))
-        self.attempt += 1
-        return d / 2 + self.rng.uniform(0, d / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
@@ -94,8 +76,23 @@ def make_client(
     our downtime); command topics are never worth replaying from a stale session.
     Must be called inside a running event loop (aiomqtt binds it at construction).
     """
-    persistent = settings.consume_relay
     will = aiomqtt.Will(topic=topics.bridge_state, payload=OFFLINE, qos=1, retain=True)
+    return client_for(
+        settings, will=will, persistent=settings.consume_relay, tls=tls, timeout_s=timeout_s
+    )
+
+
+def client_for(
+    settings: MqttSettings,
+    *,
+    will: aiomqtt.Will | None = None,
+    persistent: bool = False,
+    tls: ssl.SSLContext | None = None,
+    timeout_s: float = 10.0,
+) -> aiomqtt.Client:
+    """A new, unconnected client for ``settings``: protocol, credentials, TLS, keepalive, the
+    v5 packet-size cap and the in-flight window. The bridge adds its LWT (:func:`make_client`);
+    the callback relay uses it as is, so both reach the broker the same way."""
     password = settings.password.get_secret_value() if settings.password else None
     client = _client(settings, will, password, persistent, tls, timeout_s)
     # aiomqtt warns on every call beyond 10 pending ones; batches of MAX_INFLIGHT are normal here.
@@ -105,7 +102,7 @@ def make_client(
 
 def _client(
     settings: MqttSettings,
-    will: aiomqtt.Will,
+    will: aiomqtt.Will | None,
     password: str | None,
     persistent: bool,
     tls: ssl.SSLContext | None,

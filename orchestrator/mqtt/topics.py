@@ -1,4 +1,4 @@
-"""MQTT topic names and payload shapes of the bridge (pure: no I/O, no clock).
+"""MQTT topic names of the bridge (pure: no I/O, no clock); payloads are in orchestrator.payloads.
 
 Every topic lives under one prefix (default ``liveorch``)::
 
@@ -17,13 +17,10 @@ or whose room id is not a valid room id, is refused here so the bridge never rou
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
 
-from orchestrator.rooms.model import Snapshot
+from orchestrator.names import TopicError, check_mqtt_prefix, is_valid_room_id
+from orchestrator.payloads import snapshot_json  # re-exported: older callers import it here
 
 __all__ = [
     "BRIDGE",
@@ -32,11 +29,8 @@ __all__ = [
     "CommandTarget",
     "TopicError",
     "Topics",
-    "alert_event",
     "is_valid_room_id",
-    "script_event",
     "snapshot_json",
-    "transition_event",
     "validate_publish_topic",
 ]
 
@@ -45,18 +39,6 @@ OFFLINE = "offline"
 BRIDGE = "bridge"
 """Lane/target name used for bridge-wide commands (not a valid room id clash: rooms are
 addressed only under ``rooms/``)."""
-
-# Same rule as orchestrator.settings.RoomSettings: MetaStudio room ids are 1-128 of [A-Za-z0-9_.-].
-_ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-
-
-class TopicError(ValueError):
-    """A topic or prefix that the bridge refuses (wildcards, empty or unexpected segments)."""
-
-
-def is_valid_room_id(room_id: str) -> bool:
-    return bool(_ROOM_ID.match(room_id))
 
 
 def validate_publish_topic(topic: str) -> str:
@@ -86,12 +68,7 @@ class Topics:
 
     @classmethod
     def for_prefix(cls, prefix: str) -> Topics:
-        parts = prefix.split("/")
-        if not all(_PREFIX_SEGMENT.match(p) for p in parts) or prefix.startswith("$"):
-            raise TopicError(
-                f"MQTT prefix {prefix!r} must be '/'-separated segments of [A-Za-z0-9_.-]"
-            )
-        return cls(prefix)
+        return cls(check_mqtt_prefix(prefix))
 
     @property
     def bridge_state(self) -> str:
@@ -151,86 +128,3 @@ class Topics:
         if not is_valid_room_id(rest[0]):
             raise TopicError("invalid room id in topic")
         return CommandTarget(rest[0])
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def snapshot_json(snap: Snapshot) -> dict[str, Any]:
-    """The retained ``rooms/{room}/state`` payload for a :class:`Snapshot`.
-
-    Core keys always appear (``null`` when unknown); ``extra`` (e.g. ``sla`` counters) is merged
-    in without overriding a core key.
-    """
-    core: dict[str, Any] = {
-        "room_id": snap.room_id,
-        "state": str(snap.state),
-        "order": str(snap.order),
-        "job_id": snap.job_id,
-        "since": _iso(snap.since),
-        "attempt": snap.attempt,
-        "next_retry_at": _iso(snap.next_retry_at),
-        "last_error": snap.last_error,
-        "alert": snap.alert,
-    }
-    extra: Mapping[str, object] = snap.extra
-    return {**{k: v for k, v in extra.items() if k not in core}, **core}
-
-
-# --- rooms/{room}/events payloads: one "type" per kind, always room_id + at -----------------
-
-
-def transition_event(
-    room_id: str,
-    *,
-    from_state: str,
-    to_state: str,
-    event: str,
-    at: datetime,
-    cause: str = "",
-    detail: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A state-machine transition (``event`` is the event class name, e.g. ``JobObserved``)."""
-    return {
-        "type": "transition",
-        "room_id": room_id,
-        "at": at.isoformat(),
-        "from": from_state,
-        "to": to_state,
-        "event": event,
-        "cause": cause,
-        "detail": dict(detail or {}),
-    }
-
-
-def alert_event(
-    room_id: str,
-    *,
-    kind: str,
-    status: Literal["SET", "CLEARED"],
-    at: datetime,
-    message: str = "",
-) -> dict[str, Any]:
-    """An alert raised (``SET``) or cleared (``CLEARED``); ``kind`` is stable (e.g. quarantined)."""
-    return {
-        "type": "alert",
-        "room_id": room_id,
-        "at": at.isoformat(),
-        "kind": kind,
-        "status": status,
-        "message": message,
-    }
-
-
-def script_event(
-    room_id: str, *, job_id: str | None, at: datetime, detail: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The job switched script/scene (from a live-event callback); ``detail`` as reported."""
-    return {
-        "type": "script",
-        "room_id": room_id,
-        "at": at.isoformat(),
-        "job_id": job_id,
-        "detail": dict(detail),
-    }

@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from orchestrator.control import CommandError
 from orchestrator.ops.metrics import Metrics
 from orchestrator.ops.status_page import AsgiEndpoint, status_routes, timeline
+from orchestrator.payloads import snapshot_json
 from orchestrator.redaction import redact
 from orchestrator.rooms.explain import describe_record
 from orchestrator.rooms.model import Snapshot
@@ -76,27 +77,6 @@ class RoomActions(Protocol):
     """The one write the ops API offers: leaving QUARANTINED needs no MQTT broker."""
 
     async def reset(self, room_id: str, *, cause: str) -> Mapping[str, Any]: ...
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def snapshot_json(snap: Snapshot) -> dict[str, Any]:
-    """A :class:`Snapshot` as JSON-able dict; ``extra`` keys are flattened (core keys win)."""
-    out: dict[str, Any] = {str(k): v for k, v in snap.extra.items()}
-    out.update(
-        room_id=snap.room_id,
-        state=snap.state.value,
-        order=snap.order.value,
-        job_id=snap.job_id,
-        since=_iso(snap.since),
-        attempt=snap.attempt,
-        next_retry_at=_iso(snap.next_retry_at),
-        last_error=snap.last_error,
-        alert=snap.alert,
-    )
-    return out
 
 
 class SnapshotRooms:

@@ -176,6 +176,17 @@ class Metrics:
             ["group"],
             registry=r,
         )
+        self._api_share = Gauge(
+            f"{p}_api_share",
+            "This instance's fraction of the tenant's API limit, by API group (1 when alone).",
+            ["group"],
+            registry=r,
+        )
+        self._reader = Gauge(
+            f"{p}_tenant_reader",
+            "1 while this instance lists the tenant for the fleet.",
+            registry=r,
+        )
         self._sla = _SlaCollector(p)
         r.register(self._sla)
         self._mqtt = Gauge(f"{p}_mqtt_connected", "1 while the MQTT link is connected.", registry=r)
@@ -243,6 +254,12 @@ class Metrics:
         """The client waited ``seconds`` for a token of API group ``group`` (start/query/write)."""
         if seconds > 0:
             self._rate_wait.labels(self._name_label(group)).inc(seconds)
+
+    def api_shares(self, shares: Mapping[str, float], *, reader: bool) -> None:
+        """Several instances: this one's part of each group's tenant limit, and the reader role."""
+        for group, share in shares.items():
+            self._api_share.labels(self._name_label(group)).set(share)
+        self._reader.set(1 if reader else 0)
 
     # --- callbacks -----------------------------------------------------------------------
 

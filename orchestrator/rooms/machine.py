@@ -43,6 +43,8 @@ from orchestrator.rooms.model import (
     CommandFailed,
     CommandSucceeded,
     Event,
+    InsertScript,
+    InsertScriptRequested,
     JobObserved,
     JobsListed,
     JobStarted,
@@ -505,6 +507,11 @@ def _starting_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Resul
         return _restart(room, now, p, ev.jitter, f"job {ev.state or 'gone'} while starting")
     if ev.state == "PROCESSING" and room.rtmp_state in (None, "CONNECTED"):
         return _enter_live(room, now, p)
+    if ev.state == "PROCESSING" and (ev.stream_duration or 0.0) > 0.0:
+        # The read shows the job has pushed: it connected, whatever the last hint said (a
+        # CONNECTING callback whose CONNECTED was lost). Waiting on would stop a healthy stream
+        # after start_confirm_s; if the push has stopped since, LIVE's stall check sees it.
+        return _enter_live(replace(room, rtmp_state=None), now, p)
     return room, []
 
 
@@ -870,6 +877,16 @@ def _stopping_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Resul
     return _stopped(room, ev, now, p)
 
 
+def _insert_script(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
+    """An operator's script, said by the job the room is on now. No ``op``: the room's own call
+    in flight (a read, a refresh) neither blocks it nor is replaced by it. Without a job the
+    request is refused: no action, and the driver answers ``not_live``."""
+    assert isinstance(ev, InsertScriptRequested)
+    if room.job_id is None:
+        return room, []
+    return room, [InsertScript(ev.request_id, room.job_id, ev.text, ev.play_type)]
+
+
 def _ignore(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     return room, []
 
@@ -915,6 +932,10 @@ TABLE: dict[tuple[RoomState, type[Event]], Rule] = {
     (S.BACKOFF, RestartRequested): _rule(_backoff_timer, S.STARTING, S.IDLE),
     (S.LIVE, RefreshRequested): _rule(_operator_refresh, S.REFRESHING),
     (S.DEGRADED, RefreshRequested): _rule(_operator_refresh, S.REFRESHING),
+    # --- operator script (MQTT/CLI insert_script): only a job held live says it; a request in
+    # any other state is not in the table, and the driver answers it ``not_live``
+    (S.LIVE, InsertScriptRequested): _rule(_insert_script),
+    (S.DEGRADED, InsertScriptRequested): _rule(_insert_script),
     # --- UNKNOWN: reconcile before anything else
     (S.UNKNOWN, JobsListed): _rule(_reconcile_listed, _ADOPT, S.STARTING, S.STOPPING, S.IDLE),
     (S.UNKNOWN, JobObserved): _rule(_poke_list),

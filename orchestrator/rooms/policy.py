@@ -10,49 +10,54 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from orchestrator.settings import RecoverySettings
-
 __all__ = ["Policy", "poll_period"]
-
-
-# One set of defaults: the documented ones in settings.RecoverySettings.
-_D = RecoverySettings()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
-    """The numbers of one room's recovery ladder (see ``RecoverySettings`` for each default)."""
+    """The numbers of one room's recovery ladder.
 
-    grace_s: float = _D.grace_s
-    widen_exit_minutes: int = _D.widen_exit_minutes
-    refresh_tries: int = _D.refresh_tries
-    refresh_backoff_s: float = _D.refresh_backoff_s
-    refresh_backoff_factor: float = _D.refresh_backoff_factor
-    refresh_confirm_s: float = _D.refresh_confirm_s
-    jitter: float = _D.jitter
-    restart_backoff_s: float = _D.restart_backoff_s
-    restart_backoff_max_s: float = _D.restart_backoff_max_s
-    api_retry_s: float = _D.api_retry_s
-    api_retry_factor: float = _D.api_retry_factor
-    quarantine_after: int = _D.quarantine_after
-    quarantine_window_s: float = _D.quarantine_window_s
-    stable_after_s: float = _D.stable_after_s
-    start_confirm_s: float = _D.start_confirm_s
-    stop_confirm_s: float = _D.stop_confirm_s
-    stale_after_s: float = _D.stale_after_s
-    stall_after_s: float = _D.stall_after_s
-    stray_jobs: Literal["stop", "alert"] = _D.stray_jobs
-    unrecovered_alert_s: float = _D.unrecovered_alert_s
-    key_refused_markers: tuple[str, ...] = _D.key_refused_markers
+    These are the one set of defaults: ``settings.RecoverySettings`` takes its field defaults
+    from here and documents each (this module stays pure: it must not import the settings).
+    """
+
+    grace_s: float = 10.0
+    widen_exit_minutes: int = 10
+    refresh_tries: int = 3
+    refresh_backoff_s: float = 2.0
+    refresh_backoff_factor: float = 1.5
+    refresh_confirm_s: float = 10.0
+    jitter: float = 0.2
+    restart_backoff_s: float = 5.0
+    restart_backoff_max_s: float = 300.0
+    api_retry_s: float = 2.0
+    api_retry_factor: float = 1.5
+    quarantine_after: int = 5
+    quarantine_window_s: float = 1800.0
+    stable_after_s: float = 60.0
+    start_confirm_s: float = 120.0
+    stop_confirm_s: float = 60.0
+    stale_after_s: float = 90.0
+    stall_after_s: float = 10.0
+    stray_jobs: Literal["stop", "alert"] = "stop"
+    unrecovered_alert_s: float = 120.0
+    key_refused_markers: tuple[str, ...] = (
+        "STREAM_KEY_REFUSED",
+        "stream key refused",
+        "NetStream.Publish.BadName",
+    )
     outputs: int = 1
     """How many RTMP targets the room has: the primary plus its backups."""
 
     @classmethod
-    def from_settings(cls, s: RecoverySettings, *, outputs: int = 1) -> Policy:
-        names = {f.name for f in fields(cls)} & set(RecoverySettings.model_fields)
-        values: dict[str, Any] = {name: getattr(s, name) for name in names}
-        values["refresh_tries"] = max(1, s.refresh_tries)
-        values["quarantine_after"] = max(1, s.quarantine_after)
+    def from_settings(cls, s: object, *, outputs: int = 1) -> Policy:
+        """From a ``settings.RecoverySettings`` (or anything with the same attributes; a field
+        it lacks keeps its default here)."""
+        names = {f.name for f in fields(cls)} - {"outputs"}
+        values: dict[str, Any] = {n: getattr(s, n) for n in names if hasattr(s, n)}
+        for n in ("refresh_tries", "quarantine_after"):  # 0 would end a ladder before it starts
+            if n in values:
+                values[n] = max(1, values[n])
         return cls(**values, outputs=max(1, outputs))
 
     def key_refused(self, error: str | None) -> bool:

@@ -17,11 +17,18 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from orchestrator.errors import InvalidRequest
 from orchestrator.metastudio.models import StartSmartLiveReq, build
 from orchestrator.rooms.policy import Policy
-from orchestrator.settings import RecoverySettings, RoomSettings, Settings
+from orchestrator.settings import ConfigProblem, RecoverySettings, RoomSettings, Settings
 
-__all__ = ["CallbackTarget", "OutputTarget", "RoomConfig", "build_start_request"]
+__all__ = [
+    "CallbackTarget",
+    "OutputTarget",
+    "RoomConfig",
+    "build_start_request",
+    "check_start_requests",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +113,14 @@ def build_start_request(cfg: RoomConfig) -> StartSmartLiveReq:
         callback["callback_event_type"] = events
         body["live_event_callback_config"] = callback
     return build(StartSmartLiveReq, body)
+
+
+def check_start_requests(settings: Settings) -> None:
+    """Load-time check (``load_settings(checks=...)``): the start request every start of each
+    room would send is valid, so a bad ``start`` template is refused with the config, not by
+    every start later. Raises :class:`ConfigProblem` pointing at the room's ``start``."""
+    for i, room in enumerate(settings.rooms):
+        try:
+            build_start_request(RoomConfig.build(settings, room))
+        except InvalidRequest as exc:
+            raise ConfigProblem(("rooms", i, "start"), f"rooms.{i}.start: {exc.message}") from None

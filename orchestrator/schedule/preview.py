@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchestrator.schedule.holidays import load_holidays
 from orchestrator.schedule.windows import RoomSchedule
+from orchestrator.settings import schedule_for_room  # re-exported: older callers import it here
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
@@ -30,23 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "no offset)",
     )
     parser.add_argument("--days", type=int, default=7, help="how many days ahead (default 7)")
-
-
-def schedule_for_room(room: Any, settings: Settings, holiday_lists: Any = None) -> RoomSchedule:
-    """Build a room's :class:`RoomSchedule` from settings (the app uses the same function)."""
-    sch = settings.schedule
-    lists = holiday_lists if holiday_lists is not None else load_holidays(sch.holidays_file)
-    return RoomSchedule.build(
-        room.windows,
-        timezone=room.timezone or sch.timezone,
-        exclude=room.exclude,
-        holidays=room.holidays,
-        holiday_lists=lists,
-        daily_restart=room.daily_restart,
-        overlap=getattr(room, "overlap", "merge"),
-        min_remaining_s=sch.min_remaining_s,
-        rollover_before_h=sch.rollover_before_h,
-    )
 
 
 def _dst_day(s: RoomSchedule, t: datetime) -> bool:

@@ -82,6 +82,13 @@ class WindowScheduler:
         self._jobs: dict[str, set[str]] = {}
         self._herd: dict[datetime, int] = {}
 
+    def set_start_rate(self, per_s: float) -> None:
+        """The starts per second a herd is spread at (several instances: this one's share of
+        the tenant's start limit, so together they keep the herd limit)."""
+        if per_s <= 0:
+            raise ValueError("start rate must be positive")
+        self._rate = per_s
+
     # -- lifecycle --
 
     def start(self, *, paused: bool = False) -> None:

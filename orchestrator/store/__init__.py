@@ -22,6 +22,8 @@ from orchestrator.store.base import (
     StoreError,
     StoreLifecycle,
     StoreUnavailable,
+    SweepStore,
+    TenantSweep,
     TransitionRecord,
     TransitionStore,
 )
@@ -60,6 +62,8 @@ __all__ = [
     "StoreError",
     "StoreLifecycle",
     "StoreUnavailable",
+    "SweepStore",
+    "TenantSweep",
     "TransitionRecord",
     "TransitionStore",
     "fair_share",

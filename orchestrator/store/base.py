@@ -115,6 +115,22 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantSweep:
+    """One listing of the tenant's running jobs by the fleet's tenant reader.
+
+    ``jobs`` maps a room id to its jobs' observations (JSON objects as the reader wrote them);
+    a room absent from it had no running job. ``taken_at`` is when the listing began, so an
+    observation is never older than the sweep says.
+    """
+
+    sweep_id: int
+    reader: str
+    taken_at: datetime
+    jobs_seen: int
+    jobs: Mapping[str, Sequence[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
 class SlaRow:
     room_id: str
     day: date
@@ -269,6 +285,29 @@ class LeaseStore(Protocol):
     async def leases(self) -> list[Lease]: ...
 
 
+class SweepStore(Protocol):
+    """The tenant reader's listings, shared with every owner (several instances)."""
+
+    async def put_sweep(
+        self,
+        *,
+        reader: str,
+        lease_key: str,
+        fence: int,
+        taken_at: datetime,
+        jobs_seen: int,
+        jobs: Mapping[str, Sequence[Mapping[str, Any]]],
+        notify_channel: str | None = None,
+    ) -> int:
+        """Store a sweep if ``fence`` still holds ``lease_key`` (else :class:`FencedOut`), keep
+        only the last few, and on PostgreSQL ``NOTIFY notify_channel`` with the new sweep id in
+        the same transaction (SQLite and memory: no signal; they serve one instance).
+        Returns the sweep id (increasing)."""
+
+    async def latest_sweep(self, *, after: int = 0) -> TenantSweep | None:
+        """The newest sweep if its id is above ``after`` (None otherwise)."""
+
+
 class RetentionStore(Protocol):
     """Pruning what is old enough (retention, see ``settings.RetentionSettings``)."""
 
@@ -288,6 +327,7 @@ class Store(
     AlertStore,
     SlaStore,
     LeaseStore,
+    SweepStore,
     RetentionStore,
     Protocol,
 ):

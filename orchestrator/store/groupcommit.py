@@ -1,7 +1,7 @@
 """Group commit: concurrent callers share transactions, each still learning its own outcome.
 
 Two writers need it: rooms' state saves (:mod:`orchestrator.store.roomwriter`) and verified
-callbacks (``callbacks.receiver.InboxWriter``). Each caller's :meth:`GroupCommit.submit`
+callbacks (``callbacks.inbox.InboxWriter``). Each caller's :meth:`GroupCommit.submit`
 returns only once *its* item is committed (or raises what its item got). While one commit runs,
 new items queue and go together into the next one. An idle writer commits a lone item at once;
 ``linger_s`` (waiting a little for company) applies only under load, when the last commit had

@@ -21,6 +21,7 @@ from orchestrator.store.base import Lease
 
 __all__ = [
     "MEMBER_PREFIX",
+    "ROLE_PREFIX",
     "fair_share",
     "is_member_key",
     "live_instances",
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 MEMBER_PREFIX = "~member:"
+
+ROLE_PREFIX = "~role:"
+"""Pseudo-rooms leased for a fleet-wide role (``orchestrator.ownership``): like membership keys,
+never counted against ``max_rooms`` (a reader holding its role would take one room less)."""
 
 
 def member_key(owner: str) -> str:

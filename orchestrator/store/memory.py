@@ -34,9 +34,12 @@ from orchestrator.store.base import (
     StartIntent,
     Store,
     StoreError,
+    TenantSweep,
     TransitionRecord,
 )
-from orchestrator.store.leases import MEMBER_PREFIX
+from orchestrator.store.leases import MEMBER_PREFIX, ROLE_PREFIX
+
+SWEEPS_KEPT = 3  # as the SQL store (store.sql_schema.SWEEPS_KEPT)
 
 __all__ = ["AlertRow", "MemoryData", "MemoryStore"]
 
@@ -76,7 +79,9 @@ class MemoryData:
     alerts: dict[tuple[str, str], AlertRow] = field(default_factory=dict)
     sla: dict[tuple[str, date], SlaRow] = field(default_factory=dict)
     leases: dict[str, Lease] = field(default_factory=dict)  # owner '' = free (released)
+    sweeps: dict[int, TenantSweep] = field(default_factory=dict)
     next_inbox_id: int = 1
+    next_sweep_id: int = 1
 
     def start_intents(self, room_id: str) -> list[StartIntent]:
         """A room's intents in the order the SQL store lists them."""
@@ -412,7 +417,7 @@ class MemoryStore:
                 for x in db.leases.values()
                 if x.owner == owner
                 and x.expires_at > now
-                and not x.room_id.startswith(MEMBER_PREFIX)
+                and not x.room_id.startswith((MEMBER_PREFIX, ROLE_PREFIX))
             )
             capacity = max(0, max_rooms - held)
 
@@ -444,6 +449,39 @@ class MemoryStore:
         """Every lease currently assigned to an owner (expired ones included), by room id."""
         db = self._check()
         return [db.leases[r] for r in sorted(db.leases) if db.leases[r].owner]
+
+    # --- tenant sweeps ------------------------------------------------------------------
+
+    async def put_sweep(
+        self,
+        *,
+        reader: str,
+        lease_key: str,
+        fence: int,
+        taken_at: datetime,
+        jobs_seen: int,
+        jobs: Mapping[str, Sequence[Mapping[str, Any]]],
+        notify_channel: str | None = None,
+    ) -> int:
+        """As ``SqlStore.put_sweep`` (no signal: memory serves one process)."""
+        db = self._check()
+        self._check_fence(lease_key, fence)
+        sweep_id = db.next_sweep_id
+        db.next_sweep_id += 1
+        copied = {room: tuple(_copy(j) for j in js) for room, js in jobs.items()}
+        db.sweeps[sweep_id] = TenantSweep(sweep_id, reader, _aware(taken_at), jobs_seen, copied)
+        for old in [k for k in db.sweeps if k <= sweep_id - SWEEPS_KEPT]:
+            del db.sweeps[old]
+        return sweep_id
+
+    async def latest_sweep(self, *, after: int = 0) -> TenantSweep | None:
+        db = self._check()
+        newest = max(db.sweeps, default=0)
+        if newest <= after:
+            return None
+        s = db.sweeps[newest]
+        jobs = {room: tuple(_copy(j) for j in js) for room, js in s.jobs.items()}
+        return replace(s, jobs=jobs)
 
 
 def _drop(table: dict[Any, Any], old: Callable[[Any], bool]) -> int:

@@ -35,6 +35,14 @@ class RoomWriter:
         """Like ``Store.save_room``: returns once committed; raises FencedOut or StoreError."""
         await self._group.submit(write)
 
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (at most ``timeout_s``) for the writes already handed over.
+
+        For the owner's shutdown: a room cancelled mid-``save`` leaves its write to the flusher
+        ("the write stands"), and that task must not outlive the owner into a closed store.
+        """
+        await self._group.drain(timeout_s)
+
     async def _commit(self, writes: list[RoomWrite]) -> list[BaseException | None]:
         try:
             results: list[BaseException | None] = list(await self._store.save_rooms(writes))

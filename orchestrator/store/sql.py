@@ -8,7 +8,8 @@
 * ``sql_rooms``: room state, transitions, start intents;
 * ``sql_inbox``: callback inbox, command replies, retention;
 * ``sql_records``: schedule overrides, alerts, SLA;
-* ``sql_leases``: leases between instances.
+* ``sql_leases``: leases between instances;
+* ``sql_sweeps``: the tenant reader's sweeps (one tenant listing for the fleet).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from orchestrator.store.sql_leases import SqlLeases
 from orchestrator.store.sql_records import SqlRecords
 from orchestrator.store.sql_rooms import SqlRooms
 from orchestrator.store.sql_schema import SCHEMA_VERSION, metadata, schema_version
+from orchestrator.store.sql_sweeps import SqlSweeps
 
 __all__ = [
     "DEFAULT_PAYLOAD_BYTES",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 
-class SqlStore(SqlRooms, SqlInbox, SqlRecords, SqlLeases):
+class SqlStore(SqlRooms, SqlInbox, SqlRecords, SqlLeases, SqlSweeps):
     """The Store protocol over SQLAlchemy 2 Core async (aiosqlite or asyncpg).
 
     ``schema`` (PostgreSQL only) puts every table in that schema through the connection's

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 
 from orchestrator.store.base import Lease, StoreError
-from orchestrator.store.leases import MEMBER_PREFIX
+from orchestrator.store.leases import MEMBER_PREFIX, ROLE_PREFIX
 from orchestrator.store.sql_core import SqlCore, log
 from orchestrator.store.sql_schema import _EPOCH, _INBOX_CHUNK, leases
 
@@ -33,7 +33,8 @@ class SqlLeases(SqlCore):
         """Renew ours, then take free/expired ones (fence + 1) up to ``max_rooms``; one transaction.
 
         Returns the leases ``owner`` holds among ``room_ids`` afterwards, sorted by room id.
-        ``max_rooms`` counts every unexpired room lease of ``owner`` (membership keys excluded).
+        ``max_rooms`` counts every unexpired room lease of ``owner`` (membership and role keys
+        excluded).
         Expiry is judged by the caller's ``now``: keep ``ttl_s`` well above clock skew.
         On PostgreSQL takeover candidates are locked ``FOR UPDATE SKIP LOCKED`` (in room order),
         so two instances acquiring at once take disjoint rooms instead of waiting on each other.
@@ -67,6 +68,7 @@ class SqlLeases(SqlCore):
                             leases.c.owner == owner,
                             leases.c.expires_at > now,
                             ~leases.c.room_id.startswith(MEMBER_PREFIX, autoescape=True),
+                            ~leases.c.room_id.startswith(ROLE_PREFIX, autoescape=True),
                         )
                     )
                 ).scalar_one()

@@ -208,6 +208,23 @@ leases = Table(
     Index("ix_leases_owner", "owner"),
 )
 
+tenant_sweeps = Table(
+    "tenant_sweeps",
+    metadata,
+    Column(
+        "sweep_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+        autoincrement=True,
+    ),
+    Column("reader", String(128), nullable=False),
+    Column("fence", BigInteger, nullable=False),
+    Column("taken_at", UtcDateTime, nullable=False),
+    Column("jobs_seen", Integer, nullable=False),
+    Column("jobs", _Json, nullable=False),  # {room_id: [job observation, ...]}
+)  # fmt: skip
+
+SWEEPS_KEPT = 3
+"""Sweeps kept (the newest is what owners read; older ones only help a slow reader of it)."""
+
 
 def _migration_1(conn: Connection) -> None:
     """Initial tables. Later migrations must be explicit DDL (ALTER …), not the Table objects."""
@@ -227,6 +244,11 @@ def _migration_1(conn: Connection) -> None:
     metadata.create_all(conn, tables=first, checkfirst=False)
 
 
+def _migration_2(conn: Connection) -> None:
+    """The tenant reader's sweeps (several instances, one tenant listing: issue #25)."""
+    metadata.create_all(conn, tables=[tenant_sweeps], checkfirst=False)
+
+
 # Applied in order, each once, all pending ones in one transaction. Append only.
-_MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+_MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(_MIGRATIONS)

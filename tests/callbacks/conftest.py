@@ -8,7 +8,15 @@ from typing import Any
 
 import httpx
 import pytest
-from callbacks_harness import (
+from pydantic import SecretStr
+from starlette.applications import Starlette
+
+from orchestrator.callbacks.parse import CallbackEvent
+from orchestrator.callbacks.receiver import CallbackIntake
+from orchestrator.httpserver import serve
+from orchestrator.settings import CallbackSettings
+from orchestrator.store.sql import SqlStore
+from tests.support.callbacks import (
     KEY,
     OLD_KEY,
     ROOM_KEY,
@@ -18,14 +26,6 @@ from callbacks_harness import (
     RecordingSink,
     Waitable,
 )
-from pydantic import SecretStr
-from starlette.applications import Starlette
-
-from orchestrator.callbacks.parse import CallbackEvent
-from orchestrator.callbacks.receiver import CallbackIntake
-from orchestrator.httpserver import serve
-from orchestrator.settings import CallbackSettings
-from orchestrator.store.sql import SqlStore
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from callbacks_harness import KEY, PATH, T0, Harness
 
 from orchestrator.emulator.callbacks import CallbackEvent, UriMode, build_request
 from orchestrator.rooms.model import RtmpStateReported
+from tests.support.callbacks import KEY, PATH, T0, Harness
 
 T = int(T0.timestamp())
 

@@ -12,11 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from callbacks_harness import T0, Harness, rtmp_body
 from pydantic import ValidationError
 
 from orchestrator.callbacks.verify import CallbackAuthError, mss_signature, verify_callback
 from orchestrator.settings import CallbackSettings
+from tests.support.callbacks import T0, Harness, rtmp_body
 
 T = int(T0.timestamp())
 

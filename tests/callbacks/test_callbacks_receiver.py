@@ -8,11 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from callbacks_harness import KEY, OLD_KEY, PATH, ROOM_KEY, T0, Harness, rtmp_body
 from structlog.testing import capture_logs
 
 from orchestrator.callbacks.receiver import CallbackIntake, IntakeResult, replay_inbox
 from orchestrator.rooms.model import Poked, RtmpStateReported
+from tests.support.callbacks import KEY, OLD_KEY, PATH, ROOM_KEY, T0, Harness, rtmp_body
 
 T = int(T0.timestamp())
 

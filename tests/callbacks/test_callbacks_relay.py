@@ -6,16 +6,18 @@ import asyncio
 import base64
 import contextlib
 import json
-import socket
+import os
+import ssl
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import httpx
 import pytest
-from callbacks_harness import PATH, T0, Harness, rtmp_body
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -27,7 +29,10 @@ from orchestrator.callbacks.relay import (
     relay_hook,
 )
 from orchestrator.httpserver import serve
+from orchestrator.mqtt.link import tls_context
 from orchestrator.rooms.model import RtmpStateReported
+from tests.support.callbacks import PATH, T0, Harness, rtmp_body
+from tests.support.ports import free_port
 
 T = int(T0.timestamp())
 
@@ -118,22 +123,16 @@ async def test_consumer_down_while_relay_publishes(
     assert [s for _, s, _ in h.rtmp_posts()] == ["DISCONNECTED", "CONNECTED"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_relay_answers_503_without_broker(make_harness: Any) -> None:
     h: Harness = await make_harness()
-    async with running_relay("t/none", port=_free_port()) as (_relay, url):
+    async with running_relay("t/none", port=free_port()) as (_relay, url):
         r = await post_signed(h, url, "CONNECTED", T)
     assert r.status_code == 503
 
 
 async def test_relay_bounds_body_size(make_harness: Any) -> None:
     h: Harness = await make_harness()
-    async with running_relay("t/none", port=_free_port()) as (_relay, url):
+    async with running_relay("t/none", port=free_port()) as (_relay, url):
         r = await h.client.post(url, content=b"x" * 70_000)
     assert r.status_code == 413
 
@@ -216,3 +215,98 @@ async def test_an_envelope_received_in_the_future_beyond_the_skew_is_refused(
     assert res.status == 401
     await h.intake.drain()
     assert h.sink.posted.items == []
+
+
+# --- the relay reaches the broker with the bridge's link code: TLS -----------------------------
+
+
+def _tls_files(d: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+    ca_key, ca, key, csr, crt, ext = (d / n for n in ("ca.key", "ca.pem", "s.key", "s.csr",
+                                                       "s.pem", "s.ext"))  # fmt: skip
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+    for cmd in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "1", "-subj", "/CN=liveorch-test-ca"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", crt, "-days", "1", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, cmd)], check=True, capture_output=True)
+    return ca, crt, key
+
+
+@contextlib.asynccontextmanager
+async def tls_broker(d: Path) -> AsyncIterator[tuple[int, Path]]:
+    """Our own mosquitto with only a TLS listener on a free port; yields (port, CA file)."""
+    ca, crt, key = _tls_files(d)
+    port = free_port()
+    conf = d / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        f"cafile {ca}\ncertfile {crt}\nkeyfile {key}\n"
+        "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+        "log_type information\n" + ("user root\n" if os.geteuid() == 0 else "")
+        # as root, mosquitto drops to user "mosquitto", who cannot read pytest's private tmp
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "mosquitto", "-c", str(conf), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        lines: list[str] = []
+        async with asyncio.timeout(10):
+            while " running" not in (line := (await proc.stderr.readline()).decode()):
+                if not line:
+                    raise RuntimeError("mosquitto exited: " + "".join(lines))
+                lines.append(line)
+        yield port, ca
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_relay_publishes_over_tls_with_the_bridge_link(
+    make_harness: Any, require_service: Callable[[str], None], tmp_path: Path
+) -> None:
+    require_service("mosquitto")
+    h: Harness = await make_harness(auth_type="MSS_A")
+    topic = f"test/liveorch/{uuid.uuid4().hex}/callbacks/in"
+    async with tls_broker(tmp_path) as (port, ca):
+        tls = ssl.create_default_context(cafile=str(ca))
+        sub = aiomqtt.Client(
+            "127.0.0.1", port, identifier=f"c-{uuid.uuid4().hex[:12]}", tls_context=tls
+        )
+        async with sub:
+            await sub.subscribe(topic, qos=1)
+            relay = Relay(
+                mqtt_port=port, topic=topic, path=PATH, clock=lambda: T0,
+                publish_timeout_s=3, tls=True, ca_file=str(ca),
+            )  # fmt: skip
+            task = asyncio.create_task(relay.run(), name="test-relay-tls")
+            try:
+                async with serve(relay.app) as served:
+                    await asyncio.wait_for(relay.connected.wait(), 5)
+                    r = await post_signed(h, f"{served.base_url}{PATH}", "CONNECTED", T)
+                    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+                    await asyncio.wait_for(consume(sub, relay_hook(h.intake), 1), 5)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    posted = await h.sink.posted.wait_for(1)
+    assert isinstance(posted[0][1], RtmpStateReported) and posted[0][1].at == T0
+
+
+def test_relay_options_reach_the_link_settings() -> None:
+    relay = Relay(mqtt_host="broker.example", mqtt_port=8883, tls=True, username="edge",
+                  password="pw-1234", reconnect_max_s=7.0)  # fmt: skip
+    s = relay._mqtt
+    assert (s.host, s.port, s.tls, s.username, s.reconnect_max_s) == (
+        "broker.example", 8883, True, "edge", 7.0,
+    )  # fmt: skip
+    assert s.password is not None and s.password.get_secret_value() == "pw-1234"
+    assert tls_context(s) is not None  # verifying TLS, like the bridge's

@@ -1,26 +1,5 @@
-"""Fixtures of the end-to-end tests (the helpers live in ``e2e_support``)."""
+"""Fixtures of the end-to-end tests: ``stack`` and ``prefix`` from ``tests.support.e2e``."""
 
-from __future__ import annotations
+from tests.support.e2e import prefix, stack
 
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-from e2e_support import Stack
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    """Processes started through it are SIGKILLed and reaped at teardown, pass or fail."""
-    s = Stack(tmp_path)
-    try:
-        yield s
-    finally:
-        await s.aclose()
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A topic prefix no other test (or earlier run) uses on the shared broker."""
-    return f"e2e-{uuid.uuid4().hex[:12]}"
+__all__ = ["prefix", "stack"]  # pytest finds fixtures by name in a conftest's namespace

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import ALWAYS, Stack, eventually, free_port, room, write_config
+
+from tests.support.e2e import ALWAYS, Stack, eventually, room, write_config
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

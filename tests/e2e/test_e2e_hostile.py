@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomqtt
-from e2e_support import ALWAYS, MqttWatch, Stack, clear_retained, mqtt_watch, room
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from tests.support.e2e import ALWAYS, MqttWatch, Stack, mqtt_watch, room
+from tests.support.mqtt import clear_retained
 
 
 async def test_a_stream_key_inside_a_cloud_error_is_masked_everywhere(

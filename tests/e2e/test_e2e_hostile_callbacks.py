@@ -1,6 +1,6 @@
 """Callbacks are hints (issue 20), against the real daemon over real HTTP.
 
-The emulator and the daemon run as processes (see ``e2e_support``); the test holds the
+The emulator and the daemon run as processes (see ``tests.support.e2e``); the test holds the
 daemon's callback key, as anyone who captured one signed request effectively does (the
 signature covers the path and the time, never the body), and sends signed callbacks whose body
 it chose. Nothing waits a fixed time: conditions are polled through ``/rooms``, the emulator's
@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_support import ALWAYS, Daemon, Emulator, Stack, eventually, room
 
 from orchestrator.callbacks.verify import mss_signature
+from tests.support.e2e import ALWAYS, Daemon, Emulator, Stack, eventually, room
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

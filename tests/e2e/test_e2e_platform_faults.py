@@ -16,17 +16,19 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from e2e_support import (
+
+from tests.support.e2e import (
     ALWAYS,
     RUNNING,
     TIME_SCALE,
+    Daemon,
     Emulator,
     Stack,
-    clear_retained,
     eventually,
     mqtt_watch,
 )
-from e2e_support import room as make_room
+from tests.support.e2e import room as make_room
+from tests.support.mqtt import clear_retained
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -41,6 +43,16 @@ def _room(room_id: str, *, backup: bool = False, **recovery: Any) -> dict[str, A
     if recovery:
         r["recovery"] = recovery
     return r
+
+
+async def _live(stack: Stack, room: dict[str, Any]) -> tuple[Emulator, Daemon, str]:
+    """The setup every fault test shares: the emulator with this one room, the daemon on it,
+    and the room's job once it is LIVE."""
+    emu = await stack.emulator([room["id"]])
+    stack.write(stack.config([room]))
+    d = await stack.daemon()
+    job_id = str((await d.wait_room(room["id"], "LIVE"))["job_id"])
+    return emu, d, job_id
 
 
 async def _post(emu: Emulator, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -85,11 +97,8 @@ async def _commands(emu: Emulator, job_id: str) -> list[dict[str, Any]]:
 async def test_ingest_outage_with_a_backup_output_is_repaired_through_the_backup(
     stack: Stack,
 ) -> None:
-    emu = await stack.emulator(["rbk"])
-    cfg = stack.config([_room("rbk", backup=True, refresh_tries=1)])
-    stack.write(cfg)
-    d = await stack.daemon()
-    job_id = (await d.wait_room("rbk", "LIVE"))["job_id"]
+    primary = _room("rbk", backup=True, refresh_tries=1)
+    emu, d, job_id = await _live(stack, primary)
 
     fault = await _post(emu, f"/_emulator/ingests/{PRIMARY}/faults", {"kind": "outage"})
     began = float(fault["fault"]["since"])
@@ -103,7 +112,6 @@ async def test_ingest_outage_with_a_backup_output_is_repaired_through_the_backup
     await d.wait_room("rbk", "LIVE", job_id=job_id)
     _record("ingest outage, backup output", connected - began)
 
-    primary = cfg["rooms"][0]
     urls = [url for url, _ in _refreshes(await _commands(emu, job_id))]
     assert urls == [primary["output_url"], BACKUP_URL]  # one try of the dead primary, then backup
     assert (await emu.stats())["starts"] == 1  # the same job: no restart
@@ -113,10 +121,7 @@ async def test_ingest_outage_with_a_backup_output_is_repaired_through_the_backup
 async def test_ingest_outage_without_backup_is_live_again_once_the_ingest_returns(
     stack: Stack,
 ) -> None:
-    emu = await stack.emulator(["rnob"])
-    stack.write(stack.config([_room("rnob")]))
-    d = await stack.daemon()
-    job_id = (await d.wait_room("rnob", "LIVE"))["job_id"]
+    emu, d, job_id = await _live(stack, _room("rnob"))
 
     fault = await _post(
         emu, f"/_emulator/ingests/{PRIMARY}/faults", {"kind": "outage", "for_s": 60}
@@ -137,13 +142,9 @@ async def test_ingest_outage_without_backup_is_live_again_once_the_ingest_return
 
 
 async def test_revoked_key_with_a_backup_output_goes_straight_to_the_backup(stack: Stack) -> None:
-    emu = await stack.emulator(["rkb"])
-    cfg = stack.config([_room("rkb", backup=True)])
-    stack.write(cfg)
-    d = await stack.daemon()
-    job_id = (await d.wait_room("rkb", "LIVE"))["job_id"]
-    key = cfg["rooms"][0]["stream_key"]
-    backup_key = cfg["rooms"][0]["backup_outputs"][0]["stream_key"]
+    room = _room("rkb", backup=True)
+    emu, d, job_id = await _live(stack, room)
+    key, backup_key = room["stream_key"], room["backup_outputs"][0]["stream_key"]
 
     began = float((await _post(emu, "/_emulator/stream-keys/revoke", {"stream_key": key}))["at"])
     connected = await _connected_since(emu, job_id, began, stack)
@@ -242,12 +243,9 @@ async def test_revoked_key_without_backup_quarantines_with_a_stream_key_refused_
 
 
 async def test_flapping_ingest_causes_no_restart_storm(stack: Stack) -> None:
-    emu = await stack.emulator(["rflap"])
     # a grace shorter than the service's own reconnect (5 s simulated = 0.5 s): every drop
     # reaches the ladder, which must hold its backoff
-    stack.write(stack.config([_room("rflap", grace_s=0.2)]))
-    d = await stack.daemon()
-    job_id = (await d.wait_room("rflap", "LIVE"))["job_id"]
+    emu, d, job_id = await _live(stack, _room("rflap", grace_s=0.2))
 
     fault = await _post(
         emu, f"/_emulator/ingests/{PRIMARY}/faults", {"kind": "flap", "up_s": 3, "for_s": 90}
@@ -304,10 +302,7 @@ async def test_a_drop_on_a_slow_ingest_is_repaired_without_a_second_job(stack: S
     """A drop while every connection to the ingest takes 20 simulated seconds longer (2 s wall,
     more than the 1 s grace): the ladder works on a link that reconnects slowly. Whatever rung
     cures it, the room ends LIVE with exactly one running job and no alert."""
-    emu = await stack.emulator(["rslow2"])
-    stack.write(stack.config([_room("rslow2")]))
-    d = await stack.daemon()
-    job_id = (await d.wait_room("rslow2", "LIVE"))["job_id"]
+    emu, d, job_id = await _live(stack, _room("rslow2"))
 
     await _post(emu, f"/_emulator/ingests/{PRIMARY}/faults", {"kind": "slow", "delay_s": 20})
     await _post(emu, f"/_emulator/jobs/{job_id}/rtmp", {"state": "DISCONNECTED", "hold_s": 0})

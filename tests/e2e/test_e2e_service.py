@@ -16,12 +16,12 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from e2e_support import (
+
+from tests.support.e2e import (
     ALWAYS,
     RUNNING,
     Emulator,
     Stack,
-    clear_retained,
     eventually,
     inject_ghost_start,
     inject_outage,
@@ -30,6 +30,7 @@ from e2e_support import (
     room,
     sampling,
 )
+from tests.support.mqtt import clear_retained
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

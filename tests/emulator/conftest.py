@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from emulator_support import SdkSigner, make_service
 
 from orchestrator.emulator.app import create_app
 from orchestrator.emulator.service import EmulatorService
 from orchestrator.httpserver import ServedApp, serve
+from tests.support.emulator import SdkSigner, make_service
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import httpx
-from emulator_support import PROJECT, SdkSigner, jobs_path
 
 from orchestrator.emulator.service import EmulatorService
 from orchestrator.httpserver import ServedApp
+from tests.support.emulator import PROJECT, SdkSigner, jobs_path
 
 
 async def test_admin_jobs_and_fail(client: httpx.AsyncClient, admin: httpx.AsyncClient) -> None:
@@ -118,3 +118,34 @@ async def test_rtmp_force_validation(client: httpx.AsyncClient, admin: httpx.Asy
     resp = await admin.post(f"/jobs/{job_id}/rtmp", json={"state": "END"})
     assert resp.json()["job"]["state"] == "FAILED"
     assert resp.json()["job"]["rtmp_state"] == "END"
+
+
+async def test_journal_names_the_room_a_fault_hit_and_every_link_change(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    await admin.post("/faults", json={"operation": "start", "status": 503, "count": 1})
+    assert (await client.post(jobs_path(), json={})).status_code == 503
+    job_id = (await client.post(jobs_path(), json={})).json()["job_id"]
+    await admin.post("/clock/advance", json={"seconds": 5})  # WAITING → PROCESSING → CONNECTED
+    assert (await client.get(f"{jobs_path()}/nope")).status_code == 404
+    await admin.post("/faults", json={"operation": "show", "latency_ms": 1, "count": 1})
+    assert (await client.get(f"{jobs_path()}/{job_id}")).status_code == 200
+    body = (await admin.get("/journal")).json()
+    calls = [
+        (e["operation"], e["room_id"], e["status"], e["cause"])
+        for e in body["entries"]
+        if e["kind"] == "call"
+    ]
+    assert calls == [
+        ("start", "room-1", 503, "fault"),
+        ("show", "room-1", 404, "service"),
+        ("show", "room-1", 200, "fault"),  # delayed, answered all the same
+    ]
+    links = [(e["job_id"], e["state"]) for e in body["entries"] if e["kind"] == "rtmp"]
+    assert links == [(job_id, "CONNECTING"), (job_id, "CONNECTED")]
+    assert [e["seq"] for e in body["entries"]] == list(range(1, body["seq"] + 1))
+    later = (await admin.get("/journal", params={"since": body["seq"] - 1})).json()
+    assert [e["seq"] for e in later["entries"]] == [body["seq"]]
+    await admin.post("/reset")
+    assert (await admin.get("/journal", params={"since": body["seq"]})).json()["entries"] == []
+    assert (await admin.get("/journal", params={"since": "x"})).status_code == 400

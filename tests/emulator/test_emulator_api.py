@@ -6,11 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from emulator_support import AK, PROJECT, RTMP, SK, SdkSigner, jobs_path, make_service
 
 from orchestrator.emulator.app import create_app
 from orchestrator.emulator.service import EmulatorService, Fault
 from orchestrator.httpserver import ServedApp, serve
+from tests.support.emulator import AK, PROJECT, RTMP, SK, SdkSigner, jobs_path, make_service
 
 VIDEO = {"bitrate": 4000, "width": 1080, "height": 1920}
 

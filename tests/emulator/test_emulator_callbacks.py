@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_support import jobs_path
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,6 +18,7 @@ from orchestrator.emulator.callbacks import CallbackEvent, hw_time, mss_signatur
 from orchestrator.emulator.clock import ManualClock
 from orchestrator.emulator.service import EmulatorService
 from orchestrator.httpserver import ServedApp, serve
+from tests.support.emulator import jobs_path
 
 KEY = "k3yExample"
 

@@ -15,17 +15,17 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_support import AK, PROJECT, RTMP, SK, make_service
 
 from orchestrator.emulator.app import create_app
-from orchestrator.emulator.constraints import START_SMART_LIVE, Row, check_start_body
 from orchestrator.emulator.service import EmulatorService
 from orchestrator.errors import InvalidRequest
 from orchestrator.httpserver import ServedApp, serve
 from orchestrator.metastudio.auth import AkSkAuth
 from orchestrator.metastudio.client import MetaStudioClient
+from orchestrator.metastudio.constraints import START_SMART_LIVE, Row, check_start_body
 from orchestrator.metastudio.models import StartSmartLiveReq, build
 from orchestrator.metastudio.ratelimit import RateLimits
+from tests.support.emulator import AK, PROJECT, RTMP, SK, make_service
 
 pytest.importorskip("huaweicloudsdkcore")
 from huaweicloudsdkcore.auth.credentials import BasicCredentials

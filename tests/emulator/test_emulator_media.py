@@ -3,72 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from emulator_support import AK, PROJECT, SK
-from support.nginx_rtmp import FfmpegPublisher, NginxRtmp
 
 from orchestrator.emulator.app import create_app
 from orchestrator.emulator.media import FfmpegPusher, push_target
 from orchestrator.emulator.service import EmulatorService, Job
 from orchestrator.httpserver import serve
+from tests.support.emulator import AK, PROJECT, SK
+from tests.support.nginx_rtmp import FfmpegPublisher, NginxRtmp
 
 pytestmark = pytest.mark.external_service
-RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        if proc.poll() is not None:
-            raise RuntimeError("nginx exited")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.05):
-                return
-        except OSError:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(0.05)
-    raise TimeoutError("nginx-rtmp did not listen")
-
-
-@pytest.fixture
-def nginx_rtmp(
-    tmp_path: Path, require_service: Callable[[str], None]
-) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    require_service("ffmpeg")
-    require_service("nginx-rtmp")
-    port = _free_port()
-    (tmp_path / "logs").mkdir()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        f"load_module {RTMP_MODULE};\n"
-        "daemon off;\nmaster_process off;\n"
-        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/logs/error.log;\n"
-        "events { worker_connections 64; }\n"
-        f"rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n"
-    )
-    proc = subprocess.Popen(
-        ["nginx", "-p", str(tmp_path), "-e", f"{tmp_path}/logs/error.log", "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_listening(port, proc)
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 def test_push_target() -> None:
@@ -77,9 +24,10 @@ def test_push_target() -> None:
 
 
 async def test_killing_nginx_breaks_the_link(
-    nginx_rtmp: tuple[int, subprocess.Popen[bytes]],
+    nginx_rtmp: NginxRtmp, require_service: Callable[[str], None]
 ) -> None:
-    port, proc = nginx_rtmp
+    require_service("ffmpeg")
+    port = nginx_rtmp.port
     service = EmulatorService(
         PROJECT,
         {AK: SK},
@@ -108,8 +56,7 @@ async def test_killing_nginx_breaks_the_link(
     async with service:
         job_id = service.start_job("room-1", {}, base_url="http://127.0.0.1")["job_id"]
         assert await wait_for_state("CONNECTED") == "CONNECTED"
-        proc.kill()
-        proc.wait()
+        nginx_rtmp.stop()  # SIGKILL, reaped
         left = await wait_for_state("DISCONNECTED", "RECONNECTING")
         assert left in ("DISCONNECTED", "RECONNECTING")
         assert service.jobs[job_id].rtmp_state != "CONNECTED"

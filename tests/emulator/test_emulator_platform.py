@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_support import jobs_path
 
 from orchestrator.emulator.clock import ManualClock
 from orchestrator.emulator.service import EmulatorService, Job
+from tests.support.emulator import jobs_path
 
 INGEST = "push.example.com"  # the seeded rooms push to rtmp://push.example.com/live
 BACKUP = "rtmp://backup.example.net/live"

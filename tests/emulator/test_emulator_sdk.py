@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from emulator_support import AK, PROJECT, SK
-
 # The SDK is a test dependency (pyproject [test]): a missing SDK is a broken install, not a skip.
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
@@ -24,6 +22,7 @@ from huaweicloudsdkmetastudio.v1 import (
 
 from orchestrator.emulator.service import EmulatorService
 from orchestrator.httpserver import ServedApp
+from tests.support.emulator import AK, PROJECT, SK
 
 
 def _client(base_url: str, project_id: str | None = PROJECT) -> Any:

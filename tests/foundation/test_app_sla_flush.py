@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator import app
+from orchestrator import cloud, upkeep
 from orchestrator.app import Daemon
 from orchestrator.clock import ManualClock
 from orchestrator.settings import Settings
@@ -47,12 +48,12 @@ async def test_failed_flush_is_retried_without_loss_or_double_count(
                 raise StoreError("database is locked")
             await real(*args, **kw)
 
-        monkeypatch.setattr(app, "_SLA_CHUNK", 1)  # one room per transaction
+        monkeypatch.setattr(upkeep, "SLA_CHUNK", 1)  # one room per transaction
         monkeypatch.setattr(daemon.store, "add_sla_rows", flaky)
-        await daemon._flush_sla()  # second write fails: the rest is kept
+        await daemon.sla_book.flush()  # second write fails: the rest is kept
         assert calls == 2
         monkeypatch.setattr(daemon.store, "add_sla_rows", real)
-        await daemon._flush_sla()
+        await daemon.sla_book.flush()
 
         rows = {r.room_id: r for r in await daemon.store.sla(date(2026, 11, 25))}
         assert rows["r1"].scheduled_s == 100
@@ -74,13 +75,12 @@ async def test_cloud_read_retry_backoff_reaches_the_client(tmp_path: Path) -> No
                       "read_retry_backoff_s": 0.25},
         }
     )  # fmt: skip
-    daemon = Daemon(settings)
-    client = daemon._build_client()
+    http, client = cloud.build_client(settings.cloud)
     try:
         assert 0.125 <= client._backoff(0, None) <= 0.25  # base x [0.5, 1) jitter
         assert 0.25 <= client._backoff(1, None) <= 0.5
     finally:
-        await daemon._http.aclose()
+        await http.aclose()
 
 
 async def test_the_poll_is_sized_by_the_tenant_and_its_query_budget(
@@ -95,7 +95,6 @@ async def test_the_poll_is_sized_by_the_tenant_and_its_query_budget(
                          "poll_queries_per_s": 1000.0},
         }
     )  # fmt: skip
-    daemon = Daemon(settings)
     polled = asyncio.Event()
     polls = 0
 
@@ -112,16 +111,18 @@ async def test_the_poll_is_sized_by_the_tenant_and_its_query_budget(
         def state_counts(self) -> dict[str, int]:
             return {}
 
-    daemon.supervisor = Supervisor()  # type: ignore[assignment]
+    poller = upkeep.TenantPoller(
+        Supervisor(), settings=lambda: settings, rng=random.Random(), status=lambda: "no rooms"
+    )
     asked: list[tuple[int, dict[str, float]]] = []
-    real = app.poll_period
+    real = upkeep.poll_period
 
     def spy(jobs: int, **kw: float) -> float:
         asked.append((jobs, kw))
         return real(jobs, **kw)
 
-    monkeypatch.setattr(app, "poll_period", spy)
-    task = asyncio.create_task(daemon._poller())
+    monkeypatch.setattr(upkeep, "poll_period", spy)
+    task = asyncio.create_task(poller.run())
     try:
         await asyncio.wait_for(polled.wait(), 10)
     finally:

@@ -12,7 +12,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SUITE = {
     "test_skips.py": """
@@ -55,9 +55,9 @@ def _run(tmp_path: Path, ci: bool, module: str = "test_skips.py") -> tuple[int, 
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     if ci:
         env["CI"] = "1"
-    env["PYTHONPATH"] = str(TESTS)
+    env["PYTHONPATH"] = str(ROOT)  # for tests.support
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "support.ci_guard", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-p", "tests.support.ci_guard", "-p", "no:cacheprovider",
          "-q", f"--junitxml={report}", "--rootdir", str(tmp_path), str(tmp_path / module)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

@@ -114,7 +114,7 @@ def _room(state: RoomState, **kw: object) -> Room:
 
 
 def _step(d: Daemon, t: float, before: Room, after: Room) -> None:
-    d._on_transition(
+    d.fanout(
         Transition("r", at(t), before.snapshot(), after.snapshot(), "JobObserved", "poll",
                    drop_since=after.drop_since)
     )  # fmt: skip

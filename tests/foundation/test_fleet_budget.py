@@ -111,3 +111,20 @@ async def test_a_rebalance_keeps_the_bucket_instead_of_a_fresh_burst() -> None:
     limits.apply_shares({ApiGroup.JOB_QUERY: 0.5})
     await limits.acquire(ApiGroup.JOB_QUERY)
     assert t.now > spent_at  # no new burst handed out by the rebalance
+
+
+async def test_a_growing_share_is_earned_from_now_not_spent_at_once() -> None:
+    """Rooms moved here from an instance that may just have used their part of the limit:
+    the first call after the rise waits one interval at the new rate."""
+    t = FakeTime()
+    limits = RateLimits({ApiGroup.START: RateSpec(4, burst=1)}, clock=t.clock, sleep=t.sleep)
+    limits.apply_shares({ApiGroup.START: 0.0})
+    t.now += 10.0  # a long pause: a bucket left alone would be full
+    limits.apply_shares({ApiGroup.START: 0.5})
+    await limits.acquire(ApiGroup.START)
+    assert t.now == pytest.approx(10.5)  # 1 / (4 * 0.5)
+    limits.apply_shares({ApiGroup.START: 0.25})  # shrinking keeps what is saved (none here)
+    limits.apply_shares({ApiGroup.START: 0.25})  # unchanged: not a rise, nothing drained
+    t.now += 4.0
+    await limits.acquire(ApiGroup.START)
+    assert t.now == pytest.approx(14.5)  # the saved token of the quiet 4 s, at once

@@ -7,9 +7,11 @@ import json
 import uuid
 
 import structlog
+from pydantic import SecretStr
 
 import orchestrator.logging as olog
 from orchestrator.mqtt.commands import error_reply, ok_reply
+from orchestrator.ops.http import _Json
 from orchestrator.ops.http import redact as http_redact
 from orchestrator.redaction import MASK, is_secret_key, mask_text, redact, register_secret
 
@@ -64,3 +66,39 @@ def test_every_exit_applies_the_same_policy() -> None:
     structlog.get_logger("t").warning("room_failed", **value)
     line = json.loads(out.getvalue().splitlines()[-1])
     assert {k: line[k] for k in expected} == expected
+
+
+NESTED = {
+    "room_id": "room-a",
+    "headers": [{"Authorization": "SDK-HMAC-SHA256 Access=ak1, Signature=s1"}],
+    "request": {"signature": "deadbeef", "X-Sdk-Signature": "cafe", "callbackKey": "ck"},
+    "key": SecretStr("pydantic-secret"),
+    "empty_token": None,
+}
+NESTED_MASKED = {
+    "room_id": "room-a",
+    "headers": [{"Authorization": MASK}],
+    "request": {"signature": MASK, "X-Sdk-Signature": MASK, "callbackKey": MASK},
+    "key": MASK,
+    "empty_token": None,  # nothing to hide: kept as null, not dropped
+}
+
+
+def test_mqtt_replies_mask_authorization_and_signature_at_any_depth() -> None:
+    assert ok_reply("c1", NESTED)["data"] == NESTED_MASKED
+
+
+def test_http_keeps_every_key_and_masks_the_same_ones() -> None:
+    # every JSON answer of the ops API is rendered by this response class
+    body = json.loads(_Json(NESTED).body)
+    assert body == NESTED_MASKED
+    assert set(body) == set(NESTED), "no key is dropped"
+
+
+def test_logs_mask_the_same_keys() -> None:
+    out = io.StringIO()
+    olog.configure(fmt="json", stream=out)
+    structlog.get_logger("t").warning("nested", **NESTED)
+    line = json.loads(out.getvalue().splitlines()[-1])
+    assert {k: line[k] for k in NESTED} == NESTED_MASKED
+    assert olog.redact(NESTED) == NESTED_MASKED  # the log renderer's entry point

@@ -9,9 +9,10 @@ the only name allowed that the daemon does not export: Prometheus writes it per 
 from __future__ import annotations
 
 import pytest
-from e2e_support import ALWAYS, Stack, eventually, room
-from monitoring_files import RULES, dashboard_exprs, rule_exprs
-from promql_names import (
+
+from tests.support.e2e import ALWAYS, Stack, eventually, room
+from tests.support.monitoring_files import RULES, dashboard_exprs, rule_exprs
+from tests.support.promql_names import (
     TARGET_LABELS,
     exported_names,
     matchers,

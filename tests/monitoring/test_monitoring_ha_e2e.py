@@ -9,7 +9,9 @@ import signal
 from collections.abc import Callable
 
 import pytest
-from e2e_support import ALWAYS, Stack, clear_retained, mqtt_watch, room
+
+from tests.support.e2e import ALWAYS, Stack, mqtt_watch, room
+from tests.support.mqtt import clear_retained
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

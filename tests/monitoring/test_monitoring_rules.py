@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from monitoring_files import (
+
+from tests.support.monitoring_files import (
     RULES,
     RULES_TEST,
     dashboard,
@@ -24,7 +25,7 @@ from monitoring_files import (
     rule_exprs,
     rules,
 )
-from promql_names import (
+from tests.support.promql_names import (
     PromQLError,
     exported_names,
     metric_names,

@@ -1,4 +1,4 @@
-"""Fixtures for the MQTT bridge tests (helpers live in ``_mqtt_helpers``).
+"""Fixtures for the MQTT bridge tests (helpers live in ``tests.support.mqtt_bridge``).
 
 Every test gets its own random topic prefix on the shared broker, and the retained topics it
 created are cleared afterwards (the system mosquitto persists retained messages).
@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from _mqtt_helpers import BridgeRunner, PrivateBroker, Watcher, watching
+
+from tests.support.mqtt_bridge import BridgeRunner, PrivateBroker, Watcher, watching
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from _mqtt_fakes import MemoryReplyStore, RecordingControl
-from _mqtt_helpers import BridgeRunner, Watcher
 from structlog.testing import capture_logs
 
 from orchestrator.control import CommandError
 from orchestrator.mqtt.commands import reply_key
 from orchestrator.rooms.model import Order, RoomState, Snapshot
 from orchestrator.store.sql import SqlStore
+from tests.support.mqtt_bridge import BridgeRunner, Watcher
+from tests.support.mqtt_fakes import MemoryReplyStore, RecordingControl
 
 
 def _room_cmd(prefix: str, room: str = "room-a") -> str:

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
-from _mqtt_fakes import RecordingControl
-from _mqtt_helpers import BridgeRunner, PrivateBroker, Watcher, watching
 
 from orchestrator.mqtt.bridge import MqttBridge
 from orchestrator.mqtt.link import Backoff
+from tests.support.mqtt_bridge import BridgeRunner, PrivateBroker, Watcher, watching
+from tests.support.mqtt_fakes import RecordingControl
 
-PROC = Path(__file__).with_name("_mqtt_bridge_proc.py")
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_lwt_offline_when_process_is_killed(
@@ -25,9 +25,11 @@ async def test_lwt_offline_when_process_is_killed(
 ) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(PROC),
+        "-m",
+        "tests.support.mqtt_bridge_proc",  # run from the checkout's root, where tests/ is
         "--prefix",
         prefix,
+        cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -98,7 +100,7 @@ async def test_outboxes_stay_bounded_while_disconnected_then_converge(
     assert bridge.pending_states() == limit
     assert bridge.stats.states_dropped == n - limit
     # the oldest events were dropped: the last `limit` rooms' events remain
-    assert bridge._events[0].topic.endswith(f"/{rooms[n - limit]}/events")
+    assert bridge.outbox.events[0].topic.endswith(f"/{rooms[n - limit]}/events")
     for r in rooms:
         control.states[r] = {"room_id": r, "state": "LIVE", "v": 2}
     latest: dict[str, int] = {}

@@ -17,8 +17,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from _mqtt_fakes import RecordingControl
-from _mqtt_helpers import BridgeRunner, Watcher, watching
 from jinja2.sandbox import SandboxedEnvironment
 
 from orchestrator.mqtt.commands import parse_command
@@ -26,6 +24,8 @@ from orchestrator.mqtt.discovery import HaDiscovery
 from orchestrator.mqtt.topics import CommandTarget, Topics, snapshot_json
 from orchestrator.rooms.model import Order, RoomState, Snapshot
 from orchestrator.settings import MqttSettings
+from tests.support.mqtt_bridge import BridgeRunner, Watcher, watching
+from tests.support.mqtt_fakes import RecordingControl
 
 
 def _render(template: str, **variables: Any) -> str:
@@ -111,7 +111,7 @@ def test_templates_read_the_real_state_payload() -> None:
     assert [_render(scheduled, value_json=s) for s in (live, down, idle)] == ["OFF", "ON", "OFF"]
     sla = by_key["sla_today"]
     assert sla["state_topic"] == "liveorch/rooms/room-a/sla"
-    # what the daemon publishes there (orchestrator.app._publish_sla_today); None = unknown
+    # what the daemon publishes there (orchestrator.upkeep.SlaBook); None = unknown
     for pct, shown in ((99.5, "99.5"), (None, "None")):
         body = {"day": "2026-12-03", "scheduled_s": 600.0, "live_s": 597.0, "percent": pct}
         assert _render(sla["value_template"], value_json=body) == shown

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from _mqtt_helpers import BridgeRunner, Watcher
 from structlog.testing import capture_logs
 
 from orchestrator.store.sql import SqlStore
+from tests.support.mqtt_bridge import BridgeRunner, Watcher
 
 
 def _room_cmd(prefix: str, room: str = "room-a") -> str:
@@ -121,14 +121,17 @@ async def test_sent_at_in_the_future_is_refused_beyond_the_skew(
 async def test_oversized_payload_is_refused_unparsed(
     watcher: Watcher, bridges: BridgeRunner, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import orchestrator.mqtt.bridge as bridge_mod
+    import orchestrator.mqtt.intake as intake_mod
+    import orchestrator.mqtt.runner as runner_mod
 
     parsed: list[bytes] = []
-    real_parse, real_peek = bridge_mod.parse_command, bridge_mod.peek_id
+    real_parse, real_peek = runner_mod.parse_command, runner_mod.peek_id
     monkeypatch.setattr(
-        bridge_mod, "parse_command", lambda p, t: (parsed.append(p), real_parse(p, t))[1]
+        runner_mod, "parse_command", lambda p, t: (parsed.append(p), real_parse(p, t))[1]
     )
-    monkeypatch.setattr(bridge_mod, "peek_id", lambda p: (parsed.append(p), real_peek(p))[1])
+    # the intake peeks at a refused command's id; the runner at a rejected one's
+    for mod in (intake_mod, runner_mod):
+        monkeypatch.setattr(mod, "peek_id", lambda p: (parsed.append(p), real_peek(p))[1])
     bridge, control, _ = await bridges.run(max_payload_bytes=4096)
     t = _room_cmd(prefix)
     big = json.dumps({"id": "big1", "action": "insert_script", "text": "x" * 5000}).encode()

@@ -24,16 +24,7 @@ from orchestrator.mqtt.commands import (
     peek_id,
     redact,
 )
-from orchestrator.mqtt.topics import (
-    CommandTarget,
-    TopicError,
-    Topics,
-    alert_event,
-    script_event,
-    snapshot_json,
-    transition_event,
-)
-from orchestrator.rooms.model import Order, RoomState, Snapshot
+from orchestrator.mqtt.topics import CommandTarget, TopicError, Topics
 
 T = Topics.for_prefix("liveorch")
 ROOM = CommandTarget("room-a")
@@ -90,34 +81,6 @@ def test_parse_command_topic_never_crashes_otherwise(room: str) -> None:
     except TopicError:
         return
     assert target.room_id == room
-
-
-def test_snapshot_json_shape() -> None:
-    at = datetime(2026, 11, 25, 12, tzinfo=UTC)
-    snap = Snapshot(
-        "room-a",
-        RoomState.BACKOFF,
-        Order.ON,
-        "job-1",
-        at,
-        2,
-        at,
-        "APIGW.0308",
-        None,
-        extra={"sla": {"live_s": 10}, "state": "ignored"},
-    )
-    assert snapshot_json(snap) == {
-        "room_id": "room-a",
-        "state": "BACKOFF",
-        "order": "ON",
-        "job_id": "job-1",
-        "since": "2026-11-25T12:00:00+00:00",
-        "attempt": 2,
-        "next_retry_at": "2026-11-25T12:00:00+00:00",
-        "last_error": "APIGW.0308",
-        "alert": None,
-        "sla": {"live_s": 10},
-    }
 
 
 def test_action_tables_cover_the_api() -> None:
@@ -245,17 +208,3 @@ def test_package_exports() -> None:
     )
     for name in mqtt_pkg.__all__:
         assert hasattr(mqtt_pkg, name)
-
-
-def test_event_payloads() -> None:
-    at = datetime(2026, 11, 25, 12, tzinfo=UTC)
-    t = transition_event(
-        "r", from_state="LIVE", to_state="DEGRADED", event="RtmpStateReported", at=at
-    )
-    assert (t["type"], t["from"], t["to"], t["at"]) == (
-        "transition", "LIVE", "DEGRADED", "2026-11-25T12:00:00+00:00",
-    )  # fmt: skip
-    a = alert_event("r", kind="quarantined", status="CLEARED", at=at)
-    assert (a["type"], a["status"], a["kind"]) == ("alert", "CLEARED", "quarantined")
-    sc = script_event("r", job_id="j", at=at, detail={"scene": "s2"})
-    assert sc["type"] == "script" and sc["detail"] == {"scene": "s2"}

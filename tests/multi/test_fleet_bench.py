@@ -9,17 +9,12 @@ the figures are for ``bench/RESULTS.md``.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is a top-level package of the checkout, not installed
-    sys.path.insert(0, str(ROOT))
-
-from bench.fleet import run_config  # noqa: E402
+from bench.fleet import run_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_service, pytest.mark.timeout(240)]
 

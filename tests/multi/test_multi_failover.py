@@ -15,8 +15,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from multi_support import PG_DSN, TTL_S, Cluster, DuplicateWatch, eventually
-from support.pgcluster import PgCluster
+
+from tests.support.multi import TTL_S, Cluster, DuplicateWatch, eventually
+from tests.support.pgcluster import PG_DSN, PgCluster
 
 pytestmark = pytest.mark.timeout(90)
 

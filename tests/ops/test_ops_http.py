@@ -8,13 +8,13 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from ops_fakes import NOW, OUTAGE, TOKEN, OpsFixture, make_ops
 from starlette.applications import Starlette
 
 from orchestrator.ops.http import Readiness, redact
 from orchestrator.ops.status_page import timeline
 from orchestrator.rooms.model import RoomState
 from orchestrator.store.base import TransitionRecord
+from tests.support.ops_fakes import NOW, OUTAGE, TOKEN, OpsFixture, make_ops
 
 
 def client_for(ops: OpsFixture, token: str | None = None) -> httpx.AsyncClient:

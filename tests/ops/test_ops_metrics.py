@@ -53,6 +53,7 @@ def test_recovery_api_callback_rate_sla_mqtt_build() -> None:
     m.rate_limit_wait("start", 0.0)
     m.sla("room-1", live_s=50, scheduled_s=60)
     m.mqtt_connected(True)
+    m.api_shares({"start": 0.5, "job_query": 0.625}, reader=True)
     s = _samples(m)
     assert s[("liveorch_recoveries_total", (("outcome", "ok"), ("rung", "refresh")))] == 1
     assert s[("liveorch_recoveries_total", (("outcome", "failed"), ("rung", "restart")))] == 1
@@ -79,6 +80,8 @@ def test_recovery_api_callback_rate_sla_mqtt_build() -> None:
     assert s[("liveorch_sla_live_seconds_total", (("room", "room-1"),))] == 50
     assert s[("liveorch_sla_scheduled_seconds_total", (("room", "room-1"),))] == 60
     assert s[("liveorch_mqtt_connected", ())] == 1
+    assert s[("liveorch_api_share", (("group", "job_query"),))] == 0.625
+    assert s[("liveorch_tenant_reader", ())] == 1
     build = [k for k in s if k[0] == "liveorch_build_info"]
     assert build and ("version", "9.9") in build[0][1]
     m.forget_room("room-1")

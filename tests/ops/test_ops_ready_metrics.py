@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 
 import httpx
-from ops_fakes import OUTAGE, make_ops
 from starlette.applications import Starlette
 
 from orchestrator.ops.http import Readiness
+from tests.support.ops_fakes import OUTAGE, make_ops
 
 
 def _value(text: str, series: str) -> float:

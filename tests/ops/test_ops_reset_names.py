@@ -8,12 +8,12 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from ops_fakes import NOW, TOKEN, make_ops
 from starlette.applications import Starlette
 
 from orchestrator.control import CommandError
 from orchestrator.ops.status_page import NO_DATA, timeline
 from orchestrator.store.base import TransitionRecord
+from tests.support.ops_fakes import NOW, TOKEN, make_ops
 
 
 class Actions:

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from ops_fakes import NOW, OpsFixture, make_ops
 from starlette.applications import Starlette
-from support.chromium import chromium
 
 from orchestrator.httpserver import serve
 from orchestrator.rooms.model import RoomState
+from tests.support.chromium import chromium
+from tests.support.ops_fakes import NOW, OpsFixture, make_ops
 
 pytestmark = pytest.mark.external_service
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from nspawn_support import (
+
+from tests.support import leaks
+from tests.support.nspawn import (
     REPO,
     Container,
     build_wheels,
@@ -144,11 +146,13 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
         binds={REPO: "/src", wheels: "/wheels", setup: "/setup"},
         log_path=base / "nspawn.log",
     )
+    leaks.keep(container.popen.pid)  # the container lives for the module, not one test
     try:
         container.boot()
         yield Machine(container, m_ak, m_sk, project_id)
     finally:
         container.close()
+        leaks.release(container.popen.pid)
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,13 @@
-"""Fixtures for the probe tests: a private nginx-rtmp and a real ffmpeg publisher."""
+"""Fixtures for the probe tests: a real ffmpeg publisher to the private nginx-rtmp
+(``nginx_rtmp``, tests/conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from support.nginx_rtmp import FfmpegPublisher, NginxRtmp
 
-
-@pytest.fixture
-def nginx_rtmp(tmp_path: Path, require_service: Callable[[str], None]) -> Iterator[NginxRtmp]:
-    require_service("nginx-rtmp")
-    server = NginxRtmp(tmp_path / "nginx")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.support.nginx_rtmp import FfmpegPublisher, NginxRtmp
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from support.nginx_rtmp import FfmpegPublisher, NginxRtmp
 
 from orchestrator.clock import SystemClock
 from orchestrator.probe import (
@@ -23,6 +22,7 @@ from orchestrator.probe import (
     probe_once,
 )
 from orchestrator.rooms.model import Event, Order, RoomState, RtmpStateReported, Snapshot
+from tests.support.nginx_rtmp import FfmpegPublisher, NginxRtmp
 
 pytestmark = [pytest.mark.external_service, pytest.mark.timeout(40)]
 

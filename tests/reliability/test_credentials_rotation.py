@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,7 @@ from orchestrator.emulator.service import EmulatorService
 from orchestrator.errors import OrchestratorError
 from orchestrator.httpserver import serve
 from orchestrator.settings import load_settings
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.ports import free_port
 
 
 @pytest.mark.timeout(60)
@@ -44,7 +38,7 @@ async def test_reload_swaps_rotated_aksk(tmp_path: Path) -> None:
             f'secrets_dir = "{creds}"\n'
             f'[cloud]\nbase_url = "{emu.base_url}"\nproject_id = "{project}"\n'
             f'[store]\nurl = "sqlite+aiosqlite:///{tmp_path / "state" / "db.sqlite"}"\n'
-            f"[http]\nport = {_port()}\n"
+            f"[http]\nport = {free_port()}\n"
             '[callbacks]\nkey = "k"\n',
             encoding="utf-8",
         )

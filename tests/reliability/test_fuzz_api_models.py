@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from reliability_support import FUZZ
 
 from orchestrator.errors import CloudUnavailable, InvalidRequest, StartOutcomeUnknown
 from orchestrator.metastudio import models as m
 from orchestrator.metastudio.client import MetaStudioClient
+from tests.support.fuzz import FUZZ
 
 MODELS: list[type[BaseModel]] = [
     m.SmartLiveJob,

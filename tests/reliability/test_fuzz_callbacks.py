@@ -15,7 +15,6 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reliability_support import FUZZ
 
 from orchestrator.callbacks.parse import CallbackEvent, CallbackParseError, parse_body, peek_ids
 from orchestrator.callbacks.verify import (
@@ -24,6 +23,7 @@ from orchestrator.callbacks.verify import (
     mss_signature,
     verify_callback,
 )
+from tests.support.fuzz import FUZZ
 
 KEYS = ["fuzz-key-current", "fuzz-key-previous"]
 NOW = 1_800_000_000

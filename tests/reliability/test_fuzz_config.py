@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reliability_support import EXAMPLES, FUZZ
 
 from orchestrator.app import Daemon
 from orchestrator.emulator.app import create_app
@@ -25,6 +24,7 @@ from orchestrator.emulator.service import EmulatorService
 from orchestrator.errors import ConfigError
 from orchestrator.httpserver import serve
 from orchestrator.settings import Settings, load_settings
+from tests.support.fuzz import EXAMPLES, FUZZ
 
 SECTIONS = [
     "cloud",

@@ -13,7 +13,6 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reliability_support import FUZZ
 
 from orchestrator.mqtt.commands import (
     BRIDGE_ACTIONS,
@@ -26,6 +25,7 @@ from orchestrator.mqtt.commands import (
     peek_id,
 )
 from orchestrator.mqtt.topics import CommandTarget
+from tests.support.fuzz import FUZZ
 
 CODES = {"bad_json", "bad_payload", "unknown_action"}
 ACTIONS = sorted({*ROOM_ACTIONS, *BRIDGE_ACTIONS, "", "START", "drop_tables"})

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 from sqlalchemy import text
-from support.storepeek import add_transition
 
 from orchestrator.app import Daemon
 from orchestrator.clock import ManualClock
@@ -30,6 +29,7 @@ from orchestrator.httpserver import serve
 from orchestrator.settings import Settings
 from orchestrator.store.base import InboxItem, TransitionRecord
 from orchestrator.store.sql import SqlStore
+from tests.support.storepeek import add_transition
 
 WAIT_S = 15.0
 
@@ -67,8 +67,8 @@ async def _daemon(tmp_path: Path, **sections: Any) -> AsyncIterator[tuple[Daemon
 
 async def _wait_runs(daemon: Daemon, n: int) -> None:
     async def until() -> None:
-        async with daemon.pruned:
-            await daemon.pruned.wait_for(lambda: daemon.prune_runs >= n)
+        async with daemon.retention.done:
+            await daemon.retention.done.wait_for(lambda: daemon.retention.runs >= n)
 
     await asyncio.wait_for(until(), WAIT_S)
 

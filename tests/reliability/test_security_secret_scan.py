@@ -15,7 +15,6 @@ import asyncio
 import io
 import json
 import secrets
-import socket
 import stat
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +33,8 @@ from orchestrator.httpserver import serve
 from orchestrator.rooms.model import RoomState
 from orchestrator.rooms.supervisor import Transition
 from orchestrator.settings import Settings
+from tests.support.mqtt import MqttRecorder, recording
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_service]
 
@@ -41,62 +42,30 @@ TIMEOUT = 30.0
 ROOM, ROOM2 = "scan-a", "scan-b"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _secret(tag: str) -> str:
     return f"{tag}-{secrets.token_hex(12)}"
-
-
-class Collector:
-    """Every message under ``prefix/#`` (payloads kept as text for the scan)."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, str]] = []
-        self.cond = asyncio.Condition()
-
-    async def pump(self, client: aiomqtt.Client) -> None:
-        async for m in client.messages:
-            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-            async with self.cond:
-                self.messages.append((m.topic.value, payload.decode(errors="replace")))
-                self.cond.notify_all()
-
-    async def reply(self, topic: str, cid: str) -> dict[str, Any]:
-        def find() -> dict[str, Any] | None:
-            for t, p in self.messages:
-                if t == topic:
-                    body = json.loads(p)
-                    if body.get("id") == cid:
-                        return dict(body)
-            return None
-
-        async with asyncio.timeout(TIMEOUT), self.cond:
-            await self.cond.wait_for(lambda: find() is not None)
-        found = find()
-        assert found is not None
-        return found
 
 
 @pytest.fixture
 async def mqtt_watch(
     require_service: Callable[[str], None],
-) -> AsyncIterator[tuple[str, aiomqtt.Client, Collector]]:
+) -> AsyncIterator[tuple[str, aiomqtt.Client, MqttRecorder]]:
+    """The recorder (tests/support/mqtt.py) on ``prefix/#``; retained topics cleared after."""
     require_service("mosquitto")
     prefix = f"scan-{uuid.uuid4().hex[:10]}"
-    collector = Collector()
-    async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"{prefix}-watch") as client:
-        await client.subscribe(f"{prefix}/#", qos=1)
-        task = asyncio.create_task(collector.pump(client), name="scan-mqtt-pump")
-        try:
-            yield prefix, client, collector
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+    async with recording(
+        prefix, topics=[f"{prefix}/#"], protocol=aiomqtt.ProtocolVersion.V311, timeout=TIMEOUT
+    ) as rec:
+        yield prefix, rec.client, rec
+
+
+def _texts(rec: MqttRecorder) -> list[tuple[str, str]]:
+    """Every message as (topic, payload text), for the scan."""
+    return [
+        (m.topic.value, (m.payload if isinstance(m.payload, bytes) else str(m.payload).encode())
+         .decode(errors="replace"))
+        for m in rec.messages
+    ]  # fmt: skip
 
 
 async def _wait_state(daemon: Daemon, changed: asyncio.Event, room: str, want: RoomState) -> None:
@@ -108,7 +77,7 @@ async def _wait_state(daemon: Daemon, changed: asyncio.Event, room: str, want: R
 
 @pytest.mark.timeout(120)
 async def test_no_secret_in_any_output(
-    tmp_path: Path, mqtt_watch: tuple[str, aiomqtt.Client, Collector]
+    tmp_path: Path, mqtt_watch: tuple[str, aiomqtt.Client, MqttRecorder]
 ) -> None:
     prefix, client, collector = mqtt_watch
     ak, sk = "SCANAK" + secrets.token_hex(8).upper(), _secret("sk")
@@ -127,7 +96,7 @@ async def test_no_secret_in_any_output(
     for rid in (ROOM, ROOM2):
         service.add_room(rid)
     state_dir = tmp_path / "state"
-    port = _port()
+    port = free_port()
     log = io.StringIO()
     async with serve(create_app(service)) as emu:
         settings = Settings.model_validate(
@@ -225,14 +194,14 @@ async def test_no_secret_in_any_output(
             replies = []
             for body in commands:
                 await client.publish(cmd_topic, json.dumps(body).encode(), qos=1)
-                replies.append(await collector.reply(reply_topic, body["id"]))
+                replies.append(await collector.wait_reply(reply_topic, body["id"]))
             assert [r["status"] for r in replies] == ["ok"] * 4 + ["error"] * 3
             await client.publish(
                 f"{prefix}/rooms/{ROOM2}/command",
                 json.dumps({"id": "c8", "action": "insert_script", "text": "x"}).encode(),
                 qos=1,
             )
-            failed = await collector.reply(f"{prefix}/rooms/{ROOM2}/command/reply", "c8")
+            failed = await collector.wait_reply(f"{prefix}/rooms/{ROOM2}/command/reply", "c8")
             assert failed["status"] == "error"
             outputs += [json.dumps(r) for r in [*replies, failed]]
             # the refresh after set_output pushes the runtime key to the service
@@ -270,9 +239,9 @@ async def test_no_secret_in_any_output(
     )
     outputs.append(log.getvalue())
     # everything under prefix/# except the commands this test published itself
-    outputs += [f"{t} {p}" for t, p in collector.messages if not t.endswith("/command")]
+    outputs += [f"{t} {p}" for t, p in _texts(collector) if not t.endswith("/command")]
     assert len(log.getvalue().splitlines()) > 50  # the log really was captured
-    assert any(t.endswith("/state") for t, _ in collector.messages)
+    assert any(t.endswith("/state") for t, _ in _texts(collector))
     text = "\n".join(outputs)
     leaks = {
         name: [o[max(0, o.find(v) - 200) : o.find(v) + 50] for o in outputs if v in o][:2]

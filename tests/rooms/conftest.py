@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rooms_support import FakeCloud, Harness, room_config
 
 from orchestrator.clock import ManualClock
 from orchestrator.rooms.startreq import RoomConfig
-from orchestrator.rooms.supervisor import RoomSupervisor
 from orchestrator.store.sql import SqlStore
+from tests.support.rooms import FakeCloud, Harness, Rooms, make_supervisor, room_config
 
 
 @pytest.fixture
@@ -37,11 +36,10 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
 @pytest.fixture
 def make_harness(cloud: FakeCloud, store: SqlStore, clock: ManualClock) -> Callable[..., Harness]:
     def make(*configs: RoomConfig, cloud_: Any = None) -> Harness:
-        cfgs = {c.room_id: c for c in (configs or (room_config(),))}
-        sup = RoomSupervisor(
-            cloud=cloud_ or cloud, store=store, rooms=lambda: cfgs, clock=clock,
-            rng=random.Random(7),
-        )  # fmt: skip
-        return Harness(sup, clock)
+        rooms = Rooms(*(configs or (room_config(),)))
+        sup = make_supervisor(
+            rooms, cloud=cloud_ or cloud, store=store, clock=clock, rng=random.Random(7)
+        )
+        return Harness(sup, clock, rooms)
 
     return make

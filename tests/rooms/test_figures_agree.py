@@ -17,12 +17,12 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
-from test_supervisor_emulator import ROOM, RTMP, Env, env, go_live  # noqa: F401
 
 from orchestrator.app import Daemon
 from orchestrator.report import rows_to_dicts
 from orchestrator.rooms.model import RoomState
 from orchestrator.settings import Settings
+from tests.rooms.test_supervisor_emulator import ROOM, RTMP, Env, env, go_live  # noqa: F401
 
 S = RoomState
 
@@ -46,13 +46,13 @@ async def test_report_metrics_status_page_and_sla_rows_agree_on_a_dark_drop(
             "rooms": [{"id": ROOM, "output_url": RTMP, "stream_key": "key-1"}],
         }
     )
-    daemon = Daemon(settings, clock=env.clock)
-    daemon.store = env.store  # the supervisor's store: the SLA rows land next to its audit log
+    # the supervisor's store: the SLA rows land next to its audit log
+    daemon = Daemon(settings, clock=env.clock, store=env.store)
     sup = env.start_supervisor()
-    sup.add_listener(daemon._on_transition)  # what Daemon.run wires up
+    sup.add_listener(daemon.fanout)  # what Daemon.run wires up
     heard: list[RoomState] = []  # what the daemon's listener has been told, in order
     sup.add_listener(lambda t: heard.append(t.after.state))
-    daemon.supervisor = sup
+    daemon.attach_rooms(sup)
     job = await go_live(env)
     await sup.poll_once()
     await env.advance(30)
@@ -77,7 +77,7 @@ async def test_report_metrics_status_page_and_sla_rows_agree_on_a_dark_drop(
     await env.until(lambda: heard[-1:] == [S.LIVE], "the daemon heard of LIVE again")
     assert outage > 20  # the 20 undetected seconds are part of it
     await env.advance(60)
-    await daemon._flush_sla()
+    await daemon.sla_book.flush()
 
     # the SLA rows, and `liveorch report` reading them
     rows = await env.store.sla(stopped.date(), ROOM)
@@ -92,7 +92,7 @@ async def test_report_metrics_status_page_and_sla_rows_agree_on_a_dark_drop(
     assert report["live_s"] == round(row.live_s, 1)
 
     # /metrics (served by the daemon's own ops routes)
-    app = Starlette(routes=daemon._ops_routes())
+    app = Starlette(routes=daemon.ops_routes())
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://ops"
     ) as ops:

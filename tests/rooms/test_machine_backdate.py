@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from test_machine_ladder import T0, S, Sim
-
 from orchestrator.rooms.model import RtmpStateReported
+from tests.rooms.test_machine_ladder import T0, S, Sim
 
 
 def probe_dead(sim: Sim, at: float, down_s: float) -> None:

@@ -3,8 +3,6 @@ inference, see ``RecoverySettings.key_refused_markers``), never retried with the
 
 from __future__ import annotations
 
-from test_machine_ladder import Sim
-
 from orchestrator.rooms.machine import ALERT_QUARANTINED
 from orchestrator.rooms.model import (
     CommandSucceeded,
@@ -19,6 +17,7 @@ from orchestrator.rooms.model import (
     StopJob,
 )
 from orchestrator.rooms.policy import Policy
+from tests.rooms.test_machine_ladder import Sim
 
 S = RoomState
 REFUSED = "LIVE.STREAM_KEY_REFUSED: RTMP publish refused by the ingest: stream key refused"

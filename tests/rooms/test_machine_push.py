@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from test_machine_ladder import T0, S, Sim
 
 from orchestrator.rooms.model import (
     CommandSucceeded,
@@ -28,6 +27,7 @@ from orchestrator.rooms.model import (
     Wait,
 )
 from orchestrator.rooms.policy import Policy
+from tests.rooms.test_machine_ladder import T0, S, Sim
 
 
 def read(sim: Sim, at: float, duration: float, stream: float, *, seq: int | None = None) -> None:

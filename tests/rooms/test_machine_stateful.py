@@ -25,6 +25,8 @@ from orchestrator.rooms.model import (
     CommandFailed,
     CommandSucceeded,
     Event,
+    InsertScript,
+    InsertScriptRequested,
     JobObserved,
     JobsListed,
     JobStarted,
@@ -113,6 +115,9 @@ class RoomInTenant(RuleBasedStateMachine):
                 self.world[action.job_id] = "SUCCEED"
         elif isinstance(action, SetTimer):
             self.timer = action
+        elif isinstance(action, InsertScript):  # said by the room's own job, held live
+            assert action.job_id == self.room.job_id
+            assert self.room.state in (RoomState.LIVE, RoomState.DEGRADED)
         elif isinstance(action, ListJobs | ShowJob | StopJob | RefreshOutput | ResetExitConfig):
             self.calls.append(Call(action))
 
@@ -224,11 +229,12 @@ class RoomInTenant(RuleBasedStateMachine):
         at = self.now + timedelta(seconds=age)
         self.feed(RtmpStateReported(job_id=job, rtmp_state=state, at=at))
 
-    @rule(kind=st.sampled_from(["poke", "reset", "output", "restart", "refresh"]))
+    @rule(kind=st.sampled_from(["poke", "reset", "output", "restart", "refresh", "script"]))
     def operator(self, kind: str) -> None:
         ev = {
             "poke": Poked(), "reset": Reset(), "output": OutputChanged(),
             "restart": RestartRequested(), "refresh": RefreshRequested(),
+            "script": InsertScriptRequested(request_id=1, text="hi"),
         }[kind]  # fmt: skip
         self.feed(ev)
 

@@ -14,6 +14,8 @@ from orchestrator.rooms.model import (
     CommandFailed,
     CommandSucceeded,
     Event,
+    InsertScript,
+    InsertScriptRequested,
     JobObserved,
     JobsListed,
     JobStarted,
@@ -106,6 +108,7 @@ def sample_events() -> list[Event]:
         CommandFailed(seq=10, command="RESET_EXIT_CONFIG", error="x"),
         TimerFired(seq=9),
         TimerFired(seq=8),
+        InsertScriptRequested(request_id=1, text="hello", play_type="PLAY_NOW"),
     ]
     for seq in (10, None, 4):
         for k in range(len(jobs) + 1):
@@ -154,6 +157,28 @@ def test_every_pair_lands_in_a_declared_state(state: RoomState) -> None:
                 assert not [j for j in ev.jobs if j.state in ("WAITING", "PROCESSING")]
                 assert room.order is Order.ON
     assert len(seen_types) >= 19
+
+
+SCRIPT_ACCEPTED = {RoomState.LIVE, RoomState.DEGRADED}
+
+
+@pytest.mark.parametrize("state", list(RoomState))
+def test_a_script_is_said_only_by_a_job_held_live(state: RoomState) -> None:
+    """Every room shape in every state: InsertScript for the room's own job exactly when the
+    room is LIVE or DEGRADED on a job (else nothing: the driver answers not_live), and the
+    request never moves the room, takes its call slot or touches its timer."""
+    ev = InsertScriptRequested(request_id=42, text="hello", play_type="APPEND", cause="mqtt:c1")
+    for room in sample_rooms(state):
+        new, actions = step(room, ev, NOW, POLICY)
+        scripts = [a for a in actions if isinstance(a, InsertScript)]
+        if state in SCRIPT_ACCEPTED and room.job_id is not None:
+            assert scripts == [InsertScript(42, room.job_id, "hello", "APPEND")], room
+        else:
+            assert scripts == [], room
+        assert (new.state, new.op, new.op_seq, new.wait, new.timer_seq, new.job_id) == (
+            room.state, room.op, room.op_seq, room.wait, room.timer_seq, room.job_id,
+        ), room  # fmt: skip
+        assert (TABLE.get((state, InsertScriptRequested)) is not None) == (state in SCRIPT_ACCEPTED)
 
 
 def test_stale_results_and_timers_change_nothing() -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rooms_support import FakeCloud, FakeJob, Harness
-
 from orchestrator.clock import ManualClock
 from orchestrator.rooms.model import Order, OrderChanged
 from orchestrator.rooms.model import RoomState as S
+from tests.support.rooms import FakeCloud, FakeJob, Harness
 
 MakeHarness = Callable[..., Harness]
 

@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from support.storepeek import active_alerts
 
 from orchestrator.clock import ManualClock
 from orchestrator.emulator.app import create_app
@@ -32,11 +31,20 @@ from orchestrator.metastudio.auth import AkSkAuth
 from orchestrator.metastudio.client import MetaStudioClient
 from orchestrator.metastudio.models import RtmpStreamStateChange, parse_callback
 from orchestrator.metastudio.ratelimit import RateLimits
-from orchestrator.rooms.model import Order, OrderChanged, PushMark, RoomState, RtmpStateReported
+from orchestrator.rooms.model import (
+    Order,
+    OrderChanged,
+    OutputChanged,
+    PushMark,
+    RoomState,
+    RtmpStateReported,
+)
 from orchestrator.rooms.startreq import CallbackTarget, RoomConfig
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
 from orchestrator.settings import OutputTarget, RecoverySettings, RoomSettings
 from orchestrator.store.sql import SqlStore
+from tests.support.rooms import Rooms, make_supervisor
+from tests.support.storepeek import active_alerts
 
 AK = "ROOMSTESTAK00000000"
 SK = "ROOMSTESTSKroomstestsk0000000000000000"
@@ -57,6 +65,7 @@ class Env:
     clock: ManualClock
     cfg: RoomConfig
     sup: RoomSupervisor | None = None
+    rooms: Rooms | None = None
     task: asyncio.Task[None] | None = None
     changed: asyncio.Event | None = None
 
@@ -69,9 +78,10 @@ class Env:
         def listener(_: Transition) -> None:
             changed.set()
 
-        self.sup = RoomSupervisor(
-            cloud=client or self.client, store=self.store, rooms=lambda: {ROOM: self.cfg},
-            clock=self.clock, rng=random.Random(11), listeners=[listener],
+        self.rooms = Rooms(self.cfg)
+        self.sup = make_supervisor(
+            self.rooms, cloud=client or self.client, store=self.store, clock=self.clock,
+            rng=random.Random(11), listeners=[listener],
         )  # fmt: skip
         self.task = asyncio.create_task(self.sup.run(), name="test:supervisor")
         return self.sup
@@ -564,8 +574,8 @@ async def test_revoked_stream_key_without_backup_quarantines_saying_so(env: Env)
 
 
 async def test_revoked_stream_key_repaired_by_a_new_key(env: Env) -> None:
-    """The operator sends a new key (MQTT set_output → update_room) while the ladder runs: the
-    room refreshes with it at once and is LIVE on the same job."""
+    """The operator sends a new key (MQTT set_output: new settings + OutputChanged) while the
+    ladder runs: the room refreshes with it at once and is LIVE on the same job."""
     env.cfg = make_cfg(refresh_tries=3, grace_s=10.0, refresh_confirm_s=10.0)
     job = await go_live(env)
     assert env.sup is not None
@@ -576,7 +586,9 @@ async def test_revoked_stream_key_repaired_by_a_new_key(env: Env) -> None:
     await env.tick(3)  # the operator reads the alert and reacts, inside the grace
     room = env.cfg.room.model_copy(update={"stream_key": SecretStr("key-2")})
     env.cfg = RoomConfig(room=room, recovery=env.cfg.recovery, callback=env.cfg.callback)
-    sup.update_room(env.cfg)
+    assert env.rooms is not None
+    env.rooms.put(env.cfg)  # the override replaces the room's settings, then says so
+    sup.post(ROOM, OutputChanged(cause="mqtt:set_output"))
     await env.settle()
     assert [c["params"]["stream_keys"] for c in env.service.commands] == [["key-2"]]
     await env.tick(2)  # the new key connects

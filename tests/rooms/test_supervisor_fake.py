@@ -9,8 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from rooms_support import FakeCloud, FakeJob, Harness, room_config
-from support.storepeek import active_alerts, start_intents_of
 
 from orchestrator.clock import ManualClock
 from orchestrator.errors import CloudUnavailable, InvalidRequest, Throttled
@@ -28,6 +26,8 @@ from orchestrator.rooms.model import (
 from orchestrator.rooms.supervisor import RoomSupervisor
 from orchestrator.settings import RoomSettings
 from orchestrator.store.sql import SqlStore
+from tests.support.rooms import FakeCloud, FakeJob, Harness, Rooms, make_supervisor, room_config
+from tests.support.storepeek import active_alerts, start_intents_of
 
 S = RoomState
 MakeHarness = Callable[..., Harness]
@@ -355,17 +355,16 @@ async def test_a_crashing_room_does_not_affect_another(
 async def test_post_unknown_room_and_clean_cancellation(
     cloud: FakeCloud, store: SqlStore, clock: ManualClock
 ) -> None:
-    cfg = room_config()
-    sup = RoomSupervisor(cloud=cloud, store=store, rooms=lambda: {"room-a": cfg}, clock=clock,
-                         rng=random.Random(1), poll_interval_s=30)  # fmt: skip
+    sup = make_supervisor(Rooms(room_config()), cloud=cloud, store=store, clock=clock,
+                          rng=random.Random(1))  # fmt: skip
     assert sup.post("nope", Poked()) is False
     task = asyncio.create_task(sup.run())
     sup.post("room-a", WindowOpened(window_id="w", window_start=clock.now(), deadline=None))
     h = Harness(sup, clock)
     await h.until(lambda: sup.snapshot("room-a").job_id is not None)
-    await h.until(lambda: clock.sleepers >= 2, "poll loop and start-confirm timer asleep")
-    clock.advance(30)  # one poll
-    await h.until(lambda: cloud.count("list_tenant") == 1, "poll ran")
+    await h.until(lambda: clock.sleepers >= 1, "start-confirm timer asleep")
+    await sup.poll_once()  # the daemon's poller calls this; the supervisor has no loop of its own
+    assert cloud.count("list_tenant") == 1
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     leftovers = [t for t in asyncio.all_tasks() if t.get_name().startswith("room")]
@@ -377,13 +376,16 @@ async def test_reload_add_update_remove(make_harness: MakeHarness, cloud: FakeCl
     h.start()
     try:
         await go_live(h)
-        h.sup.add_room(room_config("room-b"))
+        assert h.rooms is not None
+        h.rooms.put(room_config("room-b"))  # a reload names a new room
+        h.sup.add_room("room-b")
         await h.state("room-b", S.UNKNOWN)
         await h.until(lambda: ("list", "room-b") in cloud.calls, "new room reconciles")
         new = room_config()
         new = type(new)(room=new.room.model_copy(update={"output_url": "rtmp://new/live"}),
                         recovery=new.recovery)  # fmt: skip
-        h.sup.update_room(new)
+        h.rooms.put(new)  # the room's output replaced (reload or override), then said so
+        h.sup.post("room-a", OutputChanged(cause="reload:output"))
         await h.until(lambda: ("refresh", "rtmp://new/live") in cloud.calls, "output applied")
         await h.sup.remove_room("room-b")
         assert "room-b" not in h.sup.room_ids()
@@ -442,7 +444,7 @@ def test_durable_change_ignores_only_stamps_and_counters() -> None:
     from datetime import UTC, datetime
 
     from orchestrator.rooms.model import Room
-    from orchestrator.rooms.supervisor import _durable_change
+    from orchestrator.rooms.recorder import durable_change as _durable_change
 
     room = Room(room_id="r", state=S.LIVE, job_id="j")
     at = datetime(2026, 1, 1, tzinfo=UTC)
@@ -478,10 +480,8 @@ def _gated(
 ) -> tuple[Harness, GatedStore]:
     gated = GatedStore(store)
     cfg = room_config(grace_s=0, widen_exit_minutes=0)
-    sup = RoomSupervisor(
-        cloud=cloud, store=gated, rooms=lambda: {cfg.room_id: cfg},  # type: ignore[arg-type]
-        clock=clock, rng=random.Random(7), **kw,
-    )  # fmt: skip
+    sup = make_supervisor(Rooms(cfg), cloud=cloud, store=gated, clock=clock, rng=random.Random(7),
+                          **kw)  # fmt: skip
     return Harness(sup, clock), gated
 
 

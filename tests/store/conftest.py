@@ -16,9 +16,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from _storekit import PG_DSN, PG_URL, AnyStore, AnyTarget, MemoryTarget, StoreTarget
 
 from orchestrator.store.sql import SqlStore
+from tests.support.pgcluster import PG_DSN, PG_URL
+from tests.support.storekit import AnyStore, AnyTarget, MemoryTarget, StoreTarget
 
 
 @contextlib.asynccontextmanager

@@ -10,9 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
-from _storekit import PG_DSN, AnyStore, AnyTarget, StoreTarget
 from sqlalchemy import func, select
-from support.storepeek import active_alerts, start_intents_of
 
 from orchestrator.store import (
     SCHEMA_VERSION,
@@ -28,6 +26,9 @@ from orchestrator.store import (
 )
 from orchestrator.store.roomwriter import RoomWriter
 from orchestrator.store.sql import schema_version
+from tests.support.pgcluster import PG_DSN
+from tests.support.storekit import AnyStore, AnyTarget, StoreTarget
+from tests.support.storepeek import active_alerts, start_intents_of
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

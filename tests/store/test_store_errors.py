@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import asyncpg
 import pytest
-from _storekit import PG_DSN, StoreTarget
 
 from orchestrator.errors import PermanentError, TemporaryError
 from orchestrator.store import FencedOut, SqlStore, StoreError, StoreUnavailable
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port  # nothing listens once the socket is closed
+from tests.support.pgcluster import PG_DSN
+from tests.support.ports import free_port
+from tests.support.storekit import StoreTarget
 
 
 async def test_unreachable_postgres_is_temporary_and_chained() -> None:
-    store = SqlStore(f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/test")
+    store = SqlStore(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test")
     with pytest.raises(StoreUnavailable, match="temporary") as info:
         await store.open()
     assert isinstance(info.value, StoreError)

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
-from _storekit import PG_DSN, PG_URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from orchestrator.backoff import Backoff
@@ -24,6 +23,7 @@ from orchestrator.store.notify import (
     channel_name,
     notify_statement,
 )
+from tests.support.pgcluster import PG_DSN, PG_URL
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,9 +10,7 @@ import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from _storekit import AnyStore, AnyTarget
 from sqlalchemy import func, select
-from support.storepeek import active_alerts, add_transition, start_intents_of
 
 from orchestrator.bounds import TRUNCATED_KEY
 from orchestrator.store import (
@@ -26,6 +24,8 @@ from orchestrator.store import (
 )
 from orchestrator.store import sql as store_sql
 from orchestrator.store.sql_schema import jobs_seen
+from tests.support.storekit import AnyStore, AnyTarget
+from tests.support.storepeek import active_alerts, add_transition, start_intents_of
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

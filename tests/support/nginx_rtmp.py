@@ -19,16 +19,11 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["RTMP_MODULE", "FfmpegPublisher", "NginxRtmp", "free_port"]
+from tests.support.ports import free_port
+
+__all__ = ["RTMP_MODULE", "FfmpegPublisher", "NginxRtmp"]
 
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

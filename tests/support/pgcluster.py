@@ -1,4 +1,5 @@
-"""A private PostgreSQL server for tests that stop or restart the database.
+"""PostgreSQL for tests: the shared server's URLs, and a private server for tests that stop or
+restart the database.
 
 The shared server on 127.0.0.1:5432 serves every test running on the machine: restarting it
 breaks them. :class:`PgCluster` runs ``initdb`` in its own temporary directory with the
@@ -13,12 +14,23 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["PgCluster", "PgUnavailable", "find_bindir"]
+from tests.support.ports import free_port
+
+__all__ = ["PG_DSN", "PG_URL", "PgCluster", "PgUnavailable", "find_bindir", "sqlalchemy_url"]
+
+#: the shared server (trust authentication, database ``test``): asyncpg's DSN and our store URL
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """The store URL (``postgresql+asyncpg://``) of an asyncpg DSN."""
+    return dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
 
 _TIMEOUT_S = 60
 
@@ -42,19 +54,13 @@ def find_bindir() -> Path:
     return max(found, key=lambda p: [int(x) for x in p.parent.name.split(".")])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PgCluster:
     """``start()`` → connect with :attr:`dsn` / :attr:`url` → ``restart()``/``stop()`` →
     ``destroy()`` (always; also after a failed start)."""
 
     def __init__(self) -> None:
         self.bindir = find_bindir()
-        self.port = _free_port()
+        self.port = free_port()
         self._as_postgres = os.geteuid() == 0
         self.root = Path(tempfile.mkdtemp(prefix="liveorch-pg-"))
         self.data = self.root / "data"

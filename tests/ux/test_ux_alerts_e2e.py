@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ux_harness import mqtt_tap, running_stack, webhook_receiver
 
 from orchestrator.emulator.service import Fault
 from orchestrator.rooms.model import RoomState
+from tests.support.ux import mqtt_tap, running_stack, webhook_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_service]
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from ux_harness import mqtt_tap, running_stack
 
 from orchestrator.rooms.model import RoomState
+from tests.support.ux import mqtt_tap, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_service]
 
@@ -56,7 +56,7 @@ async def test_sla_of_the_day_is_published_for_the_discovered_sensor(
             assert config["payload"]["state_topic"] == sla_topic
             await st.wait_state("ux-s", RoomState.LIVE)
             st.clock.advance(100)
-            await st.daemon._flush_sla()
+            await st.daemon.sla_book.flush()
             first = await tap.messages.wait(sla(lambda p: p["scheduled_s"] >= 100))
             body = first["payload"]
             assert set(body) == {"day", "scheduled_s", "live_s", "percent"}
@@ -65,9 +65,9 @@ async def test_sla_of_the_day_is_published_for_the_discovered_sensor(
             assert body["percent"] == round(100 * body["live_s"] / body["scheduled_s"], 2)
 
             # nothing changed: no new message; then a minute more LIVE: a new one
-            await st.daemon._flush_sla()
+            await st.daemon.sla_book.flush()
             st.clock.advance(60)
-            await st.daemon._flush_sla()
+            await st.daemon.sla_book.flush()
             later = await tap.messages.wait(
                 sla(lambda p: p["scheduled_s"] >= body["scheduled_s"] + 60)
             )

@@ -1,6 +1,6 @@
 """Leaving QUARANTINED without MQTT, and the status page's names, causes and "no data".
 
-Against the REAL daemon and emulator (ux_harness); the CLI runs as a process
+Against the REAL daemon and emulator (tests.support.ux); the CLI runs as a process
 (``python -m orchestrator``). Chromium screenshots go to ``$LIVEORCH_SCREENS_DIR`` (default
 test-artifacts/, git-ignored) for a human to look at.
 """
@@ -15,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.chromium import chromium
-from ux_harness import ARTIFACTS, running_stack
 
 from orchestrator.emulator.service import Fault
 from orchestrator.rooms.model import RoomState
+from tests.support.chromium import chromium
+from tests.support.ux import ARTIFACTS, running_stack
 
 pytestmark = [pytest.mark.e2e]
 

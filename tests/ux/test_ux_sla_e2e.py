@@ -20,10 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ux_harness import per_day, running_stack
 
 from orchestrator.rooms.model import RoomState
 from orchestrator.store.sql import SqlStore
+from tests.support.ux import per_day, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +59,7 @@ async def test_sla_seconds_drops_and_recovery_per_room_and_day(tmp_path: Path) -
         await st.wait_state("ux-a", RoomState.LIVE)
         assert st.seen.states("ux-a")[-3:] == ["DEGRADED", "REFRESHING", "LIVE"]
         st.clock.advance(50)
-        await st.daemon._flush_sla()
+        await st.daemon.sla_book.flush()
 
         async with httpx.AsyncClient(base_url=st.ops_url) as ops:
             metrics = (await ops.get("/metrics")).text
@@ -90,10 +90,11 @@ async def test_sla_seconds_drops_and_recovery_per_room_and_day(tmp_path: Path) -
         ]
 
         # order OFF: time no longer counts as scheduled, and stopping is not a drop
-        await st.daemon.stop("ux-a", cause="test")
+        assert st.daemon.control is not None
+        await st.daemon.control.stop("ux-a", cause="test")
         await st.wait_state("ux-a", RoomState.IDLE)
         st.clock.advance(40)
-        await st.daemon._flush_sla()
+        await st.daemon.sla_book.flush()
 
         store = SqlStore(st.store_url)
         await store.open()

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.chromium import chromium
-from ux_harness import ARTIFACTS, per_day, running_stack
 
 from orchestrator.rooms.model import RoomState
+from tests.support.chromium import chromium
+from tests.support.ux import ARTIFACTS, per_day, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external_service]
 
@@ -49,7 +49,7 @@ async def test_page_follows_a_real_drop_and_its_repair(
         st.clock.advance(60)
         await st.drop_link("ux-a")
         await st.wait_state("ux-a", RoomState.DEGRADED)
-        await st.daemon._flush_sla()
+        await st.daemon.sla_book.flush()
 
         degraded = await chromium(st.ops_url + "/", tmp_path / "p1", "--dump-dom")
         dom1 = degraded.out.decode()
@@ -70,7 +70,7 @@ async def test_page_follows_a_real_drop_and_its_repair(
         st.clock.advance(10)  # grace over: REFRESH_OUTPUT_URL brings the link back
         await st.wait_state("ux-a", RoomState.LIVE)
         assert st.seen.states("ux-a")[-3:] == ["DEGRADED", "REFRESHING", "LIVE"]
-        await st.daemon._flush_sla()
+        await st.daemon.sla_book.flush()
         live = per_day(t0, [(0, 60)]).get(t0.date(), 0.0)
         sched = per_day(t0, [(0, 70)]).get(t0.date(), 0.0)
         sla = await _sla_text(st.ops_url, "ux-a")

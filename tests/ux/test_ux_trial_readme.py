@@ -19,7 +19,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ import pytest
 
 from orchestrator.schedule.preview import schedule_for_room
 from orchestrator.settings import load_settings
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.e2e]
 
@@ -71,13 +71,6 @@ def test_transcript_parser_reads_the_readme() -> None:
         ["liveorch", "run"],
         ["liveorch", "status"],
     ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _due_on_air(config: Path) -> dict[str, str | None]:
@@ -128,7 +121,7 @@ async def test_readme_trial_reaches_live_rooms(tmp_path: Path) -> None:
     assert shutil.which("liveorch", path=str(Path(sys.executable).parent)), "install -e first"
     steps = transcript(README.read_text())
     shutil.copy(ROOT / "config" / "liveorch.example.toml", tmp_path / "my.toml")
-    emu_port, ops_port = _free_port(), _free_port()
+    emu_port, ops_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEORCH_", "CLOUD_SDK"))}
     env.pop("CREDENTIALS_DIRECTORY", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -1,6 +1,6 @@
 """Fakes for the ops tests: a snapshot provider (our own seam) and the in-memory store.
 
-Imported by name (``ops_fakes``): tests/ has no packages, pytest puts this folder on sys.path.
+Imported as ``tests.support.ops_fakes``.
 """
 
 from __future__ import annotations

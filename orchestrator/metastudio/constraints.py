@@ -7,6 +7,8 @@ the page wins. The emulator answers a violation with ``400 MSS.00000003``; the c
 by construction, and ``tests/emulator/test_emulator_constraints.py`` checks every row both ways.
 
 Pure standard library on purpose: importing this must not pull in the emulator's HTTP stack.
+It lives with the client (the emulator imports it from here) so that our cloud adapter does not
+import the emulator.
 """
 
 from __future__ import annotations

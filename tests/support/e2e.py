@@ -9,13 +9,13 @@ Rules kept here so every test keeps them:
 
 * each process is started with ``sys.executable -m orchestrator ...``, its stdout/stderr go to
   files under the test's ``tmp_path`` (quoted in every failure message), and it is killed and
-  reaped in teardown whatever happened (:class:`Procs`);
+  reaped in teardown whatever happened (:class:`Procs`, tests/support/procs.py);
 * nothing waits a fixed time: :func:`eventually` polls an HTTP endpoint (or a log file) until a
   condition holds, with a deadline, and fails with the processes' log tails;
 * every MQTT topic lives under a per-test prefix, and retained topics are cleared afterwards
   (the system mosquitto persists them).
 
-Kept out of conftest.py (tests/ has no ``__init__``) and imported as ``e2e_support``.
+Imported as ``tests.support.e2e`` (by tests/e2e and tests/monitoring).
 """
 
 from __future__ import annotations
@@ -23,180 +23,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
 import aiomqtt
 import httpx
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+import pytest
 
-T = TypeVar("T")
+from tests.support.mqtt import MqttRecorder, payload_json, recording_as
+from tests.support.ports import free_port
+from tests.support.procs import DEADLINE, Proc, Procs, eventually
 
-REPO = Path(__file__).resolve().parents[2]
 RUNNING = frozenset({"WAITING", "PROCESSING"})
 RTMP_URL = "rtmp://push.example.com/live"
 #: emulated time runs this much faster: WAITING/CONNECTING take 0.1 s, reconnect tries 0.5 s
 TIME_SCALE = 10.0
-#: a deadline for "the daemon should get there": generous, the loop returns as soon as it holds
-DEADLINE = 30.0
-_STRIPPED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "CREDENTIALS_DIRECTORY")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The test runner's environment minus anything that would change the child's behaviour."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _STRIPPED_ENV and not k.startswith(("LIVEORCH_", "CLOUD_SDK_"))
-    }
-    env["PYTHONUNBUFFERED"] = "1"  # log lines reach the file as they are written
-    env.update(extra or {})
-    return env
-
-
-# --- processes ----------------------------------------------------------------------------
-
-
-class Proc:
-    """One child process with its output in ``<log_dir>/<name>.out`` / ``.err``."""
-
-    def __init__(
-        self, name: str, args: Sequence[str], *, log_dir: Path, env: Mapping[str, str]
-    ) -> None:
-        self.name = name
-        self.out_path = log_dir / f"{name}.out"
-        self.err_path = log_dir / f"{name}.err"
-        self._out: IO[bytes] = self.out_path.open("wb")
-        self._err: IO[bytes] = self.err_path.open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
-            stdout=self._out,
-            stderr=self._err,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            env=dict(env),
-            start_new_session=True,  # a Ctrl-C on the test runner must not reach it
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.poll()
-
-    def send(self, sig: signal.Signals) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-
-    async def wait(self, timeout: float) -> int:
-        """The exit code; AssertionError (with the log tail) if it does not exit in time."""
-        try:
-            return await asyncio.to_thread(self.popen.wait, timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.name} did not exit within {timeout}s\n{self.tail()}"
-            ) from None
-
-    def kill(self) -> None:
-        """SIGKILL (if still running), reap, close the log files. Idempotent."""
-        if self.popen.poll() is None:
-            self.popen.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(10)
-        for f in (self._out, self._err):
-            if not f.closed:
-                f.close()
-
-    def text(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def log_events(self) -> list[dict[str, Any]]:
-        """The JSON log lines written so far (other lines are skipped)."""
-        out: list[dict[str, Any]] = []
-        for line in self.text().splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    item = json.loads(line)
-                    if isinstance(item, dict):
-                        out.append(item)
-        return out
-
-    def tail(self, lines: int = 30) -> str:
-        parts = []
-        for path in (self.out_path, self.err_path):
-            text = path.read_text(errors="replace") if path.exists() else ""
-            last = "\n".join(text.splitlines()[-lines:])
-            parts.append(f"--- {path} (last {lines} lines) ---\n{last}")
-        return "\n".join(parts)
-
-
-class Procs:
-    """Every process a test started; :meth:`kill_all` runs in teardown."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.items: list[Proc] = []
-
-    def start(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> Proc:
-        proc = Proc(name, args, log_dir=self.log_dir, env=child_env(env))
-        self.items.append(proc)
-        return proc
-
-    def diag(self) -> str:
-        return "\n".join(p.tail() for p in self.items)
-
-    def kill_all(self) -> None:
-        for p in self.items:
-            p.kill()
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]],
-    *,
-    what: str,
-    timeout: float = DEADLINE,
-    diag: Callable[[], str] = lambda: "",
-    interval: float = 0.1,
-) -> T:
-    """Poll ``probe`` until it returns something other than None; fail after ``timeout``.
-
-    Connection errors count as "not yet" (a process may still be binding its port).
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = await probe()
-        except (httpx.TransportError, OSError) as exc:
-            result, last_error = None, exc
-        if result is not None:
-            return result
-        if loop.time() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what}"
-                f" (last error: {last_error!r})\n{diag()}"
-            )
-        await asyncio.sleep(interval)  # the poll period, not a synchronisation
 
 
 # --- the emulator -------------------------------------------------------------------------
@@ -511,37 +357,19 @@ async def sampling(emu: Emulator) -> AsyncIterator[JobSampler]:
 # --- MQTT ---------------------------------------------------------------------------------
 
 
-class MqttWatch:
-    """A v5 client subscribed to ``{prefix}/#``: records everything, sends commands."""
-
-    def __init__(self, client: aiomqtt.Client, prefix: str) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.messages: list[aiomqtt.Message] = []
-        self._cond = asyncio.Condition()
-
-    async def pump(self) -> None:
-        async for m in self.client.messages:
-            async with self._cond:
-                self.messages.append(m)
-                self._cond.notify_all()
+class MqttWatch(MqttRecorder):
+    """The recorder (tests/support/mqtt.py) on ``{prefix}/#``, with the daemon's room state and
+    v5 commands. Its waits return the latest match and default to :data:`DEADLINE`."""
 
     async def wait_for(
-        self, pred: Callable[[aiomqtt.Message], bool], *, what: str, timeout: float = DEADLINE
+        self,
+        pred: Callable[[aiomqtt.Message], bool],
+        *,
+        what: str = "",
+        timeout: float | None = None,
+        last: bool = True,
     ) -> aiomqtt.Message:
-        found: list[aiomqtt.Message] = []
-
-        def check() -> bool:
-            found[:] = [m for m in self.messages if pred(m)]
-            return bool(found)
-
-        try:
-            async with asyncio.timeout(timeout), self._cond:
-                await self._cond.wait_for(check)
-        except TimeoutError:
-            seen = sorted({m.topic.value for m in self.messages})
-            raise AssertionError(f"no MQTT message: {what}; topics seen: {seen}") from None
-        return found[-1]
+        return await super().wait_for(pred, what=what, timeout=timeout, last=last)
 
     async def state(
         self, room_id: str, pred: Callable[[dict[str, Any]], bool], *, what: str
@@ -560,14 +388,11 @@ class MqttWatch:
         (after checking the correlation data came back unchanged)."""
         reply_topic = f"{self.prefix}-replies/{uuid.uuid4().hex[:8]}"
         correlation = uuid.uuid4().bytes
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.ResponseTopic = reply_topic
-        props.CorrelationData = correlation
-        await self.client.publish(
+        await self.send(
             f"{self.prefix}/rooms/{room_id}/command",
-            json.dumps(body).encode(),
-            qos=1,
-            properties=props,
+            dict(body),
+            response_topic=reply_topic,
+            correlation=correlation,
         )
         m = await self.wait_for(
             lambda m: m.topic.value == reply_topic, what=f"reply to {body}", timeout=timeout
@@ -576,41 +401,14 @@ class MqttWatch:
         assert got == correlation, f"correlation data {got!r} != {correlation!r}"
         return _json(m.payload)
 
-    def retained_topics(self) -> set[str]:
-        return {m.topic.value for m in self.messages if m.retain or "/state" in m.topic.value}
+
+_json = payload_json
 
 
-def _json(payload: Any) -> dict[str, Any]:
-    raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-    data: dict[str, Any] = json.loads(raw)
-    return data
-
-
-@contextlib.asynccontextmanager
-async def mqtt_watch(prefix: str) -> AsyncIterator[MqttWatch]:
-    client = aiomqtt.Client(
-        "127.0.0.1", 1883, identifier=f"{prefix}-watch", protocol=aiomqtt.ProtocolVersion.V5
-    )
-    async with client:
-        await client.subscribe(f"{prefix}/#", qos=1)
-        await client.subscribe(f"{prefix}-replies/#", qos=1)
-        w = MqttWatch(client, prefix)
-        pump = asyncio.create_task(w.pump(), name="mqtt-watch-pump")
-        try:
-            yield w
-        finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await pump
-
-
-async def clear_retained(prefix: str, topics: set[str]) -> None:
-    """The system broker keeps retained messages forever: remove what this test left."""
-    client = aiomqtt.Client("127.0.0.1", 1883, identifier=f"{prefix}-clean")
-    with contextlib.suppress(aiomqtt.MqttError):
-        async with client:
-            for t in sorted(topics | {f"{prefix}/bridge/state", f"{prefix}/bridge/info"}):
-                await client.publish(t, b"", qos=1, retain=True)
+def mqtt_watch(prefix: str) -> contextlib.AbstractAsyncContextManager[MqttWatch]:
+    """Retained topics are left for the test to clear (:func:`clear_retained`) once the daemon
+    that may republish them has stopped."""
+    return recording_as(MqttWatch, prefix, timeout=DEADLINE, clear=False)
 
 
 # --- sd_notify ----------------------------------------------------------------------------
@@ -730,3 +528,23 @@ async def inject_ghost_start(emu: Emulator) -> None:
     """The next start creates its job but its answer never comes (the client times out)."""
     r = await emu.http.post("/_emulator/faults", json={"operation": "start", "ghost": True})
     r.raise_for_status()
+
+
+# --- fixtures (re-exported by the conftest.py of tests/e2e and tests/monitoring) ------------
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    """Processes started through it are SIGKILLed and reaped at teardown, pass or fail."""
+    s = Stack(tmp_path)
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A topic prefix no other test (or earlier run) uses on the shared broker; it starts with
+    the test's area (``e2e-``, ``mon-``) so a leftover retained topic says where it came from."""
+    return f"{request.path.parent.name[:3]}-{uuid.uuid4().hex[:12]}"

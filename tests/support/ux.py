@@ -1,6 +1,6 @@
 """The real daemon and the real emulator in one event loop, over real loopback HTTP.
 
-Imported by name (``ux_harness``): tests/ has no packages, pytest puts this folder on sys.path.
+Imported as ``tests.support.ux``.
 
 The daemon runs on a :class:`~orchestrator.clock.ManualClock`: room timers (grace, refresh
 backoff), transition times and therefore SLA seconds move only when a test calls
@@ -13,10 +13,8 @@ real time (the daemon signs requests with the real time; a test advances a few m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
-import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -39,15 +37,10 @@ from orchestrator.httpserver import serve
 from orchestrator.rooms.model import RoomState
 from orchestrator.rooms.supervisor import Transition
 from orchestrator.settings import Settings
+from tests.support.mqtt import recording
+from tests.support.ports import free_port
 
 WAIT_S = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -313,38 +306,21 @@ class MqttTap:
 
 @asynccontextmanager
 async def mqtt_tap(prefix: str) -> AsyncIterator[MqttTap]:
-    """A v5 client on ``{prefix}/#`` of the local mosquitto; clears retained topics after."""
-    client = aiomqtt.Client(
-        "127.0.0.1", 1883, identifier=f"{prefix}-tap", protocol=aiomqtt.ProtocolVersion.V5
-    )
+    """The recorder (tests/support/mqtt.py) on ``{prefix}/#`` of the local mosquitto, its
+    messages also as JSON documents in a :class:`Seen`; clears retained topics after."""
     seen = Seen()
-    async with client:
-        await client.subscribe(f"{prefix}/#", qos=1)
 
-        async def pump() -> None:
-            async for msg in client.messages:
-                raw = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
-                try:
-                    payload: Any = json.loads(raw)
-                except ValueError:
-                    payload = raw.decode(errors="replace")
-                seen.add({"topic": msg.topic.value, "payload": payload, "retain": msg.retain})
-
-        task = asyncio.create_task(pump(), name="ux-mqtt-tap")
+    def add(msg: aiomqtt.Message) -> None:
+        raw = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
         try:
-            yield MqttTap(client, prefix, seen)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
-            retained = {
-                m["topic"]
-                for m in seen.items
-                if m["retain"] or m["topic"].endswith(("/state", "/info"))
-            }
-            with contextlib.suppress(aiomqtt.MqttError):
-                for topic in sorted(retained):
-                    await client.publish(topic, b"", qos=1, retain=True)
+            payload: Any = json.loads(raw)
+        except ValueError:
+            payload = raw.decode(errors="replace")
+        seen.add({"topic": msg.topic.value, "payload": payload, "retain": msg.retain})
+
+    async with recording(prefix, name="tap", topics=[f"{prefix}/#"], timeout=WAIT_S) as rec:
+        rec.listeners.append(add)  # before the pump's first turn: nothing is missed
+        yield MqttTap(rec.client, prefix, seen)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A tiny runnable bridge (fake Control, in-memory reply store) for the LWT test and the docs.
 
-    .venv/bin/python tests/mqtt/_mqtt_bridge_proc.py --prefix demo --rooms room-a,room-b
+    .venv/bin/python -m tests.support.mqtt_bridge_proc --prefix demo --rooms room-a,room-b
 
 SIGTERM/SIGINT stop it cleanly (``bridge/state`` = offline published by the bridge itself);
 SIGKILL leaves it to the broker's LWT.
@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import contextlib
-
-from _mqtt_fakes import MemoryReplyStore, RecordingControl
+import signal
 
 from orchestrator.mqtt.bridge import MqttBridge
 from orchestrator.settings import MqttSettings
+from tests.support.mqtt_fakes import MemoryReplyStore, RecordingControl
 
 
 async def main(args: argparse.Namespace) -> None:

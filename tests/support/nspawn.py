@@ -20,7 +20,7 @@ Facts this relies on (measured on the CI machines, cgroup v1/v2 hybrid host, no 
   --machine`` needs machined): ``systemctl`` there talks to the container's PID 1 over
   ``/run/systemd/private``.
 
-Run ``python tests/ops/nspawn_support.py prepare`` to build the caches ahead of pytest
+Run ``python tests/support/nspawn.py prepare`` to build the caches ahead of pytest
 (scripts/test does, as root): the cold debootstrap takes a minute or two.
 """
 
@@ -342,7 +342,7 @@ class Container:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["prepare"]:
-        sys.exit("usage: nspawn_support.py prepare")
+        sys.exit("usage: tests/support/nspawn.py prepare")
     if missing := missing_prerequisites():
         sys.exit("cannot prepare the systemd container: " + "; ".join(missing))
     started = time.monotonic()

@@ -1,121 +1,33 @@
 """Helpers for the MQTT bridge tests: a watcher client, a bridge runner, a private broker.
 
-Kept out of conftest.py so test modules import them by a unique module name.
+Imported as ``tests.support.mqtt_bridge``; the recorder itself is tests/support/mqtt.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import socket
-from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
-
-import aiomqtt
-from _mqtt_fakes import MemoryReplyStore, RecordingControl
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from orchestrator.mqtt.bridge import MqttBridge
 from orchestrator.mqtt.link import Backoff
 from orchestrator.settings import MqttSettings
+from tests.support.mqtt import BROKER_PORT, MqttRecorder, recording
+from tests.support.mqtt_fakes import MemoryReplyStore, RecordingControl
+from tests.support.ports import free_port
 
 TIMEOUT = 5.0
 
 
-class Watcher:
-    """A v5 client subscribed to ``{prefix}/#`` that records messages and sends commands."""
-
-    def __init__(self, client: aiomqtt.Client, prefix: str) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.messages: list[aiomqtt.Message] = []
-        self._cond = asyncio.Condition()
-
-    async def pump(self) -> None:
-        async for m in self.client.messages:
-            async with self._cond:
-                self.messages.append(m)
-                self._cond.notify_all()
-
-    def on(self, topic: str) -> list[aiomqtt.Message]:
-        return [m for m in self.messages if m.topic.value == topic]
-
-    async def wait_for(
-        self, pred: Callable[[aiomqtt.Message], bool], *, timeout: float = TIMEOUT
-    ) -> aiomqtt.Message:
-        found: list[aiomqtt.Message] = []
-
-        def check() -> bool:
-            found[:] = [m for m in self.messages if pred(m)]
-            return bool(found)
-
-        async with asyncio.timeout(timeout), self._cond:
-            await self._cond.wait_for(check)
-        return found[0]
-
-    async def wait_topic(
-        self, topic: str, payload: str | None = None, *, timeout: float = TIMEOUT
-    ) -> aiomqtt.Message:
-        def pred(m: aiomqtt.Message) -> bool:
-            return m.topic.value == topic and (payload is None or m.payload == payload.encode())
-
-        return await self.wait_for(pred, timeout=timeout)
-
-    async def wait_reply(self, topic: str, command_id: str | None) -> dict[str, Any]:
-        def pred(m: aiomqtt.Message) -> bool:
-            if m.topic.value != topic:
-                return False
-            return bool(json.loads(m.payload).get("id") == command_id)
-
-        m = await self.wait_for(pred)
-        reply: dict[str, Any] = json.loads(m.payload)
-        return reply
-
-    async def send(
-        self,
-        topic: str,
-        body: dict[str, Any] | bytes,
-        *,
-        response_topic: str | None = None,
-        correlation: bytes | None = None,
-        retain: bool = False,
-    ) -> None:
-        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-        props = None
-        if response_topic is not None or correlation is not None:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            if response_topic is not None:
-                props.ResponseTopic = response_topic
-            if correlation is not None:
-                props.CorrelationData = correlation
-        await self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
+#: the bridge tests' recorder: tests/support/mqtt.py (waits return the first match, 5 s)
+Watcher = MqttRecorder
 
 
-@contextlib.asynccontextmanager
-async def watching(prefix: str, port: int = 1883) -> AsyncIterator[Watcher]:
-    client = aiomqtt.Client(
-        "127.0.0.1", port, identifier=f"{prefix}-watch", protocol=aiomqtt.ProtocolVersion.V5
-    )
-    async with client:
-        await client.subscribe(f"{prefix}/#", qos=1)
-        await client.subscribe(f"{prefix}-replies/#", qos=1)  # the bridges' reply namespace
-        w = Watcher(client, prefix)
-        pump = asyncio.create_task(w.pump(), name="watcher-pump")
-        try:
-            yield w
-        finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await pump
-            retained = {
-                m.topic.value for m in w.messages if m.retain or m.topic.value.endswith("/state")
-            } | {f"{prefix}/bridge/info", f"{prefix}/bridge/state"}
-            with contextlib.suppress(aiomqtt.MqttError):
-                for t in sorted(retained):
-                    await client.publish(t, b"", qos=1, retain=True)
+def watching(prefix: str, port: int = BROKER_PORT) -> AbstractAsyncContextManager[Watcher]:
+    """A recorder on ``{prefix}/#`` and ``{prefix}-replies/#``; retained topics cleared after."""
+    return recording(prefix, port=port, timeout=TIMEOUT)
 
 
 class BridgeRunner:
@@ -178,12 +90,6 @@ class BridgeRunner:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateBroker:

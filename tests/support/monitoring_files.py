@@ -1,7 +1,6 @@
 """The shipped monitoring files as data: every PromQL expression in the rules and the dashboard.
 
-Imported by name (``monitoring_files``): tests/ has no packages, pytest puts this folder on
-sys.path.
+Imported as ``tests.support.monitoring_files``.
 """
 
 from __future__ import annotations
@@ -11,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from promql_names import grafana_query_expr
+
+from tests.support.promql_names import grafana_query_expr
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "monitoring" / "prometheus" / "liveorch-rules.yml"

@@ -1,6 +1,6 @@
 """Metric names in PromQL expressions, and the names a ``/metrics`` scrape really exports.
 
-Imported by name (``promql_names``): tests/ has no packages, pytest puts this folder on sys.path.
+Imported as ``tests.support.promql_names``.
 
 promtool has no "parse this expression" command, so :func:`metric_names` is a small tokenizer
 that knows what in PromQL is *not* a metric name: string literals, label matchers ``{...}``,

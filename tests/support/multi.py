@@ -3,9 +3,10 @@
 Why real processes: SIGKILL, SIGSTOP/SIGCONT and a PostgreSQL restart are about processes and
 connections; only separate processes show them honestly. Each test gets its own PostgreSQL
 schema (``store.pg_schema``), dropped afterwards. Nothing waits a fixed time: :func:`eventually`
-polls with a deadline. A :class:`DuplicateWatch` samples the emulator's job list all along.
+polls with a deadline (processes and polling: tests/support/procs.py). A
+:class:`DuplicateWatch` samples the emulator's job list all along.
 
-Imported as ``multi_support`` (tests/ has no ``__init__``; kept out of conftest.py).
+Imported as ``tests.support.multi``.
 """
 
 from __future__ import annotations
@@ -13,119 +14,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
 
-T = TypeVar("T")
+from tests.support.pgcluster import PG_DSN, sqlalchemy_url
+from tests.support.ports import free_port
+from tests.support.procs import DEADLINE, REPO, Proc, eventually, orchestrator_argv
 
-REPO = Path(__file__).resolve().parents[2]
 RUNNING = frozenset({"WAITING", "PROCESSING"})
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 TTL_S = 3.0
 POLL_S = 1.0
-DEADLINE = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "CREDENTIALS_DIRECTORY")
-        and not k.startswith(("LIVEORCH_", "CLOUD_SDK_"))
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class Proc:
-    """A child ``python -m orchestrator ...`` with stdout/stderr in files under ``log_dir``."""
-
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path) -> None:
-        self.name = name
-        self.out_path = log_dir / f"{name}.out"
-        self._out: IO[bytes] = self.out_path.open("wb")
-        self._err: IO[bytes] = (log_dir / f"{name}.err").open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
-            stdout=self._out,
-            stderr=self._err,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            env=_env(),
-            start_new_session=True,
-        )
-
-    def signal(self, sig: int) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(10)
-        for f in (self._out, self._err):
-            if not f.closed:
-                f.close()
-
-    def text(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """JSON log lines whose ``event`` is ``name``."""
-        out: list[dict[str, Any]] = []
-        for line in self.text().splitlines():
-            if line.startswith("{") and f'"{name}"' in line:
-                with contextlib.suppress(ValueError):
-                    rec = json.loads(line)
-                    if rec.get("event") == name:
-                        out.append(rec)
-        return out
-
-    def tail(self, n: int = 25) -> str:
-        lines = self.text().splitlines()[-n:]
-        return f"--- {self.name} (rc={self.popen.poll()})\n" + "\n".join(lines)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]],
-    *,
-    what: str,
-    timeout: float = DEADLINE,
-    diag: Callable[[], str] = lambda: "",
-) -> T:
-    """Poll ``probe`` until it returns non-None; fail with ``diag()`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            result = await probe()
-        except (httpx.TransportError, OSError) as exc:
-            result, last = None, exc
-        if result is not None:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s: {what} (last {last!r})\n{diag()}")
-        await asyncio.sleep(0.05)  # the polling period, not a synchronisation
 
 
 class Emulator:
@@ -184,7 +89,10 @@ class DuplicateWatch:
 class Cluster:
     """The emulator and N daemons of one test, with a private PostgreSQL schema."""
 
-    def __init__(self, log_dir: Path, rooms: Sequence[str], *, dsn: str = PG_DSN) -> None:
+    def __init__(
+        self, log_dir: Path, rooms: Sequence[str], *, dsn: str = PG_DSN, poll_s: float = POLL_S
+    ) -> None:
+        self.poll_s = poll_s  # [recovery] poll_interval_s of every daemon
         self.dsn = dsn  # a private server's for tests that restart it (support/pgcluster)
         self.log_dir = log_dir
         self.rooms = list(rooms)
@@ -197,11 +105,22 @@ class Cluster:
     def diag(self) -> str:
         return "\n".join(p.tail() for p in self.procs)
 
-    async def start_emulator(self) -> Emulator:
-        args = ["emulate", "--port", "0", "--time-scale", "10", "--seed", "3"]
+    async def start_emulator(self, *, journal: bool = False) -> Emulator:
+        """``journal``: the emulator of ``_journal_emulator.py`` (every call and 429 timestamped,
+        on a real-time clock so its rate limits are the documented ones per real second)."""
+        scale = "1" if journal else "10"
+        args = ["emulate", "--port", "0", "--time-scale", scale, "--seed", "3"]
         for r in self.rooms:
             args += ["--room", r]
-        proc = Proc("emulator", args, self.log_dir)
+        if journal:  # a script run by path, next to the multi tests
+            argv = [
+                sys.executable,
+                str(REPO / "tests" / "multi" / "_journal_emulator.py"),
+                *args[1:],
+            ]
+        else:
+            argv = orchestrator_argv(*args)
+        proc = Proc("emulator", argv, log_dir=self.log_dir)
         self.procs.append(proc)
 
         async def announced() -> dict[str, Any] | None:
@@ -231,7 +150,7 @@ ak = "{info["ak"]}"
 sk = "{info["sk"]}"
 read_timeout_s = 2.0
 [store]
-url = "{self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)}"
+url = "{sqlalchemy_url(self.dsn)}"
 pg_schema = "{self.schema}"
 instance_id = "{instance}"
 lease_ttl_s = {TTL_S}
@@ -242,7 +161,7 @@ public_callback_url = "http://127.0.0.1:{port}/callbacks/metastudio"
 auth_type = "MSS_A_HEAD"
 key = "{uuid.uuid4().hex}"
 [recovery]
-poll_interval_s = {POLL_S}
+poll_interval_s = {self.poll_s}
 grace_s = 1.0
 stale_after_s = 10.0
 [schedule]
@@ -258,7 +177,7 @@ format = "json"
         port = free_port()
         path = self.log_dir / f"{instance}.toml"
         path.write_text(self.config(instance, port))
-        proc = Proc(instance, ["run", "--config", str(path)], self.log_dir)
+        proc = Proc(instance, orchestrator_argv("run", "--config", str(path)), log_dir=self.log_dir)
         self.procs.append(proc)
         self.daemons[instance] = (proc, port)
         return proc

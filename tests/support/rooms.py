@@ -17,7 +17,7 @@ from orchestrator.metastudio.models import LiveExitConfig, StartSmartLiveReq
 from orchestrator.rooms.model import RoomState, Snapshot
 from orchestrator.rooms.startreq import RoomConfig
 from orchestrator.rooms.supervisor import RoomSupervisor, Transition
-from orchestrator.settings import OutputTarget, RecoverySettings, RoomSettings
+from orchestrator.settings import OutputTarget, RecoverySettings, RoomSettings, Settings
 
 
 @dataclass
@@ -30,6 +30,11 @@ class FakeJob:
 @dataclass
 class Started:
     job_id: str
+
+
+@dataclass
+class Command:
+    command_id: str
 
 
 @dataclass
@@ -115,6 +120,14 @@ class FakeCloud:
         self._fault("command")
         self.commands.append(("RESET_EXIT_CONFIG", config.model_dump(exclude_none=True)))
 
+    async def insert_play_script(
+        self, room_id: str, job_id: str, text: str, *, play_type: str = "PLAY_NOW"
+    ) -> Command:
+        self.calls.append(("insert_script", job_id))
+        self._fault("command")
+        self.commands.append(("INSERT_PLAY_SCRIPT", {"text": text, "play_type": play_type}))
+        return Command(f"cmd-{len(self.commands)}")
+
     def count(self, op: str) -> int:
         return sum(1 for c in self.calls if c[0] == op)
 
@@ -135,12 +148,52 @@ def room_config(room_id: str = "room-a", **recovery: Any) -> RoomConfig:
     )
 
 
+def settings_for(*configs: RoomConfig) -> Settings:
+    """Settings that build exactly ``configs`` (each room's recovery as its per-room override,
+    the callback target from the first config that has one)."""
+    rooms = [c.room.model_copy(update={"recovery": c.recovery.model_dump()}) for c in configs]
+    callback = next((c.callback for c in configs if c.callback is not None), None)
+    kw: dict[str, Any] = {}
+    if callback is not None:
+        kw["http"] = {"public_callback_url": callback.url}
+        kw["callbacks"] = {"auth_type": callback.auth_type, "key": callback.key}
+    return Settings(rooms=rooms, **kw)
+
+
+class Rooms:
+    """The rooms a test supervisor manages, named as the daemon names them: the ids, each
+    room's current settings, and the settings they are built with. ``put`` replaces a room's
+    settings (a reload, an output override), as the daemon's settings object is replaced."""
+
+    def __init__(self, *configs: RoomConfig) -> None:
+        self.configs = {c.room_id: c for c in configs}
+        self.settings = settings_for(*configs)
+
+    def lookup(self, room_id: str) -> RoomSettings | None:
+        return self.settings.room(room_id)
+
+    def ids(self) -> list[str]:
+        return [r.id for r in self.settings.rooms]
+
+    def put(self, cfg: RoomConfig) -> None:
+        self.configs[cfg.room_id] = cfg
+        self.settings = settings_for(*self.configs.values())
+
+
+def make_supervisor(rooms: Rooms, **kw: Any) -> RoomSupervisor:
+    """A supervisor over ``rooms`` (``kw``: cloud, store, clock, rng, listeners, owns, ...)."""
+    return RoomSupervisor(
+        rooms=rooms.lookup, room_ids=rooms.ids, settings=lambda: rooms.settings, **kw
+    )
+
+
 class Harness:
     """Runs a supervisor in the background; waits on conditions, never on wall time."""
 
-    def __init__(self, sup: RoomSupervisor, clock: ManualClock) -> None:
+    def __init__(self, sup: RoomSupervisor, clock: ManualClock, rooms: Rooms | None = None) -> None:
         self.sup = sup
         self.clock = clock
+        self.rooms = rooms
         self.transitions: list[Transition] = []
         self._changed = asyncio.Event()
         sup.add_listener(self._on)
@@ -181,4 +234,7 @@ class Harness:
         return self.sup.snapshot(room_id)
 
 
-__all__ = ["FakeCloud", "FakeJob", "Harness", "Started", "room_config"]
+__all__ = [
+    "Command", "FakeCloud", "FakeJob", "Harness", "Rooms", "Started", "make_supervisor",
+    "room_config", "settings_for",
+]  # fmt: skip

@@ -7,9 +7,6 @@ from datetime import UTC, datetime, timedelta
 from orchestrator.store.memory import MemoryData, MemoryStore
 from orchestrator.store.sql import SqlStore
 
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 class FakeClock:
     """A clock the test moves by hand."""
