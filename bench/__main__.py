@@ -27,6 +27,7 @@ KNOWN = (
     "intake",
     "store_inbox",
     "retention",
+    "handoff",
     "fleet",
     "soak",
 )

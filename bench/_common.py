@@ -503,7 +503,7 @@ _SCALED_RECOVERY = (
     "grace_s", "refresh_backoff_s", "refresh_confirm_s", "restart_backoff_s", "api_retry_s",
     "restart_backoff_max_s", "quarantine_window_s", "start_confirm_s", "stop_confirm_s",
     "stale_after_s", "stall_after_s", "poll_interval_s", "unrecovered_alert_s",
-    "stable_after_s", "poll_min_interval_s",
+    "stable_after_s", "poll_min_interval_s", "ingest_wait_s",
 )  # fmt: skip
 
 

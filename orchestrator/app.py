@@ -7,6 +7,9 @@ Start order (each step finishes before the next begins)::
     → READY=1 (systemd)
 
 With leases, adoption is the ownership loop's and the poller the fleet's (``fleet.parts``).
+A callback may then reach any instance: one whose room is owned elsewhere is left in the shared
+inbox and announced over LISTEN/NOTIFY; the owner claims it (``fleet.callbacks``), and claims
+its rooms' pending callbacks when it gains them (this replaces the startup inbox replay).
 
 Every long-running service is a named task in one TaskGroup. A service that crashes is logged
 with context and brings the whole process down with exit code 1 (systemd restarts it): never a
@@ -50,6 +53,7 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.control import CommandError
 from orchestrator.control_service import ControlService
 from orchestrator.errors import ConfigError
+from orchestrator.fleet.callbacks import CallbackHandoff, inbox_channel
 from orchestrator.fleet.parts import Fleet
 from orchestrator.fleet.share import TENANT_READER
 from orchestrator.handover import Handover, adopt_at_boot
@@ -164,6 +168,7 @@ class Daemon:
         self.bridge: MqttBridge | None = None
         self.webhook: WebhookSender | None = None
         self._reload: ConfigReload | None = None
+        self.handoff: CallbackHandoff | None = None  # several instances: callbacks to the owner
 
     def _current(self) -> Settings:
         """The settings in force (a reload replaces them); what every part re-reads."""
@@ -232,6 +237,8 @@ class Daemon:
             on_dropped=self.ownership.dropped if self.ownership else None,
         )
         self.attach_rooms(sup)
+        if self.fleet is not None:
+            self._fleet_callbacks(self.fleet, sup)
         assert self._reload is not None
         self._reload.cloud = (self._http, self.client)
         await self.overrides.load_outputs()
@@ -242,7 +249,10 @@ class Daemon:
                 tg.create_task(self._stop_during_startup(), name="startup-stop")
                 tg.create_task(sup.run(), name="supervisor")
                 await self._start_http(tg, sup)
-                await self._replay_inbox()
+                if self.handoff is not None:  # each owner claims its rooms' items as it gains them
+                    tg.create_task(self.handoff.run(), name="callback-handoff")
+                else:
+                    await self._replay_inbox()
                 if self.ownership is None:
                     report = await adopt_at_boot(sup, self.rng)
                     log.info("adoption_done", **report.to_log())
@@ -315,11 +325,27 @@ class Daemon:
     async def _start_http(self, tg: asyncio.TaskGroup, sup: RoomSupervisor) -> None:
         self.callback_intake = endpoints.callback_intake(
             self._current, store=self.store, rooms=sup, clock=self.clock, metrics=self.metrics,
-            on_event=self.fanout.on_callback_event,
+            on_event=self.fanout.on_callback_event, route=self.handoff,
         )  # fmt: skip
+        if self.handoff is not None:  # claimed callbacks share the intake's ordering state
+            self.handoff.dispatcher = self.callback_intake.dispatcher
         routes = [*self.callback_intake.routes(), *self.ops_routes()]
         server = await endpoints.start_server(tg, Starlette(routes=routes), self.settings)
         self.http_port, self.http_guard = server.port, server.guard
+
+    def _fleet_callbacks(self, fleet: Fleet, sup: RoomSupervisor) -> None:
+        """Several instances: callbacks to any instance reach the owner of their room, over the
+        fleet's one LISTEN connection (it starts with the fleet's tenant read)."""
+        self.handoff = CallbackHandoff(
+            self.store,
+            owner=self.instance_id,
+            rooms=sup,
+            configured=lambda room_id: self.settings.room(room_id) is not None,
+            clock=self.clock,
+            signals=fleet.signals,
+            channel=inbox_channel(self.settings.store),
+        )
+        self._handover.inbox = self.handoff.gained
 
     async def _replay_inbox(self) -> None:
         assert self.callback_intake is not None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp
 
-from orchestrator.callbacks.receiver import CallbackIntake, OnEvent
+from orchestrator.callbacks.receiver import CallbackIntake, CallbackRoute, OnEvent
 from orchestrator.callbacks.relay import handle_relayed
 from orchestrator.clock import Clock
 from orchestrator.httpserver import ConnectionLimits, GuardStats, serve
@@ -59,9 +59,12 @@ def callback_intake(
     clock: Clock,
     metrics: Metrics,
     on_event: OnEvent,
+    route: CallbackRoute | None = None,
 ) -> CallbackIntake:
     """Callbacks in: verified, stored in the inbox, posted to the room of their job. Keys are
-    looked up per callback (a reload rotates them); the rest of ``[callbacks]`` is fixed."""
+    looked up per callback (a reload rotates them); the rest of ``[callbacks]`` is fixed.
+    With ``route`` (several instances) a callback of a room owned elsewhere is left in the
+    inbox for its owner (``fleet.callbacks``)."""
     s = settings()
     return CallbackIntake(
         s.callbacks,
@@ -73,6 +76,7 @@ def callback_intake(
         on_event=on_event,
         metrics=_CallbackMetrics(metrics),
         public_url=s.http.public_callback_url,
+        route=route,
     )
 
 

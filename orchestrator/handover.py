@@ -3,7 +3,10 @@
 A lease gained: the room's output override is read again from the store (the previous owner
 may have set one), the supervisor takes the room over (last stored state, then list-and-adopt,
 never a blind start), schedules are rebuilt and the room catches up on a window it is inside.
-A lease lost or given away: the room stands down; its job keeps running for the next owner.
+Callbacks left in the shared inbox for a gained room (its previous owner's unhandled ones, and
+those received by other instances while nobody owned it) are claimed right after the take-over
+(``inbox``, ``fleet.callbacks``). A lease lost or given away: the room stands down; its job keeps
+running for the next owner.
 
 One instance (no leases) takes every configured room over at boot instead:
 :func:`adopt_at_boot` adopts the jobs already running, retrying through a cloud outage.
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import structlog
 
@@ -54,12 +57,16 @@ class Handover:
         self._clock = clock
         self._settings = settings
         self.rooms: RoomSupervisor | None = None
+        self.inbox: Callable[[Sequence[str]], Awaitable[None]] | None = None
+        """Claims the gained rooms' pending callbacks (``fleet.callbacks``), once they run."""
 
     async def gained(self, fences: Mapping[str, int]) -> None:
         """Leases gained: fresh overrides from the store, supervise, catch up on windows."""
         assert self.rooms is not None
         await self._overrides.load_outputs(list(fences))
         taken = set(await self.rooms.take_over(fences))
+        if self.inbox is not None:  # after take_over: the rooms take events now
+            await self.inbox(sorted(fences))
         scheduler = self._overrides.scheduler
         if taken and scheduler is not None:
             await (

@@ -49,6 +49,20 @@ class NullMetrics:
         return None
 
 
+class CallbackRoute(Protocol):
+    """Several instances: which callbacks this instance hands to a room itself
+    (implemented by ``orchestrator.fleet.callbacks``)."""
+
+    channel: str | None
+    """Where the store announces items left for their owner (None: no in-transaction signal)."""
+
+    def here(self, event: CallbackEvent) -> bool:
+        """True when a room here takes the event (or no instance's room would)."""
+
+    def elsewhere(self, item: InboxItem) -> None:
+        """A stored item left pending for its room's owner (announce it if the store did not)."""
+
+
 # --- ordering + retry suppression ------------------------------------------------------------
 
 

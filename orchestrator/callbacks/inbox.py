@@ -38,8 +38,10 @@ class InboxWriter:
         *,
         linger_s: float = 0.002,
         max_batch: int = 500,
+        notify_channel: str | None = None,
     ) -> None:
         self._store = store
+        self._notify_channel = notify_channel  # several instances: see CallbackRoute
         self._linger_s = linger_s
         self._group: GroupCommit[InboxItem, bool] = GroupCommit(
             self._commit, name="callback-inbox-writer", max_batch=max_batch, linger_s=linger_s
@@ -58,7 +60,11 @@ class InboxWriter:
         first: dict[str, int] = {}  # dedupe key -> position of its first item in the batch
         for pos, it in enumerate(items):
             first.setdefault(it.dedupe_key, pos)
-        flags = await self._store.inbox_append([items[pos] for pos in first.values()])
+        batch = [items[pos] for pos in first.values()]
+        if self._notify_channel is None:
+            flags = await self._store.inbox_append(batch)
+        else:
+            flags = await self._store.inbox_append(batch, notify_channel=self._notify_channel)
         if len(flags) != len(first):
             raise StoreError("inbox_append returned a wrong number of flags")
         self.batches += 1

@@ -16,6 +16,10 @@ Order of checks (each failure changes nothing: no inbox row, no room event):
 6. answer 200 ``{"status":"ok"}`` (202 ``{"status":"unknown_job"}`` for a job id no room owns),
    then call the ``on_event`` hook.
 
+Several instances (a ``route``): a callback whose room another instance owns is stored
+``for_owner`` (announced to the owner in the inbox's own transaction) and neither posted here
+nor marked done: its owner claims it (``orchestrator.fleet.callbacks``).
+
 A crash between 4 and 5 loses nothing: :func:`replay_inbox` re-posts pending items at startup
 (run it before serving). Callbacks are hints only — the body is not covered by the signature — so
 rooms re-read the job before acting on anything that matters.
@@ -46,6 +50,7 @@ from starlette.types import Receive, Scope, Send
 
 from orchestrator.callbacks.dispatch import (
     CallbackMetrics,
+    CallbackRoute,
     Dispatcher,
     NullMetrics,
     OnEvent,
@@ -75,6 +80,7 @@ from orchestrator.store.base import InboxItem, InboxStore
 __all__ = [
     "CallbackIntake",
     "CallbackMetrics",
+    "CallbackRoute",
     "Dispatcher",
     "InboxWriter",
     "IntakeResult",
@@ -143,6 +149,7 @@ class CallbackIntake:
         public_url: str | None = None,
         retry_window_s: float = 120.0,
         writer: InboxWriter | None = None,
+        route: CallbackRoute | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -151,7 +158,10 @@ class CallbackIntake:
         self.key_for_room = key_for_room
         self.public_url = public_url
         self.metrics: CallbackMetrics = metrics or NullMetrics()
-        self.writer = writer or InboxWriter(store)
+        self.route = route
+        self.writer = writer or InboxWriter(
+            store, notify_channel=route.channel if route is not None else None
+        )
         self.dispatcher = Dispatcher(
             sink=sink,
             room_for_job=room_for_job,
@@ -231,6 +241,7 @@ class CallbackIntake:
             self.metrics.lag((raw.received_at - at).total_seconds())
         key = dedupe_key(event, at)
         known_room = self.room_for_job(event.job_id) if event.job_id else None
+        for_owner = self.route is not None and not self.route.here(event)
         item = InboxItem(
             dedupe_key=key,
             room_id=known_room or event.room_id,
@@ -246,6 +257,7 @@ class CallbackIntake:
             },
             received_at=raw.received_at,
             event_time=at,
+            for_owner=for_owner,
         )
         try:
             new = await self.writer.append(item)
@@ -257,7 +269,7 @@ class CallbackIntake:
             return IntakeResult(
                 status=503, body={"status": "error", "reason": "store_unavailable"}, reason="store"
             )
-        unknown = event.job_id is not None and known_room is None
+        unknown = event.job_id is not None and known_room is None and not for_owner
         body = {"status": "unknown_job"} if unknown else {"status": "ok"}
         log.info(
             "callback_accepted" if new else "callback_duplicate",
@@ -267,6 +279,7 @@ class CallbackIntake:
             state=event.state,
             dedupe_key=key,
             via=raw.via,
+            for_owner=for_owner,
             # receipt → durable (auth, parse, inbox commit): what the service's retry timer sees
             accept_ms=round((self.clock() - raw.received_at).total_seconds() * 1000.0, 2),
         )
@@ -282,6 +295,10 @@ class CallbackIntake:
         if not result.new or result.event is None or result.item is None:
             return None
         item = result.item
+        if self.route is not None and (item.for_owner or not self.route.here(result.event)):
+            self.metrics.callback(result.event.event_type, "for_owner")
+            self.route.elsewhere(item)  # its owner claims it; decided once, so never both
+            return None
         outcome, room = self.dispatcher.post(result.event, order_time(item), item.dedupe_key)
         self.writer.mark_done(key=item.dedupe_key)
         return outcome, room

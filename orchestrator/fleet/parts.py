@@ -40,6 +40,9 @@ class Fleet:
             limits, reader_query_share=lambda: settings().store.reader_query_share, on_shares=shown
         )
         ownership.on_change = self.budget.update
+        self.signals = fleet_signals(settings().store)
+        """The instance's one LISTEN connection: subscribe (``fleet.callbacks``) before
+        :meth:`start_read` starts it."""
         self.read: FleetTenantRead | None = None
 
     def start_read(
@@ -54,11 +57,10 @@ class Fleet:
     ) -> FleetTenantRead:
         """The fleet's poller and its LISTEN connection, as two tasks of ``tg``."""
         s = self._settings().store
-        signals = fleet_signals(s)
         self.read = FleetTenantRead(
-            rooms, self._ownership, store, signals, channel=sweep_channel(s), clock=clock,
+            rooms, self._ownership, store, self.signals, channel=sweep_channel(s), clock=clock,
             settings=self._settings, rng=rng, status=status,
         )  # fmt: skip
-        tg.create_task(signals.run(), name="signals")
+        tg.create_task(self.signals.run(), name="signals")
         tg.create_task(self.read.run(), name="poller")
         return self.read

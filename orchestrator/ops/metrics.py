@@ -52,6 +52,7 @@ _PREFIX = "liveorch"
 _STATES = [s.value for s in RoomState]
 # Callback results are ours (receiver/relay), but "rejected_<status>" is built from a status.
 _CALLBACK_RESULTS = ["accepted", "applied", "duplicate", "stale", "unknown_job", "unknown_room",
+                     "for_owner", "handed_over",
                      "store_failed", "rejected_400", "rejected_401", "rejected_413",
                      "rejected_503"]  # fmt: skip
 _LEARNED_CODES = 48  # distinct cloud error codes admitted as labels before "other"

@@ -158,7 +158,8 @@ def _start(room: Room) -> Result:
     attempt = room.attempt + 1
     room, seq = _with_op(replace(room, attempt=attempt), Op.START)
     room = _go(room, S.STARTING, wait=None, next_retry_at=None, job_id=None, job_state=None)
-    return replace(room, rtmp_state=None, rtmp_at=None), [StartJob(seq, room.window_key, attempt)]
+    room = replace(room, rtmp_state=None, rtmp_at=None, output_on=0)  # a start pushes the primary
+    return room, [StartJob(seq, room.window_key, attempt)]
 
 
 def _job_alive(room: Room) -> bool:
@@ -195,7 +196,7 @@ def _enter_live(room: Room, now: datetime, p: Policy) -> Result:
     push that dies right after going live is measured from there, not two reads later."""
     room = _go(
         room, S.LIVE, output_index=0, refresh_try=0, drop_since=None, next_retry_at=None,
-        last_error=None, drop_hinted=False, key_refused=None,
+        last_error=None, drop_hinted=False, key_refused=None, ingest_down=None, skip_output=None,
     )  # fmt: skip
     m = room.push
     if m is not None and m.job_id == room.job_id:
@@ -225,7 +226,9 @@ def _adopt(room: Room, jobs: list[ObservedJob], now: datetime, p: Policy) -> Res
     if room.op is Op.LIST:
         room = replace(room, op=None)  # adopted from another listing: ours is moot
     if job.job_id != room.job_id:
-        room = replace(room, job_id=job.job_id, widened=False, rtmp_state=None, rtmp_at=None)
+        room = replace(
+            room, job_id=job.job_id, widened=False, rtmp_state=None, rtmp_at=None, output_on=0
+        )
     room = replace(room, job_state=job.state, rtmp_state=job.rtmp_state or room.rtmp_state)
     actions: list[Action] = []
     if strays:
@@ -332,21 +335,60 @@ def _refresh_now(room: Room) -> Result:
     return room, [RefreshOutput(seq, job_id, room.output_index)]
 
 
+def _skip(index: int, skip: int | None) -> int:
+    """``index``, or the one after it when it is the output this ladder skips."""
+    return index + 1 if index == skip else index
+
+
 def _refresh_failed(room: Room, now: datetime, p: Policy, u: float, why: str) -> Result:
     failed_try = room.refresh_try
     index, tries = room.output_index, room.refresh_try + 1
-    if tries >= p.refresh_tries or room.key_refused is not None:
-        index, tries = index + 1, 0  # a refused key is not tried again
+    # a refused key is not tried again; an unreachable ingest is left for the next output
+    # after one try (with no other output its tries run on: the ingest may come back)
+    blamed = room.key_refused is not None or (room.ingest_down is not None and p.outputs > 1)
+    if tries >= p.refresh_tries or blamed:
+        index, tries = _skip(index + 1, room.skip_output), 0
     if index >= p.outputs:
         if room.key_refused is not None:
             # a restart would push with the same refused key: only a new key helps (MQTT
             # set_output, then reset), so say so instead of restarting into the same refusal
             return _quarantine(room, f"stream key refused: {room.key_refused}")
+        if room.ingest_down is not None and _hold_restart(room, now, p):
+            return _refresh_round(room, now, p, u, failed_try)
         return _restart(room, now, p, u, f"refresh ladder exhausted ({why})")
     if index != room.output_index:
-        room = replace(room, key_refused=None)  # the next output has its own key
+        room = replace(room, key_refused=None, ingest_down=None)  # its own key and ingest
     room = replace(room, output_index=index, refresh_try=tries, last_error=why)
     return _with_timer(room, Wait.REFRESH_BACKOFF, _in(now, p.refresh_delay(failed_try, u)))
+
+
+def _hold_restart(room: Room, now: datetime, p: Policy) -> bool:
+    """Every output was tried and the last read says the ingest cannot be reached: a restart
+    pushes to the same unreachable ingests (and a new job's start costs its own connect when
+    the ingest returns), so it is held while the drop is younger than ``ingest_wait_s``. The
+    hint is unconfirmed: a wrong one delays the restart by that bound, never more."""
+    since = room.drop_since
+    return since is not None and (now - since).total_seconds() < p.ingest_wait_s
+
+
+def _refresh_round(room: Room, now: datetime, p: Policy, u: float, failed_try: int) -> Result:
+    """Another round of refreshes over every output (the skipped one included: its ingest may
+    be back), after the backoff; the operator is told at once that only the ingest can end
+    this (the ``unrecovered`` alert, cleared on LIVE)."""
+    error = room.ingest_down
+    room = replace(room, output_index=0, refresh_try=0, skip_output=None, ingest_down=None,
+                   last_error=f"ingest unreachable: {error}")  # fmt: skip
+    room, actions = _with_timer(
+        room, Wait.REFRESH_BACKOFF, _in(now, p.refresh_delay(failed_try, u))
+    )
+    if room.alert is None:
+        message = (
+            f"ingest unreachable ({error}) on every output: refreshing, restart held until "
+            f"{p.ingest_wait_s:g}s after the drop"
+        )
+        room = replace(room, alert=ALERT_UNRECOVERED)
+        actions.append(RaiseAlert(ALERT_UNRECOVERED, message))
+    return room, actions
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -540,10 +582,8 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
         return _restart(room, now, p, ev.jitter, f"job {ev.state or 'gone'}")
     if ev.rtmp_state == "END":
         return _restart(room, now, p, ev.jitter, "RTMP END")
-    if p.key_refused(ev.error) and (room.state is not S.LIVE or ev.rtmp_state in _DOWN):
-        # the ingest refuses the key (an inference from error_info, see key_refused_markers):
-        # refreshing or restarting with the same key cannot cure it (see _refresh_failed)
-        room = replace(room, key_refused=ev.error, last_error=f"stream key refused: {ev.error}")
+    if room.state is not S.LIVE or ev.rtmp_state in _DOWN:
+        room = _blame_output(room, ev.error, p)
     if room.state is S.LIVE:
         if ev.rtmp_state in _DOWN:
             return _degrade(room, now, p)
@@ -577,6 +617,24 @@ def _health_observed(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     return room, []
 
 
+def _blame_output(room: Room, error: str | None, p: Policy) -> Room:
+    """What a read of the job with its link down says of the output it pushes to (inferences
+    from ``error_info``, see ``key_refused_markers`` and ``ingest_unreachable_markers``):
+
+    * the ingest refuses the key: refreshing or restarting with the same key cannot cure it;
+    * the ingest cannot be reached: refreshing the same URL does what the service's own
+      reconnect already does, and a restart pushes to the same ingest. The latest read
+      decides: one that no longer says so clears it (see ``_refresh_failed``)."""
+    if p.key_refused(error):
+        room = replace(room, key_refused=error, last_error=f"stream key refused: {error}")
+    unreachable = error if p.ingest_unreachable(error) else None
+    if unreachable != room.ingest_down:
+        room = replace(room, ingest_down=unreachable)
+        if unreachable is not None:
+            room = replace(room, last_error=f"ingest unreachable: {unreachable}")
+    return room
+
+
 def _degrade(room: Room, now: datetime, p: Policy, *, down_s: float = 0.0) -> Result:
     """The link is down (for ``down_s`` already, when a read or the probe showed it late): the
     service's own reconnect gets what is left of the grace, then the ladder repairs.
@@ -588,7 +646,10 @@ def _degrade(room: Room, now: datetime, p: Policy, *, down_s: float = 0.0) -> Re
     if room.state is S.LIVE and room.since is not None and room.since <= now:
         since = max(since, room.since)
     down_s = (now - since).total_seconds()
-    room = _go(room, S.DEGRADED, drop_since=since, output_index=0, refresh_try=0, drop_hinted=False)
+    room = _go(
+        room, S.DEGRADED, drop_since=since, output_index=0, refresh_try=0, drop_hinted=False,
+        skip_output=None,
+    )  # fmt: skip
     if p.grace_s <= down_s:
         return _repair(room, p)  # no grace (left): not even a timer hop before the refresh
     return _with_timer(room, Wait.GRACE, _in(since, p.grace_s))
@@ -685,8 +746,9 @@ def _hinted_drop(room: Room, now: datetime, p: Policy) -> Result:
     they cannot, the report is all there is and the ladder follows it after the grace."""
     if _push_known(room, p):
         room = _go(
-            room, S.DEGRADED, drop_since=now, output_index=0, refresh_try=0, drop_hinted=True
-        )
+            room, S.DEGRADED, drop_since=now, output_index=0, refresh_try=0, drop_hinted=True,
+            skip_output=None,
+        )  # fmt: skip
         room, actions = _with_timer(room, Wait.GRACE, _in(now, p.grace_s))
     else:
         room, actions = _degrade(room, now, p)
@@ -722,7 +784,9 @@ def _repair_output_changed(room: Room, ev: Event, now: datetime, p: Policy) -> R
     """A new output (MQTT ``set_output``) during a drop: it may be the cure (a new stream key
     for a refused one), so the ladder starts over on it at once. With a call in flight, the
     ladder's next refresh or restart uses the new output anyway."""
-    room = replace(room, output_index=0, refresh_try=0, key_refused=None)
+    room = replace(
+        room, output_index=0, refresh_try=0, key_refused=None, ingest_down=None, skip_output=None
+    )
     if room.op is not None or room.job_id is None:
         return room, []
     return _refresh_now(room)
@@ -731,6 +795,9 @@ def _repair_output_changed(room: Room, ev: Event, now: datetime, p: Policy) -> R
 def _live_command(room: Room, ev: Event, now: datetime, p: Policy) -> Result:
     if isinstance(ev, CommandFailed):
         return _error(room, f"{ev.command} failed: {ev.error}"), []
+    assert isinstance(ev, CommandSucceeded)
+    if ev.command == "REFRESH_OUTPUT_URL":  # set_output while LIVE refreshes the primary
+        return replace(room, output_on=room.output_index), []
     return room, []
 
 
@@ -753,12 +820,19 @@ def _degraded_read_failed(room: Room, ev: Event, now: datetime, p: Policy) -> Re
 
 
 def _repair(room: Room, p: Policy) -> Result:
-    """Widen the exit timeout once per job, then refresh (straight to the first backup output
-    when a read showed the primary's key refused: the same key cannot cure it)."""
-    first = 1 if room.key_refused is not None and p.outputs > 1 else 0
-    room = replace(room, output_index=first, refresh_try=0, wait=None, drop_hinted=False)
-    if first:
-        room = replace(room, key_refused=None)
+    """Widen the exit timeout once per job, then refresh. When a read blamed the output the
+    job pushes to (its key refused, its ingest unreachable) and there is another, the ladder
+    skips it: the primary's refused key or dead ingest goes straight to the first backup, a
+    backup's goes back to the primary (a refresh, never a stop: the read decided, and a wrong
+    hint costs a stream on another configured output)."""
+    blamed = room.key_refused is not None or room.ingest_down is not None
+    skip = room.output_on if blamed and p.outputs > 1 and room.output_on < p.outputs else None
+    first = _skip(0, skip)
+    room = replace(
+        room, output_index=first, refresh_try=0, wait=None, drop_hinted=False, skip_output=skip
+    )
+    if skip is not None:  # the next output has its own key and ingest
+        room = replace(room, key_refused=None, ingest_down=None)
     job_id = room.job_id
     if p.widen_exit_minutes > 0 and not room.widened and job_id is not None:
         room, seq = _with_op(_go(room, S.REFRESHING), Op.RESET_EXIT)
@@ -774,6 +848,7 @@ def _refreshing_command(room: Room, ev: Event, now: datetime, p: Policy) -> Resu
         return _refresh_now(replace(room, widened=isinstance(ev, CommandSucceeded)))
     if isinstance(ev, CommandFailed):
         return _refresh_failed(room, now, p, ev.jitter, f"REFRESH_OUTPUT_URL failed: {ev.error}")
+    room = replace(room, output_on=room.output_index)  # the job now pushes there
     return _with_timer(room, Wait.REFRESH_CONFIRM, _in(now, p.refresh_confirm_s))
 
 

@@ -46,6 +46,11 @@ class Policy:
         "stream key refused",
         "NetStream.Publish.BadName",
     )
+    ingest_unreachable_markers: tuple[str, ...] = (
+        "INGEST_UNREACHABLE",
+        "connection to the ingest failed",
+    )
+    ingest_wait_s: float = 120.0
     outputs: int = 1
     """How many RTMP targets the room has: the primary plus its backups."""
 
@@ -67,6 +72,14 @@ class Policy:
             return False
         text = error.casefold()
         return any(m.casefold() in text for m in self.key_refused_markers if m)
+
+    def ingest_unreachable(self, error: str | None) -> bool:
+        """Does a job's ``error_info`` say its ingest cannot be reached? (unconfirmed: see
+        ``RecoverySettings.ingest_unreachable_markers``)"""
+        if not error:
+            return False
+        text = error.casefold()
+        return any(m.casefold() in text for m in self.ingest_unreachable_markers if m)
 
     # ------------------------------------------------------------------ backoff
 

@@ -147,6 +147,9 @@ class Room:
     drop_since: datetime | None = None
     drop_hinted: bool = False  # the open drop rests on a callback alone: a read must confirm it
     key_refused: str | None = None  # a read during this drop: the ingest refuses the key
+    ingest_down: str | None = None  # the last read during this drop: the ingest is unreachable
+    output_on: int = 0  # the output the job pushes to (its start, or its last refresh that took)
+    skip_output: int | None = None  # this ladder skips it: the read blamed the job's own output
     expected_start_at: datetime | None = None  # herd control: queued behind the start limit
     next_retry_at: datetime | None = None
     last_error: str | None = None

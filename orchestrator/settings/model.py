@@ -119,15 +119,3 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file (plus secret files) arrives as init values; env must win over it.
         return (env_settings, init_settings)
-
-
-_GLOBAL_SECRET_FILES: dict[str, tuple[str, str]] = {
-    "cloud.ak": ("cloud", "ak"),
-    "cloud.sk": ("cloud", "sk"),
-    "cloud.password": ("cloud", "password"),
-    "cloud.security_token": ("cloud", "security_token"),
-    "mqtt.password": ("mqtt", "password"),
-    "callbacks.key": ("callbacks", "key"),
-    "callbacks.previous_key": ("callbacks", "previous_key"),
-    "ops.token": ("ops", "token"),
-}

@@ -104,6 +104,19 @@ class RecoverySettings(Section):
     with which words, is an inference (the emulator does so). A refused key is not retried:
     the ladder moves to a backup output, else ends QUARANTINED ("stream key refused") instead
     of restarting with the same key. Empty: never tell them apart."""
+    ingest_unreachable_markers: tuple[str, ...] = _POLICY.ingest_unreachable_markers
+    """(unconfirmed) How an unreachable ingest is told from other dead links: a read of the
+    job, while its link is down, whose ``error_info`` contains one of these (case-insensitive;
+    the emulator writes ``LIVE.INGEST_UNREACHABLE`` "RTMP connection to the ingest failed",
+    the documentation says nothing of it). With a backup output, the ladder leaves the output
+    the job pushes to at once (a refresh to the next one; after one try on any other); with
+    none left, it keeps refreshing instead of restarting until ``ingest_wait_s``. Empty:
+    never tell them apart (refresh each output ``refresh_tries`` times, then restart)."""
+    ingest_wait_s: float = Field(_POLICY.ingest_wait_s, ge=0)
+    """An unreachable ingest on every output (see ``ingest_unreachable_markers``): the restart
+    that ends an exhausted ladder is held, refreshes go on and the ``unrecovered`` alert is
+    raised at once, until the drop is this old; then the restart goes ahead (the bound on what
+    a wrong hint can cost). 0 = never hold."""
 
 
 class ScheduleSettings(Section):

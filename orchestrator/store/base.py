@@ -104,6 +104,9 @@ class InboxItem:
     received_at: datetime
     event_time: datetime | None = None
     id: int | None = None
+    for_owner: bool = False
+    """Left in the inbox for the owner of its room, another instance (several instances): the
+    store signals it on commit (``inbox_append(notify_channel=...)``); not stored as such."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,12 +224,33 @@ class IntentStore(Protocol):
 
 
 class InboxStore(Protocol):
-    """The callback inbox: durable before we answer 200, replayed at startup."""
+    """The callback inbox: durable before we answer 200, replayed at startup.
 
-    async def inbox_append(self, items: Sequence[InboxItem]) -> list[bool]:
-        """Store new items in one transaction; per item False when it was a duplicate."""
+    Several instances: an item received by an instance that does not own its room is left
+    pending (``for_owner``) and announced in the same transaction; the room's owner *claims*
+    it (``inbox_claim``), which marks it processed once, whoever asks twice."""
+
+    async def inbox_append(
+        self, items: Sequence[InboxItem], *, notify_channel: str | None = None
+    ) -> list[bool]:
+        """Store new items in one transaction; per item False when it was a duplicate. On
+        PostgreSQL with ``notify_channel``, the new ``for_owner`` items are announced there in
+        the same transaction (payload: JSON ``[[id, room_id, job_id], ...]``); SQLite and
+        memory serve one instance and send nothing."""
 
     async def inbox_pending(self, limit: int = 1000) -> list[InboxItem]: ...
+    async def inbox_pending_for(
+        self, room_ids: Sequence[str], limit: int = 1000
+    ) -> list[InboxItem]:
+        """Pending items of these rooms, oldest first (an owner's replay of its rooms)."""
+
+    async def inbox_claim(
+        self, ids: Sequence[int], *, owner: str | None, now: datetime
+    ) -> list[InboxItem]:
+        """Mark these items processed and return the ones this call changed (not already
+        processed). With ``owner``, only items of rooms whose unexpired lease ``owner`` holds:
+        an instance that lost a room cannot take its callbacks from the new owner."""
+
     async def inbox_done(self, ids: Sequence[int]) -> None: ...
     async def inbox_done_keys(self, keys: Sequence[str]) -> None:
         """Mark items processed by dedupe key (the live intake knows keys, not ids)."""

@@ -246,7 +246,9 @@ class MemoryStore:
 
     # --- inbox --------------------------------------------------------------------------
 
-    async def inbox_append(self, items: Sequence[InboxItem]) -> list[bool]:
+    async def inbox_append(
+        self, items: Sequence[InboxItem], *, notify_channel: str | None = None
+    ) -> list[bool]:
         db = self._check()
         cap = self._max_payload
         stored = [
@@ -273,6 +275,30 @@ class MemoryStore:
         db = self._check()
         pending = [db.inbox[i].item for i in sorted(db.inbox) if not db.inbox[i].processed]
         return [replace(it, payload=_copy(it.payload)) for it in pending[: max(limit, 0)]]
+
+    async def inbox_pending_for(
+        self, room_ids: Sequence[str], limit: int = 1000
+    ) -> list[InboxItem]:
+        rooms = set(room_ids)
+        pending = [it for it in await self.inbox_pending(len(self._check().inbox))]
+        return [it for it in pending if it.room_id in rooms][: max(limit, 0)]
+
+    async def inbox_claim(
+        self, ids: Sequence[int], *, owner: str | None, now: datetime
+    ) -> list[InboxItem]:
+        db = self._check()
+        out: list[InboxItem] = []
+        for item_id in sorted(set(ids)):
+            row = db.inbox.get(item_id)
+            if row is None or row.processed:
+                continue
+            if owner is not None:
+                lease = db.leases.get(row.item.room_id or "")
+                if lease is None or lease.owner != owner or lease.expires_at <= _aware(now):
+                    continue
+            row.processed = True
+            out.append(replace(row.item, payload=_copy(row.item.payload)))
+        return out
 
     async def inbox_done(self, ids: Sequence[int]) -> None:
         db = self._check()

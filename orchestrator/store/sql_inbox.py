@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Row, Table, delete, select, text, update
 
 from orchestrator.bounds import cap_json
 from orchestrator.store.base import PAYLOAD_FIRST as _PAYLOAD_FIRST
@@ -21,12 +22,17 @@ from orchestrator.store.sql_schema import (
     command_replies,
     inbox,
     jobs_seen,
+    leases,
     sla_daily,
     start_intents,
     transitions,
 )
 
 __all__ = ["SqlInbox"]
+
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (store.notify.MAX_PAYLOAD_BYTES;
+# not imported: the store's parts import no other adapter).
+_NOTIFY_MAX_BYTES = 7999
 
 # Rows deleted per prune transaction: a big backlog is pruned in steps, so callbacks and
 # room writes queue behind the prune for milliseconds, not for one long transaction.
@@ -38,11 +44,15 @@ class SqlInbox(SqlCore):
 
     # --- inbox --------------------------------------------------------------------------
 
-    async def inbox_append(self, items: Sequence[InboxItem]) -> list[bool]:
+    async def inbox_append(
+        self, items: Sequence[InboxItem], *, notify_channel: str | None = None
+    ) -> list[bool]:
         """One transaction for the whole batch (group commit): the caller batches, we commit once.
 
         Duplicates (already stored, or repeated within the batch) are skipped by
-        ``ON CONFLICT DO NOTHING``; the returned flags say which items were new.
+        ``ON CONFLICT DO NOTHING``; the returned flags say which items were new. New
+        ``for_owner`` items are announced on ``notify_channel`` (PostgreSQL) before the commit,
+        so the owner hears of exactly the rows that exist.
         """
         if not items:
             return []
@@ -61,12 +71,26 @@ class SqlInbox(SqlCore):
             }
             for it in items
         ]
-        stmt = self._insert(inbox).on_conflict_do_nothing().returning(inbox.c.dedupe_key)
+        stmt = (
+            self._insert(inbox)
+            .on_conflict_do_nothing()
+            .returning(inbox.c.dedupe_key, inbox.c.id, inbox.c.room_id, inbox.c.job_id)
+        )
         inserted: set[str] = set()
+        owners = {_fit(it.dedupe_key, 512) for it in items if it.for_owner}
+        announce: list[list[Any]] = []
         async with self._write("inbox_append") as conn:
             for start in range(0, len(rows), _INBOX_CHUNK):
                 result = await conn.execute(stmt, rows[start : start + _INBOX_CHUNK])
-                inserted.update(result.scalars())
+                for r in result:
+                    inserted.add(r.dedupe_key)
+                    if r.dedupe_key in owners:
+                        announce.append([r.id, r.room_id, r.job_id])
+            if announce and notify_channel is not None and not self._is_sqlite:
+                for payload in _notify_payloads(announce):
+                    await conn.execute(
+                        text("SELECT pg_notify(:c, :p)").bindparams(c=notify_channel, p=payload)
+                    )
         flags: list[bool] = []
         for row in rows:
             new = row["dedupe_key"] in inserted
@@ -78,19 +102,57 @@ class SqlInbox(SqlCore):
         stmt = select(inbox).where(inbox.c.processed.is_(False)).order_by(inbox.c.id).limit(limit)
         async with self._read("inbox_pending") as conn:
             result = await conn.execute(stmt)
-            return [
-                InboxItem(
-                    dedupe_key=r.dedupe_key,
-                    room_id=r.room_id,
-                    job_id=r.job_id,
-                    event_type=r.event_type,
-                    payload=r.payload,
-                    received_at=r.received_at,
-                    event_time=r.event_time,
-                    id=r.id,
+            return [_item(r) for r in result]
+
+    async def inbox_pending_for(
+        self, room_ids: Sequence[str], limit: int = 1000
+    ) -> list[InboxItem]:
+        rooms = sorted({_fit(r, 128) for r in room_ids})
+        if not rooms:
+            return []
+        out: list[InboxItem] = []
+        async with self._read("inbox_pending_for") as conn:
+            for start in range(0, len(rooms), _INBOX_CHUNK):
+                stmt = (
+                    select(inbox)
+                    .where(
+                        inbox.c.processed.is_(False),
+                        inbox.c.room_id.in_(rooms[start : start + _INBOX_CHUNK]),
+                    )
+                    .order_by(inbox.c.id)
+                    .limit(limit)
                 )
-                for r in result
-            ]
+                out.extend(_item(r) for r in await conn.execute(stmt))
+        out.sort(key=lambda it: it.id or 0)
+        return out[:limit]
+
+    async def inbox_claim(
+        self, ids: Sequence[int], *, owner: str | None, now: datetime
+    ) -> list[InboxItem]:
+        """One ``UPDATE ... WHERE NOT processed RETURNING``: two claimants of one item (the
+        owner's signal and its resync, or an old and a new owner) cannot both get it."""
+        if not ids:
+            return []
+        out: list[InboxItem] = []
+        async with self._write("inbox_claim") as conn:
+            for start in range(0, len(ids), _INBOX_CHUNK):
+                stmt = (
+                    update(inbox)
+                    .where(
+                        inbox.c.id.in_(list(ids[start : start + _INBOX_CHUNK])),
+                        inbox.c.processed.is_(False),
+                    )
+                    .values(processed=True, processed_at=now)
+                    .returning(*inbox.c)
+                )
+                if owner is not None:
+                    held = select(leases.c.room_id).where(
+                        leases.c.owner == owner, leases.c.expires_at > now
+                    )
+                    stmt = stmt.where(inbox.c.room_id.in_(held))
+                out.extend(_item(r) for r in await conn.execute(stmt))
+        out.sort(key=lambda it: it.id or 0)
+        return out
 
     async def inbox_done(self, ids: Sequence[int]) -> None:
         if not ids:
@@ -181,3 +243,33 @@ class SqlInbox(SqlCore):
         )
         async with self._write("put_reply") as conn:
             return (await conn.execute(stmt)).first() is not None
+
+
+def _item(r: Row[Any]) -> InboxItem:
+    return InboxItem(
+        dedupe_key=r.dedupe_key,
+        room_id=r.room_id,
+        job_id=r.job_id,
+        event_type=r.event_type,
+        payload=r.payload,
+        received_at=r.received_at,
+        event_time=r.event_time,
+        id=r.id,
+    )
+
+
+def _notify_payloads(entries: Sequence[list[Any]]) -> list[str]:
+    """``[[id, room, job], ...]`` split into payloads PostgreSQL accepts (ids, never data)."""
+    out: list[str] = []
+    batch: list[list[Any]] = []
+    size = 2
+    for e in entries:
+        n = len(json.dumps(e, separators=(",", ":")).encode()) + 1
+        if batch and size + n > _NOTIFY_MAX_BYTES:
+            out.append(json.dumps(batch, separators=(",", ":")))
+            batch, size = [], 2
+        batch.append(e)
+        size += n
+    if batch:
+        out.append(json.dumps(batch, separators=(",", ":")))
+    return out

@@ -113,7 +113,8 @@ async def test_ingest_outage_with_a_backup_output_is_repaired_through_the_backup
     _record("ingest outage, backup output", connected - began)
 
     urls = [url for url, _ in _refreshes(await _commands(emu, job_id))]
-    assert urls == [primary["output_url"], BACKUP_URL]  # one try of the dead primary, then backup
+    # the read showed the ingest unreachable (error_info): the dead primary is not refreshed
+    assert urls == [BACKUP_URL]
     assert (await emu.stats())["starts"] == 1  # the same job: no restart
     assert [j["job_id"] for j in await emu.running("rbk")] == [job_id]
 
@@ -138,6 +139,39 @@ async def test_ingest_outage_without_backup_is_live_again_once_the_ingest_return
     assert (await emu.stats())["starts"] <= 2  # at most the ladder's one restart
 
 
+async def test_ingest_outage_without_backup_holds_the_restart_and_alerts(stack: Stack) -> None:
+    """Every read says the ingest is unreachable and there is no other output: the exhausted
+    ladder does not restart into the same outage; it keeps refreshing, says so at once (the
+    ``unrecovered`` alert), and the same job is back on air when the ingest returns."""
+    emu = await stack.emulator(["rhold"])
+    # the ladder (1 s grace, 3 tries of 3 s) ends ~11 s wall into a 300 s (30 s wall) outage
+    stack.write(stack.config([_room("rhold", ingest_wait_s=600.0)]))
+    d = await stack.daemon()
+    job_id = (await d.wait_room("rhold", "LIVE"))["job_id"]
+
+    fault = await _post(
+        emu, f"/_emulator/ingests/{PRIMARY}/faults", {"kind": "outage", "for_s": 300}
+    )
+    returns = float(fault["fault"]["until"])
+
+    async def held() -> dict[str, Any] | None:
+        r = await d.http.get("/rooms/rhold")
+        snap: dict[str, Any] = r.json()
+        return snap if snap["alert"] == "unrecovered" else None
+
+    snap = await eventually(held, what="the unrecovered alert while held", diag=stack.diag)
+    assert snap["state"] == "REFRESHING" and snap["job_id"] == job_id
+    assert (snap["last_error"] or "").startswith("ingest unreachable")
+    assert (await emu.stats())["starts"] == 1  # the ladder ended, and no restart followed
+
+    connected = await _connected_since(emu, job_id, returns, stack)
+    snap = await d.wait_room("rhold", "LIVE", job_id=job_id)
+    _record("ingest outage 300 s, no backup, restart held (after the return)", connected - returns)
+    assert snap["alert"] is None
+    assert (await emu.stats())["starts"] == 1
+    assert [j["job_id"] for j in await emu.running("rhold")] == [job_id]
+
+
 # --- revoked stream key -------------------------------------------------------------------
 
 
@@ -153,6 +187,38 @@ async def test_revoked_key_with_a_backup_output_goes_straight_to_the_backup(stac
 
     # the read showed the key refused: the primary (same key) is not refreshed at all
     assert _refreshes(await _commands(emu, job_id)) == [(BACKUP_URL, backup_key)]
+    assert (await emu.stats())["starts"] == 1
+
+
+async def test_a_revoked_backup_key_goes_back_to_the_healthy_primary(stack: Stack) -> None:
+    """On its backup after a primary outage that has ended, the backup's key is revoked: the
+    ladder goes back to the primary (it used to skip "the primary" and quarantine)."""
+    emu = await stack.emulator(["rbb"])
+    cfg = stack.config([_room("rbb", backup=True)])
+    stack.write(cfg)
+    d = await stack.daemon()
+    job_id = (await d.wait_room("rbb", "LIVE"))["job_id"]
+    primary = cfg["rooms"][0]
+    backup_key = primary["backup_outputs"][0]["stream_key"]
+
+    fault = await _post(emu, f"/_emulator/ingests/{PRIMARY}/faults", {"kind": "outage"})
+    await _connected_since(emu, job_id, float(fault["fault"]["since"]), stack)
+    assert (await emu.job(job_id))["output_url"] == BACKUP_URL
+    await d.wait_room("rbb", "LIVE", job_id=job_id)
+    (await emu.http.delete(f"/_emulator/ingests/{PRIMARY}/faults")).raise_for_status()
+
+    revoked = await _post(emu, "/_emulator/stream-keys/revoke", {"stream_key": backup_key})
+    connected = await _connected_since(emu, job_id, float(revoked["at"]), stack)
+    snap = await d.wait_room("rbb", "LIVE", job_id=job_id)
+    _record("revoked backup key, back to the primary", connected - float(revoked["at"]))
+
+    job = await emu.job(job_id)
+    assert job["output_url"] == primary["output_url"] and job["stream_key"] == primary["stream_key"]
+    assert snap["alert"] is None
+    assert _refreshes(await _commands(emu, job_id))[-1] == (
+        primary["output_url"],
+        primary["stream_key"],
+    )
     assert (await emu.stats())["starts"] == 1
 
 

@@ -66,8 +66,9 @@ def test_refused_key_without_backup_quarantines_with_the_reason_instead_of_resta
 
 
 def test_dead_link_without_backup_still_retries_then_restarts() -> None:
-    """The same ladder with an outage's error_info (not a refusal): retried, then restarted."""
-    sim = Sim(policy=Policy(refresh_tries=2))
+    """The same ladder with an outage's error_info (not a refusal) and the unreachable hint
+    off: retried, then restarted (with it on, see test_machine_ingest_unreachable)."""
+    sim = Sim(policy=Policy(refresh_tries=2, ingest_unreachable_markers=()))
     sim.go_live()
     _drop_read(sim, OUTAGE)
     assert sim.room.key_refused is None

@@ -468,11 +468,14 @@ async def test_ingest_outage_without_backup_repaired_when_the_ingest_returns(env
             break
     assert sup.snapshot(ROOM).state is S.LIVE
     assert env.service.now() >= returns_at  # nothing could cure it earlier
-    # the service reconnects every 5 s and connects in 1 s: LIVE within that of the return
-    assert env.service.now() - returns_at <= 7
+    # the service reconnects every 5 s and connects in 1 s; the daemon's LIVE waits for a read
+    # showing the push grow (a CONNECTED callback is a hint): the next confirmation read
+    assert env.service.now() - returns_at <= 12
     assert len(await env.running()) == 1
-    assert env.service.starts <= 2  # the ladder's restart ran at most once: no restart storm
-    assert sup.snapshot(ROOM).alert is None
+    # every read said the ingest is unreachable: the restart is held (ingest_wait_s, 120 s),
+    # so the job that comes back is the one that dropped
+    assert env.service.starts == 1
+    assert sup.snapshot(ROOM).alert is None  # the unrecovered alert raised on hold is cleared
 
 
 async def test_flapping_ingest_causes_no_restart_storm(env: Env) -> None:

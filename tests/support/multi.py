@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -101,6 +102,11 @@ class Cluster:
         self.emu: Emulator | None = None
         self.daemons: dict[str, tuple[Proc, int]] = {}
         self.http = httpx.AsyncClient(timeout=3.0)
+        # one key for the fleet: a callback signed for one instance verifies at any other
+        self.callback_key = uuid.uuid4().hex
+        self.poll_s = POLL_S
+        self.stale_after_s = 10.0
+        self.recovery_extra = ""  # more [recovery] lines (e.g. to make reads rare)
 
     def diag(self) -> str:
         return "\n".join(p.tail() for p in self.procs)
@@ -159,11 +165,11 @@ port = {port}
 public_callback_url = "http://127.0.0.1:{port}/callbacks/metastudio"
 [callbacks]
 auth_type = "MSS_A_HEAD"
-key = "{uuid.uuid4().hex}"
+key = "{self.callback_key}"
 [recovery]
 poll_interval_s = {self.poll_s}
 grace_s = 1.0
-stale_after_s = 10.0
+stale_after_s = {self.stale_after_s}{self.recovery_extra}
 [schedule]
 min_remaining_s = 5.0
 [probe]
@@ -218,6 +224,25 @@ format = "json"
         return await eventually(
             probe, what=f"rooms split LIVE over {list(instances)}", timeout=timeout, diag=self.diag
         )
+
+    async def post_callback(
+        self, instance: str, *, room: str, job: str, state: str, at: float | None = None
+    ) -> httpx.Response:
+        """An RTMP state callback for ``job``, signed as MetaStudio signs it (MSS_A_HEAD,
+        ``hwTime`` = ``at`` or now), POSTed to ``instance``'s callback URL."""
+        from orchestrator.emulator.callbacks import CallbackEvent, build_request
+
+        port = self.daemons[instance][1]
+        event = CallbackEvent(
+            url=f"http://127.0.0.1:{port}/callbacks/metastudio",
+            auth_type="MSS_A_HEAD",
+            key=self.callback_key,
+            event_type="RTMP_STREAM_STATE_CHANGE",
+            message={"room_id": room, "job_id": job, "output_url": "rtmp://push.example.com/live",
+                     "stream_key": "k", "state": state},
+        )  # fmt: skip
+        url, headers, body = build_request(event, now=time.time() if at is None else at)
+        return await self.http.post(url, headers=headers, content=body)
 
     async def leases(self) -> dict[str, tuple[str, int]]:
         """room → (owner, fence) straight from this test's lease table."""
