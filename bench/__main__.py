@@ -28,6 +28,7 @@ KNOWN = (
     "store_inbox",
     "retention",
     "handoff",
+    "fleet",
     "soak",
 )
 
