@@ -346,6 +346,7 @@ class Daemon:
             channel=inbox_channel(self.settings.store),
         )
         self._handover.inbox = self.handoff.gained
+        self._handover.hints = fleet.hints_for_gains(self.store, self.clock)
 
     async def _replay_inbox(self) -> None:
         assert self.callback_intake is not None

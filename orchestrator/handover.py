@@ -24,14 +24,18 @@ from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock
 from orchestrator.errors import TemporaryError
 from orchestrator.overrides import Overrides
+from orchestrator.rooms.model import ObservedJob
 from orchestrator.rooms.supervisor import AdoptionReport, RoomSupervisor
 from orchestrator.settings import Settings
+from orchestrator.store.base import StoreError
 
 __all__ = ["Handover", "adopt_at_boot"]
 
 log = structlog.get_logger(__name__)
 
 ADOPT_BACKOFF_CAP_S = 30.0
+
+Hints = Mapping[str, tuple[ObservedJob, ...]]
 
 
 async def adopt_at_boot(rooms: RoomSupervisor, rng: random.Random) -> AdoptionReport:
@@ -59,12 +63,20 @@ class Handover:
         self.rooms: RoomSupervisor | None = None
         self.inbox: Callable[[Sequence[str]], Awaitable[None]] | None = None
         """Claims the gained rooms' pending callbacks (``fleet.callbacks``), once they run."""
+        self.hints: Callable[[Sequence[str]], Awaitable[Hints]] | None = None
+        """The fleet's latest sweep for gained rooms (``fleet.reader.gain_hints``)."""
 
     async def gained(self, fences: Mapping[str, int]) -> None:
         """Leases gained: fresh overrides from the store, supervise, catch up on windows."""
         assert self.rooms is not None
         await self._overrides.load_outputs(list(fences))
-        taken = set(await self.rooms.take_over(fences))
+        hints: Hints = {}
+        if self.hints is not None:
+            try:
+                hints = await self.hints(sorted(fences))
+            except StoreError as exc:  # the rooms then list for themselves, as before
+                log.warning("gain_hints_failed", error=str(exc)[:300])
+        taken = set(await self.rooms.take_over(fences, hints=hints))
         if self.inbox is not None:  # after take_over: the rooms take events now
             await self.inbox(sorted(fences))
         scheduler = self._overrides.scheduler

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from orchestrator.clock import Clock
-from orchestrator.fleet.reader import FleetTenantRead, Listings, fleet_signals, sweep_channel
+from orchestrator.fleet.reader import (
+    FleetTenantRead,
+    Listings,
+    fleet_signals,
+    gain_hints,
+    sweep_channel,
+)
 from orchestrator.fleet.share import FleetBudget
 from orchestrator.metastudio.ratelimit import RateLimits
 from orchestrator.ops.metrics import Metrics
 from orchestrator.ownership import OwnershipManager
+from orchestrator.rooms.model import ObservedJob
 from orchestrator.settings import Settings
 from orchestrator.store.base import SweepStore
 
@@ -44,6 +51,17 @@ class Fleet:
         """The instance's one LISTEN connection: subscribe (``fleet.callbacks``) before
         :meth:`start_read` starts it."""
         self.read: FleetTenantRead | None = None
+
+    def hints_for_gains(
+        self, store: SweepStore, clock: Clock
+    ) -> Callable[[Sequence[str]], Awaitable[dict[str, tuple[ObservedJob, ...]]]]:
+        """Gained rooms' first list answered from the latest sweep (``Handover.hints``)."""
+
+        async def hints(room_ids: Sequence[str]) -> dict[str, tuple[ObservedJob, ...]]:
+            max_age = self._settings().recovery.poll_interval_s
+            return await gain_hints(store, room_ids, now=clock.now(), max_age_s=max_age)
+
+        return hints
 
     def start_read(
         self,

@@ -50,6 +50,7 @@ __all__ = [
     "SWEEP_TOPIC",
     "FleetTenantRead",
     "fleet_signals",
+    "gain_hints",
     "job_from_json",
     "job_to_json",
     "sweep_channel",
@@ -119,6 +120,30 @@ def job_from_json(raw: Mapping[str, Any]) -> ObservedJob:
         duration=raw.get("duration"),
         stream_duration=raw.get("stream_duration"),
     )
+
+
+async def gain_hints(
+    store: SweepStore,
+    room_ids: Sequence[str],
+    *,
+    now: datetime,
+    max_age_s: float,
+) -> dict[str, tuple[ObservedJob, ...]]:
+    """Running jobs of ``room_ids`` from the fleet's latest sweep, if it is fresh.
+
+    Rooms gained from another instance take these as their first list's answer, instead of
+    one list call each (3,000 rooms = 150 s at 20 queries/s). Only rooms the sweep shows with
+    a job are answered: an empty answer could lead to a start, so it is always asked for real.
+    """
+    sweep = await store.latest_sweep()
+    if sweep is None or now - sweep.taken_at > timedelta(seconds=max_age_s):
+        return {}
+    out: dict[str, tuple[ObservedJob, ...]] = {}
+    for room in room_ids:
+        raw = sweep.jobs.get(room)
+        if raw:
+            out[room] = tuple(job_from_json(j) for j in raw)
+    return out
 
 
 class FleetTenantRead:

@@ -174,6 +174,13 @@ class AdoptHints:
         self._jobs = dict(jobs)
         self._until = self._clock.now() + _ADOPT_HINT_TTL
 
+    def add(self, jobs: Mapping[str, tuple[ObservedJob, ...]]) -> None:
+        """More positive answers (rooms gained from another instance), same lifetime rules."""
+        if self._until is not None and self._clock.now() > self._until:
+            self._jobs.clear()
+        self._jobs.update({room: js for room, js in jobs.items() if js})
+        self._until = self._clock.now() + _ADOPT_HINT_TTL
+
     def take(self, room_id: str) -> tuple[ObservedJob, ...] | None:
         hint = self._jobs.pop(room_id, None)
         if self._until is not None and self._clock.now() > self._until:

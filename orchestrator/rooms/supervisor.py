@@ -119,7 +119,7 @@ class RoomSupervisor:
         self._owns = owns
         self._on_dropped = on_dropped
         self._recorder = Recorder(store, listeners, self._changed)
-        hints = AdoptHints(clock)
+        hints = self._hints = AdoptHints(clock)
         self._replies = Replies()
         self._effects = Effects(cloud=cloud, store=store, hints=hints, replies=self._replies)
         self._tenant = TenantPoll(
@@ -304,14 +304,24 @@ class RoomSupervisor:
     # ------------------------------------------------------------------ ownership
 
     async def take_over(
-        self, fences: Mapping[str, int | None], *, cause: str = "lease:gained"
+        self,
+        fences: Mapping[str, int | None],
+        *,
+        cause: str = "lease:gained",
+        hints: Mapping[str, tuple[ObservedJob, ...]] | None = None,
     ) -> list[str]:
         """Start supervising rooms whose leases we just gained; returns the rooms taken.
 
         Each room starts from its last stored state (the previous owner's order and window, now
         UNKNOWN) and reconciles at once: list its jobs and adopt the running one. Rooms not
         configured here are skipped; a room already supervised only gets its new fence.
+
+        ``hints``: a fresh *positive* tenant listing (the fleet's latest sweep) answers each
+        gained room's first list, as ``adopt_all``'s does at boot, so taking over 3,000 rooms
+        costs no list call per room; an empty or stale answer is never given.
         """
+        if hints:
+            self._hints.add({rid: js for rid, js in hints.items() if rid in fences})
         stored = await self._store.load_rooms()
         taken: list[str] = []
         for rid, fence in sorted(fences.items()):

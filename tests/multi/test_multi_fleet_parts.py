@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from orchestrator.clock import ManualClock
-from orchestrator.fleet.reader import FleetTenantRead
+from orchestrator.fleet.reader import FleetTenantRead, gain_hints
 from orchestrator.fleet.share import TENANT_READER, FleetBudget
 from orchestrator.metastudio.ratelimit import ApiGroup, RateLimits, RateSpec
 from orchestrator.ownership import role_key
@@ -170,3 +170,25 @@ async def test_an_owner_reads_its_own_rooms_when_no_fresh_sweep_arrives() -> Non
     mono.t += POLL_S
     await idle._tick()  # owns nothing: nothing to read
     assert idle.fallbacks == 0
+
+
+async def test_gained_rooms_get_the_latest_fresh_sweep_positive_answers_only() -> None:
+    clock = ManualClock()
+    store = MemoryStore()
+    await store.open()
+    key = role_key(TENANT_READER)
+    [lease] = await store.acquire_leases("a", [key], ttl_s=30, now=clock.now())
+    running = {"job_id": "j1", "state": "PROCESSING", "rtmp_state": "CONNECTED"}
+    await store.put_sweep(
+        reader="a",
+        lease_key=key,
+        fence=lease.fence,
+        taken_at=clock.now(),
+        jobs_seen=1,
+        jobs={"r1": [running], "r2": []},
+    )
+    hints = await gain_hints(store, ["r1", "r2", "r3"], now=clock.now(), max_age_s=POLL_S)
+    assert list(hints) == ["r1"]  # an empty answer could lead to a start: never given
+    assert [j.job_id for j in hints["r1"]] == ["j1"]
+    clock.advance(POLL_S + 1)
+    assert await gain_hints(store, ["r1"], now=clock.now(), max_age_s=POLL_S) == {}

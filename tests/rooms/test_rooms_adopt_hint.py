@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 from orchestrator.clock import ManualClock
-from orchestrator.rooms.model import Order, OrderChanged
+from orchestrator.rooms.model import ObservedJob, Order, OrderChanged
 from orchestrator.rooms.model import RoomState as S
-from tests.support.rooms import FakeCloud, FakeJob, Harness
+from orchestrator.rooms.supervisor import RoomSupervisor
+from orchestrator.store.sql import SqlStore
+from tests.support.rooms import FakeCloud, FakeJob, Harness, Rooms, room_config
 
 MakeHarness = Callable[..., Harness]
 
@@ -59,5 +62,33 @@ async def test_empty_startup_listing_never_answers_a_list(
         h.sup.post("room-a", OrderChanged(order=Order.ON))
         await h.until(lambda: cloud.count("start") == 1, "started")
         assert cloud.count("list") == 1  # the list before a start is always a real one
+    finally:
+        await h.stop()
+
+
+async def test_rooms_taken_over_adopt_from_the_fleets_sweep_without_listing(
+    cloud: FakeCloud, store: SqlStore, clock: ManualClock
+) -> None:
+    """Rooms gained from another instance: the latest sweep answers their first list."""
+    cloud.jobs["j1"] = FakeJob("j1", "room-a")
+    cloud.jobs["j2"] = FakeJob("j2", "room-b")
+    rooms = Rooms(room_config("room-a"), room_config("room-b"))
+    sup = RoomSupervisor(
+        rooms=rooms.lookup, room_ids=lambda: [], settings=lambda: rooms.settings,
+        cloud=cloud, store=store, clock=clock, rng=random.Random(7),
+    )  # fmt: skip
+    h = Harness(sup, clock, rooms)
+    h.start()
+    try:
+        await h.sup.load()
+        hint = (ObservedJob("j1", "PROCESSING", "CONNECTED"),)
+        taken = await h.sup.take_over({"room-a": None, "room-b": None}, hints={"room-a": hint})
+        assert taken == ["room-a", "room-b"]
+        for rid in ("room-a", "room-b"):
+            h.sup.post(rid, OrderChanged(order=Order.ON))
+        assert (await h.state("room-a", S.LIVE)).job_id == "j1"
+        assert (await h.state("room-b", S.LIVE)).job_id == "j2"
+        assert cloud.count("list") == 1  # room-b had no hint: it listed for real
+        assert cloud.count("start") == 0
     finally:
         await h.stop()
