@@ -15,10 +15,22 @@ corrupts the file; MetaStudio retries unacknowledged callbacks and the poll loop
 we trade that window for group-commit throughput (FULL would fsync every commit).
 
 Fencing: a room-scoped write with ``fence=`` reads the room's lease row in the same transaction
-(``FOR SHARE`` on PostgreSQL, so a takeover waits for our commit; SQLite's ``BEGIN IMMEDIATE``
-serialises everything) and raises :class:`FencedOut` before writing if the fence moved or the
-lease was released. Taking a free or expired lease increments its fence; releasing keeps the row
-(owner ``''``) so fences stay monotonic per room.
+(``FOR KEY SHARE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises everything) and raises
+:class:`FencedOut` before writing if the fence moved or the lease was released. Taking a free or
+expired lease increments its fence; releasing keeps the row (owner ``''``) so fences stay
+monotonic per room. Why ``KEY SHARE`` is enough: a takeover locks its rows ``FOR UPDATE`` before
+it bumps the fence, and ``FOR UPDATE`` conflicts with ``KEY SHARE``, so a takeover skips (or
+waits for) a room whose fenced write is in flight, and a fenced write that starts after the
+takeover locked the row waits for it and then reads the new fence. Renewal and release only take
+``FOR NO KEY UPDATE`` (they change no key column), which does not conflict with ``KEY SHARE``: the
+lease tick never waits for the room writer and the two cannot deadlock (#25; with ``FOR SHARE``
+the renewal and a batch of fenced writes locked the same rows in different orders). Fenced
+batches also lock in room order, and every multi-row lease update locks its rows in room order
+first, so lock order is one order everywhere.
+
+Deadlock and serialization failures (SQLSTATE ``40P01``/``40001``) are temporary: they become
+:class:`StoreUnavailable`, and the lease and room-batch writes retry them a few times inside the
+store (:meth:`SqlCore._retry_conflicts`) so one such failure never costs a lease tick.
 """
 
 from __future__ import annotations
@@ -28,10 +40,10 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import event, func, select, text
@@ -49,6 +61,7 @@ from orchestrator.store.base import (
     StoreUnavailable,
 )
 from orchestrator.store.sql_schema import (
+    _INBOX_CHUNK,
     _MIGRATIONS,
     SCHEMA_VERSION,
     leases,
@@ -62,6 +75,18 @@ log = structlog.get_logger("orchestrator.store.sql")
 
 DEFAULT_URL = "sqlite+aiosqlite:///var/liveorch.db"
 _BUSY_TIMEOUT_MS = 5000
+# deadlock_detected, serialization_failure: the server rolled the transaction back; rerunning it
+# is safe and usually succeeds at once.
+_CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+_CONFLICT_ATTEMPTS = 4
+_FENCE_CHUNK = _INBOX_CHUNK  # rooms per fence-check statement (bind-parameter limits)
+
+
+_T = TypeVar("_T")
+
+
+class _TransactionConflict(StoreUnavailable):
+    """PostgreSQL aborted the transaction (deadlock or serialization failure); rerun it."""
 
 
 def _utcnow() -> datetime:
@@ -241,6 +266,10 @@ class SqlCore:
     def _translate(self, op: str, orig: BaseException) -> StoreError:
         # Driver text only (never the SQL or its parameters), shortened.
         detail = f"{type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}"[:300]
+        if not self._is_sqlite and _sqlstate(orig) in _CONFLICT_SQLSTATES:
+            return _TransactionConflict(
+                f"store {op} failed: transaction conflict ({detail}); temporary, retry"
+            )
         if not self._is_sqlite and _is_connection_loss(orig):
             return StoreUnavailable(
                 f"store {op} failed: PostgreSQL unreachable ({detail}); temporary, retry later"
@@ -259,6 +288,19 @@ class SqlCore:
                 async with engine.begin() as conn:
                     yield conn
 
+    async def _retry_conflicts(self, op: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``attempt`` (one whole write transaction) again after a deadlock/serialization
+        failure, a few times; the last failure propagates as :class:`StoreUnavailable`."""
+        for n in range(1, _CONFLICT_ATTEMPTS + 1):
+            try:
+                return await attempt()
+            except _TransactionConflict as exc:
+                if n == _CONFLICT_ATTEMPTS:
+                    raise
+                log.warning("store_conflict_retry", op=op, attempt=n, error=str(exc))
+                await asyncio.sleep(0.01 * n)  # back off so the other transaction can finish
+        raise AssertionError("unreachable")
+
     @contextlib.asynccontextmanager
     async def _read(self, op: str) -> AsyncIterator[AsyncConnection]:
         engine = self._read_engine
@@ -275,17 +317,39 @@ class SqlCore:
     async def _check_fence(self, conn: AsyncConnection, room_id: str, fence: int | None) -> None:
         if fence is None:
             return
-        row = (
-            await conn.execute(
-                select(leases.c.owner, leases.c.fence)
-                .where(leases.c.room_id == room_id)
-                .with_for_update(read=True)
+        fenced = (await self._check_fences(conn, {room_id: fence})).get(room_id)
+        if fenced is not None:
+            raise fenced
+
+    async def _check_fences(
+        self, conn: AsyncConnection, fences: dict[str, int]
+    ) -> dict[str, FencedOut]:
+        """Lock the rooms' lease rows ``FOR KEY SHARE`` in room order (one statement) and return
+        the rooms whose fence no longer holds (see the module docstring for why this suffices)."""
+        if not fences:
+            return {}
+        wanted = sorted(fences)
+        found: dict[str, Any] = {}
+        for start in range(0, len(wanted), _FENCE_CHUNK):
+            chunk = wanted[start : start + _FENCE_CHUNK]
+            result = await conn.execute(
+                select(leases.c.room_id, leases.c.owner, leases.c.fence)
+                .where(leases.c.room_id.in_(chunk))
+                .order_by(leases.c.room_id)
+                .with_for_update(read=True, key_share=True)
             )
-        ).first()
-        if row is None or row.fence != fence or not row.owner:
-            current = "none" if row is None else f"{row.fence} owner={row.owner or '-'}"
-            log.warning("store_fenced_out", room_id=room_id, fence=fence, current=current)
-            raise FencedOut(f"room {room_id}: fence {fence} no longer holds the lease ({current})")
+            found.update((row.room_id, row) for row in result)
+        out: dict[str, FencedOut] = {}
+        for room_id in wanted:
+            fence = fences[room_id]
+            row = found.get(room_id)
+            if row is None or row.fence != fence or not row.owner:
+                current = "none" if row is None else f"{row.fence} owner={row.owner or '-'}"
+                log.warning("store_fenced_out", room_id=room_id, fence=fence, current=current)
+                out[room_id] = FencedOut(
+                    f"room {room_id}: fence {fence} no longer holds the lease ({current})"
+                )
+        return out
 
     # --- readiness ----------------------------------------------------------------------
 
@@ -296,6 +360,20 @@ class SqlCore:
         )
         async with self._write("ping") as conn:
             await conn.execute(stmt)
+
+
+def _sqlstate(orig: BaseException) -> str | None:
+    """The SQLSTATE of a driver error (the asyncpg adapter keeps it on the error or its cause)."""
+    seen: BaseException | None = orig
+    for _ in range(4):
+        if seen is None:
+            return None
+        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        inner = getattr(seen, "orig", None)
+        seen = inner if isinstance(inner, BaseException) else seen.__cause__
+    return None
 
 
 def _is_connection_loss(orig: BaseException) -> bool:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.store.base import Lease, StoreError
 from orchestrator.store.leases import MEMBER_PREFIX, ROLE_PREFIX
@@ -37,13 +38,31 @@ class SqlLeases(SqlCore):
         excluded).
         Expiry is judged by the caller's ``now``: keep ``ttl_s`` well above clock skew.
         On PostgreSQL takeover candidates are locked ``FOR UPDATE SKIP LOCKED`` (in room order),
-        so two instances acquiring at once take disjoint rooms instead of waiting on each other.
+        so two instances acquiring at once take disjoint rooms instead of waiting on each other;
+        ``FOR UPDATE`` is also what makes a takeover wait for (skip) a room whose fenced write is
+        in flight (``FOR KEY SHARE``, see ``sql_core``). Our own rows are locked ``FOR NO KEY
+        UPDATE`` in room order before the renewal updates them, which does not conflict with a
+        fenced write at all. A deadlock/serialization failure reruns the transaction.
         """
         if not owner:
             raise StoreError("lease owner must be a non-empty string")
         wanted = sorted(set(room_ids))
         if not wanted:
             return []
+        return await self._retry_conflicts(
+            "acquire_leases",
+            lambda: self._acquire_once(owner, wanted, ttl_s=ttl_s, now=now, max_rooms=max_rooms),
+        )
+
+    async def _acquire_once(
+        self,
+        owner: str,
+        wanted: list[str],
+        *,
+        ttl_s: float,
+        now: datetime,
+        max_rooms: int | None,
+    ) -> list[Lease]:
         expires = now + timedelta(seconds=ttl_s)
         async with self._write("acquire_leases") as conn:
             for start in range(0, len(wanted), _INBOX_CHUNK):
@@ -53,6 +72,7 @@ class SqlLeases(SqlCore):
                     [{"room_id": r, "owner": "", "fence": 0, "expires_at": _EPOCH} for r in chunk],
                 )
             # renew ours (an expired lease nobody took is still ours: its fence did not move)
+            await self._lock_own(conn, owner, wanted)
             await conn.execute(
                 update(leases)
                 .where(leases.c.owner == owner, leases.c.room_id.in_(wanted))
@@ -112,13 +132,36 @@ class SqlLeases(SqlCore):
         wanted = sorted(set(room_ids))
         if not wanted:
             return
-        async with self._write("release_leases") as conn:
-            await conn.execute(
-                update(leases)
-                .where(leases.c.owner == owner, leases.c.room_id.in_(wanted))
-                .values(owner="", expires_at=_EPOCH)
-            )
+
+        async def once() -> None:
+            async with self._write("release_leases") as conn:
+                await self._lock_own(conn, owner, wanted)
+                await conn.execute(
+                    update(leases)
+                    .where(leases.c.owner == owner, leases.c.room_id.in_(wanted))
+                    .values(owner="", expires_at=_EPOCH)
+                )
+
+        await self._retry_conflicts("release_leases", once)
         log.info("leases_released", owner=owner, rooms=len(wanted))
+
+    async def _lock_own(self, conn: AsyncConnection, owner: str, wanted: list[str]) -> None:
+        """Lock ``owner``'s rows among ``wanted`` in room order before a multi-row UPDATE.
+
+        A bare UPDATE locks rows in scan order, which is not room order; ``FOR NO KEY UPDATE``
+        is the lock the UPDATE takes anyway (owner/fence/expiry are no key columns), so fenced
+        writes (``FOR KEY SHARE``) are not blocked by it.
+        """
+        if self._is_sqlite:
+            return  # BEGIN IMMEDIATE already serialises writers
+        for start in range(0, len(wanted), _INBOX_CHUNK):
+            chunk = wanted[start : start + _INBOX_CHUNK]
+            await conn.execute(
+                select(leases.c.room_id)
+                .where(leases.c.owner == owner, leases.c.room_id.in_(chunk))
+                .order_by(leases.c.room_id)
+                .with_for_update(key_share=True)
+            )
 
     async def leases(self) -> list[Lease]:
         """Every lease currently assigned to an owner (expired ones included), by room id."""

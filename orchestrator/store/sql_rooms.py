@@ -56,18 +56,33 @@ class SqlRooms(SqlCore):
         return self._save_room_stmt
 
     async def save_rooms(self, writes: Sequence[RoomWrite]) -> list[FencedOut | None]:
-        results: list[FencedOut | None] = []
         if not writes:
-            return results
+            return []
+        return await self._retry_conflicts("save_rooms", lambda: self._save_rooms_once(writes))
+
+    async def _save_rooms_once(self, writes: Sequence[RoomWrite]) -> list[FencedOut | None]:
+        results: list[FencedOut | None] = []
         now = self._clock()
         rows: dict[str, dict[str, Any]] = {}  # one row per room: the last write wins
         audit: list[dict[str, Any]] = []
         async with self._write("save_rooms") as conn:
+            # Every fenced room's lease row in one statement, locked in room order (not in the
+            # writes' arrival order), then each write judged against it.
+            fences: dict[str, int] = {}
             for w in writes:
-                try:
-                    await self._check_fence(conn, w.room_id, w.fence)
-                except FencedOut as exc:
-                    results.append(exc)
+                if w.fence is not None:
+                    fences.setdefault(w.room_id, w.fence)
+            stale = await self._check_fences(conn, fences)
+            for w in writes:
+                if w.fence is not None and fences[w.room_id] != w.fence:
+                    # the same room twice with different fences in one batch: judge it alone
+                    try:
+                        await self._check_fence(conn, w.room_id, w.fence)
+                    except FencedOut as exc:
+                        results.append(exc)
+                        continue
+                elif w.room_id in stale and w.fence is not None:
+                    results.append(stale[w.room_id])
                     continue
                 results.append(None)
                 rows.pop(w.room_id, None)
@@ -78,7 +93,8 @@ class SqlRooms(SqlCore):
                 if w.transition is not None:
                     audit.append(self._transition_row(w.transition, w.fence))
             if rows:
-                await conn.execute(self._room_upsert(), list(rows.values()))
+                # room order, so two batches touching the same rooms lock them in one order
+                await conn.execute(self._room_upsert(), [rows[r] for r in sorted(rows)])
             if audit:
                 await conn.execute(transitions.insert(), audit)
         return results

@@ -83,7 +83,12 @@ async def test_killed_postgres_connections_are_replaced(pg_target: StoreTarget) 
 async def test_fenced_write_waits_for_a_takeover_in_flight_then_fails(
     pg_target: StoreTarget,
 ) -> None:
-    """The fence check holds the lease row (FOR SHARE) in the write's own transaction."""
+    """The fence check holds the lease row (FOR KEY SHARE) in the write's own transaction.
+
+    The takeover is done the way ``acquire_leases`` does it: the row locked ``FOR UPDATE``
+    first (the lock that conflicts with ``KEY SHARE``; a bare UPDATE of non-key columns would
+    not), then the fence bumped.
+    """
     store = await pg_target.make()
     await store.acquire_leases("a", ["r1"], ttl_s=30, now=pg_target.clock.now)
     other = await asyncpg.connect(PG_DSN, server_settings={"search_path": str(pg_target.schema)})
@@ -91,6 +96,7 @@ async def test_fenced_write_waits_for_a_takeover_in_flight_then_fails(
     try:
         takeover = other.transaction()
         await takeover.start()
+        await other.execute("SELECT room_id FROM leases WHERE room_id = 'r1' FOR UPDATE")
         await other.execute("UPDATE leases SET owner = 'b', fence = fence + 1 WHERE room_id = 'r1'")
         write = asyncio.create_task(store.save_room("r1", {"late": True}, fence=1))
         # wait until the write is blocked on the row lock held by the takeover
