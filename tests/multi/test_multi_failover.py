@@ -16,23 +16,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.multi.conftest import ROOMS6
 from tests.support.multi import TTL_S, Cluster, DuplicateWatch, eventually
 from tests.support.pgcluster import PG_DSN, PgCluster
 
 pytestmark = pytest.mark.timeout(90)
-
-ROOMS6 = [f"room-{i}" for i in range(1, 7)]
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, require_service: Callable[[str], None]) -> AsyncIterator[Cluster]:
-    require_service("postgres")
-    c = Cluster(tmp_path, ROOMS6)
-    try:
-        await c.start_emulator()
-        yield c
-    finally:
-        await c.aclose()
 
 
 def _job_ids(split: dict[str, dict[str, str]]) -> dict[str, str]:

@@ -14,29 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.multi.conftest import ROOMS6
 from tests.support.multi import Cluster, DuplicateWatch, Emulator
 
 pytestmark = pytest.mark.timeout(120)
-
-ROOMS6 = [f"room-{i}" for i in range(1, 7)]
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, require_service: Callable[[str], None]) -> AsyncIterator[Cluster]:
-    require_service("postgres")
-    c = Cluster(tmp_path, ROOMS6)
-    try:
-        await c.start_emulator()
-        yield c
-    finally:
-        await c.aclose()
 
 
 class LinkWatch:
