@@ -157,6 +157,7 @@ class Daemon:
                 on_gained=self._handover.gained,
                 on_lost=self._handover.lost,
                 roles=[TENANT_READER],
+                join_settle_s=settings.store.join_settle_s,
             )
         self.fleet: Fleet | None = None  # several instances: shared budget, one tenant read
         self._http: httpx.AsyncClient | None = None

@@ -22,6 +22,17 @@ share release their excess (``plan_balance``): stand down first, then release th
 the newcomer adopts the running jobs. Leases are acquired with the share computed on the
 *previous* tick, so after a PostgreSQL outage an instance does not grab rooms whose owners have
 simply not renewed yet.
+
+Why some ticks come early (``run``): a dead instance's rooms should be owned again within
+``ttl`` and a few seconds, not ``ttl`` plus two tick periods. The loop therefore also wakes just
+after the earliest expiry of another instance's lease it has seen (a live instance renews long
+before: no extra tick in steady state), and one second after a tick that saw free rooms while
+this instance is under its share (released for it, or expired). That second tick is the
+"previous tick" of the rule above, one second later instead of ``ttl/3``.
+
+Why a settle time at start (``join_settle_s``): instances started together would otherwise
+see only those that announced before them; the first takes every room and then hands most of
+them back. An instance announces itself, waits ``join_settle_s``, then reads who is there.
 """
 
 from __future__ import annotations
@@ -122,6 +133,8 @@ class OwnershipManager:
         roles: Sequence[str] = (),
         on_role: RoleCallback = _no_role_change,
         on_change: ChangeCallback = _no_change,
+        join_settle_s: float = 0.0,
+        soon_s: float = 1.0,
     ) -> None:
         if not owner:
             raise ValueError("owner must be a non-empty string")
@@ -151,6 +164,11 @@ class OwnershipManager:
         self._room_count = 0  # configured rooms at the last tick
         self.ticks = 0
         self.first_tick = asyncio.Event()
+        self._settle_s = join_settle_s
+        self._soon_s = soon_s
+        self._announced = False
+        self._next_in: float | None = None  # seconds to the next tick, when not the period
+        self._wake_at: datetime | None = None  # just after another instance's earliest expiry
 
     # ------------------------------------------------------------------ views
 
@@ -210,12 +228,21 @@ class OwnershipManager:
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        """Tick every ``ttl/3`` times 0.8 to 1.0 until cancelled; errors are logged, never fatal."""
-        period = self._ttl_s / 3
+        """Tick every ``ttl/3`` times 0.8 to 1.0 until cancelled (sooner when :meth:`next_delay`
+        says so); errors are logged, never fatal."""
         while True:
             await self.tick()
-            delay = period * (0.8 + 0.2 * self._rng.random())
+            delay = self.next_delay(self._clock.now())
             await self._clock.sleep_until(self._clock.now() + timedelta(seconds=delay))
+
+    def next_delay(self, now: datetime) -> float:
+        """Seconds to the next tick: the jittered period, or sooner (see the module doc)."""
+        delay = self._ttl_s / 3 * (0.8 + 0.2 * self._rng.random())
+        if self._next_in is not None:
+            delay = min(delay, self._next_in)
+        if self._wake_at is not None and self._wake_at > now:
+            delay = min(delay, (self._wake_at - now).total_seconds())
+        return max(0.0, delay)
 
     async def tick(self) -> None:
         """One round: renew/take, tell gains and losses, rebalance, learn the next share."""
@@ -223,10 +250,16 @@ class OwnershipManager:
         rooms = sorted({r for r in self._room_ids() if not is_member_key(r)})
         self._room_count = len(rooms)
         me = member_key(self.owner)
+        self._next_in = None
         try:
             if self._share is None:
                 # announce ourselves before taking rooms, so simultaneous starters see each other
                 await self._store.acquire_leases(self.owner, [me], ttl_s=self._ttl_s, now=now)
+                if not self._announced and self._settle_s > 0:
+                    self._announced = True
+                    self._next_in = self._settle_s
+                    log.info("instance_announced", owner=self.owner, settle_s=self._settle_s)
+                    return
                 first = await self._observe(rooms, now)
                 live = set(live_instances(first, now)) | {self.owner}
                 self.live = len(live)
@@ -257,6 +290,7 @@ class OwnershipManager:
             log.warning("lease_read_failed", owner=self.owner, error=str(exc)[:300])
         else:
             await self._rebalance(rooms, leases, now)
+            self._plan_next(rooms, leases, now)
         self._changed()
         self.ticks += 1
         self.first_tick.set()
@@ -275,6 +309,15 @@ class OwnershipManager:
         await self._store.release_leases(self.owner, [*rooms, *roles, member_key(self.owner)])
 
     # ------------------------------------------------------------------ internals
+
+    def _plan_next(self, rooms: Sequence[str], leases: Sequence[Lease], now: datetime) -> None:
+        """Tick early: free rooms while under our share; just after another's lease expires."""
+        share = self._share if self._share is not None else len(rooms)
+        if len(self._held) < share and any(r not in self._owners for r in rooms):
+            self._next_in = self._soon_s
+        others = [lease.expires_at for lease in leases
+                  if lease.owner != self.owner and lease.expires_at > now]  # fmt: skip
+        self._wake_at = min(others) + timedelta(seconds=0.25) if others else None
 
     def _cap(self, share: int) -> int:
         return share if self._max_rooms is None else min(share, self._max_rooms)

@@ -163,12 +163,35 @@ def _command_failed(seq: int, command: str, exc: OrchestratorError) -> CommandFa
 
 
 class AdoptHints:
-    """``adopt_all``'s positive answers, kept for each room's first list (see ``Effects._list``)."""
+    """Answers for a room's first list that cost no call of its own (see ``Effects._list``).
 
-    def __init__(self, clock: Clock) -> None:
+    * *Positive hints*: ``adopt_all``'s listing at boot, or the fleet's latest sweep for rooms
+      gained from another instance (:meth:`offer`, :meth:`add`).
+    * *One shared listing for a large gain* (:meth:`expect`): rooms gained with no fresh sweep
+      (the reader died with their owner, or none was taken yet) would each list for
+      themselves: 1,500 rooms = 1,500 queries, 75-100 s of the tenant's 20/s. Instead the first
+      of them to list makes one paged tenant listing (``listing``, ~1 query per 100 jobs) and
+      the others wait for it. Only a listing *begun after* the room was gained answers it, and
+      only positively: a room the listing shows without a job, or a failed listing, lists for
+      itself as before (an empty answer could lead to a start).
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        listing: Callable[[], Awaitable[Mapping[str, Sequence[ObservedJob]]]] | None = None,
+    ) -> None:
         self._clock = clock
         self._jobs: dict[str, tuple[ObservedJob, ...]] = {}
         self._until: datetime | None = None
+        self.listing = listing
+        self._waiting: dict[str, int] = {}  # room → generation it was gained in
+        self._gen = 0
+        self._lock = asyncio.Lock()
+        self._listed: Mapping[str, Sequence[ObservedJob]] = {}
+        self._listed_gen = 0  # the newest generation the last listing answers (begun after it)
+        self._listed_until = clock.now()
+        self.shared_listings = 0
 
     def offer(self, jobs: Mapping[str, tuple[ObservedJob, ...]]) -> None:
         self._jobs = dict(jobs)
@@ -187,6 +210,44 @@ class AdoptHints:
             self._jobs.clear()
             self._until = hint = None
         return hint
+
+    def expect(self, room_ids: Sequence[str]) -> None:
+        """These rooms were just gained without a hint: their first list shares one listing."""
+        if self.listing is None or not room_ids:
+            return
+        self._gen += 1
+        for rid in room_ids:
+            self._waiting[rid] = self._gen
+
+    def forget(self, room_id: str) -> None:
+        """The room is no longer ours (stood down): nothing is kept for it."""
+        self._waiting.pop(room_id, None)
+        self._jobs.pop(room_id, None)
+
+    async def shared(self, room_id: str) -> tuple[ObservedJob, ...] | None:
+        """The room's running jobs from a listing begun after it was gained (None: list alone)."""
+        gen = self._waiting.pop(room_id, None)
+        if gen is None or self.listing is None:
+            return None
+        async with self._lock:  # rooms gained together wait for the one listing
+            if self._listed_gen >= gen and self._clock.now() > self._listed_until:
+                self._listed = {}
+                return None  # answered long ago and listing only now: ask for itself
+            if self._listed_gen < gen:
+                began = self._gen
+                try:
+                    listed = await self.listing()
+                except OrchestratorError as exc:
+                    log.warning("gain_listing_failed", error=str(exc)[:300])
+                    return None
+                self._listed, self._listed_gen = listed, began
+                self._listed_until = self._clock.now() + _ADOPT_HINT_TTL
+                self.shared_listings += 1
+                log.info("gain_listing_made", rooms_waiting=len(self._waiting), jobs=len(listed))
+            jobs = tuple(self._listed.get(room_id, ()))
+            if not self._waiting:
+                self._listed = {}  # the last one out frees the copy
+        return jobs or None
 
 
 class Replies:
@@ -338,13 +399,16 @@ class Effects:
     async def _list(self, w: RoomWorker, a: ListJobs) -> Event:
         rid = w.room_id
         hint = self._hints.take(rid)
+        cause = "list:startup_adopt"
+        if not hint:
+            hint, cause = await self._hints.shared(rid), "list:gain_shared"
         if hint:
             # A fresh room (no stored order) is IDLE when adopt_all's listing arrives and lists
             # again when its window opens a moment later: one rate-limited call per room (2,000
             # rooms = 100 s at 20 queries/s). A *positive* tenant listing seconds old answers
             # that first list: it can only lead to adopting, never to a start (an empty or old
             # answer is never reused), and a job gone since is caught by the next show/poll.
-            return JobsListed(seq=a.seq, jobs=hint, cause="list:startup_adopt")
+            return JobsListed(seq=a.seq, jobs=hint, cause=cause)
         try:
             jobs = [
                 ObservedJob(j.job_id, state_of(j), rtmp_of(j))

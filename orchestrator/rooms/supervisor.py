@@ -126,6 +126,7 @@ class RoomSupervisor:
             cloud=cloud, clock=clock, workers=self._workers, sink=self, hints=hints, owns=owns,
             settled=self._settled,
         )  # fmt: skip
+        hints.listing = self._tenant.list_jobs
 
     # ------------------------------------------------------------------ RoomSink + views
 
@@ -340,9 +341,17 @@ class RoomSupervisor:
                 self._spawn(w)
             w.post(Poked(cause=cause))
             taken.append(rid)
+        unanswered = [rid for rid in taken if not (hints and hints.get(rid))]
+        if len(unanswered) > self._listing_pages():
+            self._hints.expect(unanswered)  # one tenant listing answers them all (AdoptHints)
         if taken:
-            log.info("rooms_taken_over", rooms=len(taken), cause=cause)
+            log.info("rooms_taken_over", rooms=len(taken), cause=cause,
+                     shared_listing=len(unanswered) > self._listing_pages())  # fmt: skip
         return taken
+
+    def _listing_pages(self) -> int:
+        """What one tenant listing costs in queries (100 jobs a page), at the last known size."""
+        return -(-max(self._tenant.tenant_jobs_seen, len(self._workers)) // 100)
 
     async def stand_down(self, room_ids: Sequence[str], *, cause: str, wait_s: float = 0.0) -> None:
         """Stop working on rooms without stopping their jobs (another instance adopts them).
@@ -353,6 +362,8 @@ class RoomSupervisor:
         next owner starts from it; if the lease already moved, the store refuses that write.
         """
         workers = [self._workers.pop(rid, None) for rid in room_ids]
+        for rid in room_ids:
+            self._hints.forget(rid)
         await asyncio.gather(
             *(self._stand_down(w, cause, wait_s) for w in workers if w is not None)
         )

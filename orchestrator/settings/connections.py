@@ -61,10 +61,15 @@ class StoreSettings(Section):
     """Stable id of this instance (multi-instance leases); default hostname:pid."""
     lease_ttl_s: float = Field(50.0, gt=0)
     """Room lease lifetime (several instances): a dead instance's rooms move after at most this
-    plus a third of it. Keep it above 3 x ``cloud.read_timeout_s`` (so a call still in flight
-    when an instance stalls cannot land after another instance took the room) and well above
-    clock skew between hosts. A stream keeps running during a failover either way; the TTL
-    only bounds how long its repairs pause."""
+    plus about two seconds (the survivors wake just after its leases expire). Keep it above
+    3 x ``cloud.read_timeout_s`` (so a call still in flight when an instance stalls cannot land
+    after another instance took the room) and well above clock skew between hosts. A stream
+    keeps running during a failover either way; the TTL only bounds how long its repairs
+    pause."""
+    join_settle_s: float = Field(3.0, ge=0.0, le=60.0)
+    """Several instances: a starting instance announces itself, waits this long, then reads
+    who is there and takes its share. Instances started together then split the rooms at once,
+    instead of the first taking every room and handing most of them back."""
     max_rooms_per_instance: int | None = Field(None, ge=1)
     """Cap on rooms one instance works on (several instances); default: a fair share."""
     leases: Literal["auto", "on", "off"] = "auto"

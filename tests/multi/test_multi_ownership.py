@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import timedelta
 
 import pytest
 
@@ -85,3 +86,69 @@ async def test_a_newcomer_gets_its_share_by_release(store: SqlStore) -> None:
     await a.tick()
     await b.tick()
     assert a.owned() == ["r1", "r2"] and b.owned() == ["r3", "r4"]  # stable, no churn
+
+
+async def test_next_delay_wakes_after_anothers_expiry_and_soon_for_free_rooms(
+    store: SqlStore,
+) -> None:
+    clock, ra, rb = ManualClock(), Recorder(), Recorder()
+    ttl = 30.0
+    a = OwnershipManager(
+        store, owner="A", room_ids=lambda: ROOMS, ttl_s=ttl, max_rooms=None, clock=clock,
+        on_gained=ra.on_gained, on_lost=ra.on_lost,
+    )  # fmt: skip
+    b = OwnershipManager(
+        store, owner="B", room_ids=lambda: ROOMS, ttl_s=ttl, max_rooms=None, clock=clock,
+        on_gained=rb.on_gained, on_lost=rb.on_lost,
+    )  # fmt: skip
+    await a.tick()
+    await b.tick()
+    clock.advance(5)
+    await a.tick()  # A sees B, releases r3, r4
+    assert a.owned() == ["r1", "r2"]
+    clock.advance(5)
+    await b.tick()  # B still had its old share (0 rooms): it sees r3, r4 free and under share
+    assert b.owned() == [] or b.owned() == ["r3", "r4"]
+    if b.owned() == []:
+        assert b.next_delay(clock.now()) == pytest.approx(1.0)  # soon, not ttl/3 = 10 s
+        clock.advance(1.0)
+        await b.tick()
+    assert b.owned() == ["r3", "r4"]
+    assert b.next_delay(clock.now()) > 7.9  # settled: the period again (8-10 s)
+    b_renewed = clock.now()  # B dies after this tick: its leases expire at b_renewed + ttl
+    expiry = b_renewed + timedelta(seconds=ttl)
+    while a.owned() != ROOMS:
+        d = a.next_delay(clock.now())
+        assert d <= 10.0
+        clock.advance(d)
+        await a.tick()
+        if clock.now() < expiry:
+            assert a.owned() == ["r1", "r2"]  # nothing taken while B's leases live
+    # woken 0.25 s after the expiry, took the rooms one short tick (1 s) later
+    assert clock.now() <= expiry + timedelta(seconds=1.25 + 1e-6)
+    assert rb.lost == []
+
+
+async def test_instances_started_together_split_without_a_hand_back(store: SqlStore) -> None:
+    """With a settle time, an instance announces itself, then reads who is there: two
+    instances starting within it take half each, nobody takes all and hands back."""
+    clock, ra, rb = ManualClock(), Recorder(), Recorder()
+
+    def settled(owner: str, rec: Recorder) -> OwnershipManager:
+        return OwnershipManager(
+            store, owner=owner, room_ids=lambda: ROOMS, ttl_s=3.0, max_rooms=None, clock=clock,
+            on_gained=rec.on_gained, on_lost=rec.on_lost, join_settle_s=0.5,
+        )  # fmt: skip
+
+    a, b = settled("A", ra), settled("B", rb)
+    await a.tick()  # announces only
+    assert a.owned() == [] and a.next_delay(clock.now()) == pytest.approx(0.5)
+    clock.advance(0.2)
+    await b.tick()  # announces only
+    clock.advance(0.3)
+    await a.tick()
+    clock.advance(0.2)
+    await b.tick()
+    assert len(a.owned()) == 2 and len(b.owned()) == 2
+    assert sorted(a.owned() + b.owned()) == ROOMS
+    assert ra.lost == [] and rb.lost == []  # no hand-back
