@@ -231,7 +231,7 @@ class AdoptHints:
             return None
         async with self._lock:  # rooms gained together wait for the one listing
             if self._listed_gen >= gen and self._clock.now() > self._listed_until:
-                self._listed = {}
+                self._listed = {}  # kept no longer than a hint: at most one tenant's listing
                 return None  # answered long ago and listing only now: ask for itself
             if self._listed_gen < gen:
                 began = self._gen
@@ -245,8 +245,6 @@ class AdoptHints:
                 self.shared_listings += 1
                 log.info("gain_listing_made", rooms_waiting=len(self._waiting), jobs=len(listed))
             jobs = tuple(self._listed.get(room_id, ()))
-            if not self._waiting:
-                self._listed = {}  # the last one out frees the copy
         return jobs or None
 
 

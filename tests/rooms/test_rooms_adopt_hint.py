@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 
@@ -201,3 +202,25 @@ async def test_gain_listing_answers_only_rooms_gained_before_it_began(
     hints.forget("a")  # stood down before it listed
     assert await hints.shared("a") is None
     assert len(listings) == 2
+
+
+async def test_rooms_waiting_together_all_get_the_one_listing(clock: ManualClock) -> None:
+    """Every gained room asks at once (they list concurrently): the one listing answers all of
+    them, including those that were already waiting while it ran."""
+    gate = asyncio.Event()
+    calls = 0
+
+    async def listing() -> dict[str, list[ObservedJob]]:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return {r: [ObservedJob(f"j-{r}", "PROCESSING")] for r in "abc"}
+
+    hints = AdoptHints(clock, listing)
+    hints.expect(["a", "b", "c"])
+    asked = [asyncio.create_task(hints.shared(r)) for r in "abc"]
+    await asyncio.sleep(0)  # all three are inside: one lists, two wait for it
+    gate.set()
+    answers = await asyncio.gather(*asked)
+    assert answers == [(ObservedJob(f"j-{r}", "PROCESSING"),) for r in "abc"]
+    assert calls == 1
