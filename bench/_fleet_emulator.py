@@ -58,7 +58,12 @@ class Recorder:
         self.views: dict[str, list[float]] = defaultdict(list)
         self.commands: list[tuple[float, str, str]] = []
         self.starts: list[tuple[float, str]] = []
-        record_call, check_rate = service.record_call, service.check_rate
+        self.shows: list[tuple[float, str]] = []  # (t, job): a room's own read of its job
+        record_call, check_rate, show_job = (
+            service.record_call,
+            service.check_rate,
+            service.show_job,
+        )
         command, job_view, start_job = service.command, service.job_view, service.start_job
 
         def on_call(operation: str) -> None:
@@ -82,6 +87,10 @@ class Recorder:
             self.views[job.job_id].append(time.time())
             return job_view(job)
 
+        def on_show(room_id: str, job_id: str) -> dict[str, Any]:
+            self.shows.append((time.time(), job_id))
+            return show_job(room_id, job_id)
+
         def on_start(room_id: str, body: Any, *, base_url: str) -> dict[str, Any]:
             self.starts.append((time.time(), room_id))
             return start_job(room_id, body, base_url=base_url)
@@ -91,6 +100,7 @@ class Recorder:
         service.command = on_command  # type: ignore[method-assign]
         service.job_view = on_view  # type: ignore[method-assign]
         service.start_job = on_start  # type: ignore[method-assign]
+        service.show_job = on_show  # type: ignore[method-assign]
 
     def dump(self, since: float, views: bool = True) -> dict[str, Any]:
         def after(rows: list[Any]) -> list[Any]:
@@ -109,6 +119,7 @@ class Recorder:
             "views": seen,
             "commands": after(self.commands),
             "starts": after(self.starts),
+            "shows": after(self.shows),
         }
 
 
