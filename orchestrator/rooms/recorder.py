@@ -208,6 +208,22 @@ class Recorder:
                     "transition_listener_failed", room_id=transition.room_id, error=short(exc)
                 )
 
+    async def flush_many(
+        self, rooms: Sequence[tuple[str, Room, int | None]], cause: str, *, batch: int = 500
+    ) -> None:
+        """:meth:`flush` for many rooms, ``batch`` rooms per transaction."""
+        for start in range(0, len(rooms), batch):
+            part = rooms[start : start + batch]
+            writes = [RoomWrite(rid, room.to_json(), fence=fence) for rid, room, fence in part]
+            try:
+                results = await self._store.save_rooms(writes)
+            except StoreError as exc:
+                log.warning("room_flush_failed", rooms=len(part), cause=cause, error=short(exc))
+                continue
+            for (rid, _, fence), result in zip(part, results, strict=True):
+                if result is not None:
+                    log.warning("room_fenced_out", room_id=rid, fence=fence, cause=cause)
+
     async def flush(self, rid: str, room: Room, fence: int | None, cause: str) -> None:
         """Save the room's last state under its fence (a moved lease makes this a no-op)."""
         try:

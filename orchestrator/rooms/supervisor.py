@@ -361,24 +361,24 @@ class RoomSupervisor:
         and still hold its lease. The room's last state is then saved with our fence, so the
         next owner starts from it; if the lease already moved, the store refuses that write.
         """
-        workers = [self._workers.pop(rid, None) for rid in room_ids]
+        workers = [w for rid in room_ids if (w := self._workers.pop(rid, None)) is not None]
         for rid in room_ids:
             self._hints.forget(rid)
-        await asyncio.gather(
-            *(self._stand_down(w, cause, wait_s) for w in workers if w is not None)
-        )
+        await asyncio.gather(*(self._quiesce(w, wait_s) for w in workers))
+        # one batched save for all of them: 5,000 rooms saved one transaction each took 16 s
+        await self._recorder.flush_many([(w.room_id, w.room, w.fence) for w in workers], cause)
+        for w in workers:
+            self._refuse_waiting(w.room_id, cause)
+            log.info("room_stood_down", room_id=w.room_id, cause=cause, state=w.room.state.value)
         self._changed.set()
 
-    async def _stand_down(self, w: RoomWorker, cause: str, wait_s: float) -> None:
+    async def _quiesce(self, w: RoomWorker, wait_s: float) -> None:
         w.closing = True
         if wait_s > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s), w.busy:
                     pass
         await w.halt()
-        await self._recorder.flush(w.room_id, w.room, w.fence, cause)
-        self._refuse_waiting(w.room_id, cause)
-        log.info("room_stood_down", room_id=w.room_id, cause=cause, state=w.room.state.value)
 
     def _drop(self, w: RoomWorker) -> None:
         """Forget a room from inside its own worker (the worker returns right after)."""

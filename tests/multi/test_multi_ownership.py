@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
 
 import pytest
@@ -152,3 +154,47 @@ async def test_instances_started_together_split_without_a_hand_back(store: SqlSt
     assert len(a.owned()) == 2 and len(b.owned()) == 2
     assert sorted(a.owned() + b.owned()) == ROOMS
     assert ra.lost == [] and rb.lost == []  # no hand-back
+
+
+async def _until(pred: Callable[[], bool], what: str) -> None:
+    async def loop() -> None:
+        while not pred():
+            await asyncio.sleep(0.01)  # the store's thread answers; no time is simulated here
+
+    try:
+        await asyncio.wait_for(loop(), 5.0)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def test_leases_are_kept_alive_while_a_hand_over_blocks_the_tick(store: SqlStore) -> None:
+    """Taking over thousands of rooms can outlast the lease: the tick waits in on_gained while
+    the keep-alive renews what we hold, so nobody takes the rooms and nothing churns."""
+    clock, rb = ManualClock(), Recorder()
+    gate = asyncio.Event()
+    gained: list[dict[str, int]] = []
+
+    async def slow_gain(fences: Mapping[str, int]) -> None:
+        gained.append(dict(fences))
+        await gate.wait()
+
+    a = OwnershipManager(
+        store, owner="A", room_ids=lambda: ROOMS, ttl_s=3.0, max_rooms=None, clock=clock,
+        on_gained=slow_gain,
+    )  # fmt: skip
+    b = manager(store, "B", clock, rb)
+    task = asyncio.create_task(a.run())
+    try:
+        await _until(lambda: bool(gained), "A's first gain")
+        for k in range(1, 11):  # 5 s in steps of ttl/6 while the gain is stuck
+            clock.advance(0.5)
+            if k >= 2:
+                await _until(lambda k=k: a.keep_alives >= k - 1, f"keep-alive {k - 1}")
+        await b.tick()  # t = 5 s: A's first leases (t = 0) would have expired at 3 s
+        assert b.owned() == [] and rb.gained == []
+        assert a.is_owned("r1", clock.now())
+    finally:
+        gate.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
