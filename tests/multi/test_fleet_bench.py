@@ -49,3 +49,15 @@ async def test_fleet_bench_runs_every_phase_without_a_duplicate(
     # 2 instances lost one (killed) and a newcomer joined: it took rooms from the survivor
     assert f["join_rooms_moved"] > 0
     assert f["queries_per_s"] > 0  # the recorder saw the daemons' reads
+
+
+def test_even_split_accepts_the_caps_remainder() -> None:
+    """10,000 rooms over 3 instances capped at 3,334: 3,334 + 3,334 + 3,332 is even (the old
+    criterion, ≥ 3,333 each, could never be met, and three phases timed out on it)."""
+    from bench.fleet import even_split
+
+    names = ["a", "b", "c"]
+    assert even_split({"a": 3334, "b": 3334, "c": 3332}, names)
+    assert even_split({"a": 1000, "b": 1000, "c": 1000}, names)
+    assert not even_split({"a": 5000, "b": 5000, "c": 0}, names)
+    assert not even_split({"a": 3334, "b": 3334, "c": 3000}, names)
